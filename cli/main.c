@@ -1,0 +1,103 @@
+/*
+ * main.c - the dstack command: the table of commands, help, version and
+ * dispatch.  Every error leaves here as one "dstack: ..." line.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static int cmd_help(int argc, char **argv);
+
+const struct cli_command cli_commands[] = {
+	{ "help", cmd_help, "dstack help [COMMAND]",
+	  "show the commands, or one command's usage", NULL },
+	{ "tags", cmd_tags,
+	  "dstack tags list\n"
+	  "dstack tags add TAG RUN\n"
+	  "dstack tags add TAG -a DIR...\n"
+	  "dstack tags delete TAG",
+	  "list, add and delete tags (names for runs)",
+	  "`tags add TAG -a DIR...` stores each DIR as a finished run's artifact,\n"
+	  "named by the DIR's last component, and tags that run TAG.\n"
+	  "Adding a tag that exists fails: delete it first." },
+	{ "artifacts", cmd_artifacts,
+	  "dstack artifacts list (RUN|:TAG)\n"
+	  "dstack artifacts download (RUN|:TAG) [-o DIR]",
+	  "list or download a run's artifacts",
+	  "download writes DIR/PATH for every artifact PATH (DIR defaults to the\n"
+	  "current directory), byte for byte with modes and symlinks.  Where two\n"
+	  "jobs wrote one path, the higher-numbered job's file wins." },
+	{ "rm", cmd_rm, "dstack rm RUN",
+	  "delete a finished, untagged run (`gc` frees its storage)", NULL },
+	{ "gc", cmd_gc, "dstack gc",
+	  "delete stored data that no run or tag reaches", NULL },
+	{ "fsck", cmd_fsck, "dstack fsck",
+	  "re-hash every object and check every reference",
+	  "Prints one line per problem and exits 1 if there is any." },
+	{ NULL, NULL, NULL, NULL, NULL },
+};
+
+const struct cli_command *cli_command_find(const char *name)
+{
+	const struct cli_command *command;
+
+	for (command = cli_commands; command->name; command++)
+		if (!strcmp(command->name, name))
+			return command;
+	return NULL;
+}
+
+static void print_overview(FILE *out)
+{
+	const struct cli_command *command;
+
+	fprintf(out, "usage: dstack [--version] COMMAND [ARGS...]\n\ncommands:\n");
+	for (command = cli_commands; command->name; command++)
+		fprintf(out, "  %-10s %s\n", command->name, command->summary);
+	fprintf(out, "\nState lives in $DSTACK_HOME (default ~/.dstack).\n"
+		     "`dstack help COMMAND` or `dstack COMMAND -h` shows a command's usage.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	const struct cli_command *command;
+
+	if (cli_wants_help("help", argc, argv))
+		return CLI_OK;
+	if (argc > 2)
+		return cli_usage_error("help", "too many arguments");
+	if (argc < 2) {
+		print_overview(stdout);
+		return CLI_OK;
+	}
+	command = cli_command_find(argv[1]);
+	if (!command)
+		return cli_usage_error("help", "unknown command '%s'", argv[1]);
+	cli_print_help(command);
+	return CLI_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const struct cli_command *command;
+
+	if (argc < 2) {
+		print_overview(stderr);
+		return CLI_USAGE;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("dstack %s\n", DSTACK_VERSION);
+		return CLI_OK;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		print_overview(stdout);
+		return CLI_OK;
+	}
+	command = cli_command_find(argv[1]);
+	if (!command) {
+		fprintf(stderr, "dstack: unknown command '%s' (see 'dstack help')\n", argv[1]);
+		return CLI_USAGE;
+	}
+	return command->run(argc - 1, argv + 1);
+}

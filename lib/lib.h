@@ -1,0 +1,72 @@
+/*
+ * lib.h - small helpers shared by every dstack module: an error record that
+ * carries the user-facing reason from where a failure happens to the edge
+ * that prints it, a growable string buffer, and file system helpers that
+ * retry short I/O and report errno.
+ */
+#ifndef DSTACK_LIB_H
+#define DSTACK_LIB_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * The reason a call failed: a negative errno in code, and a one-line
+ * message naming the file, object or field at fault.  Functions that fail
+ * return the same negative errno they store here.
+ */
+struct error {
+	int code;
+	char message[1024];
+};
+
+/* Records code and the formatted message (first failure wins); returns code. */
+int error_set(struct error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* As error_set, appending ": strerror(-code)". */
+int error_errno(struct error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void error_clear(struct error *err);
+
+/* A growable NUL-terminated byte buffer, in the manner of git's strbuf. */
+struct strbuf {
+	char *buf;
+	size_t len;
+	size_t alloc;
+};
+#define STRBUF_INIT { NULL, 0, 0 }
+void strbuf_grow(struct strbuf *sb, size_t extra);
+void strbuf_add(struct strbuf *sb, const void *data, size_t len);
+void strbuf_addstr(struct strbuf *sb, const char *s);
+void strbuf_addf(struct strbuf *sb, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void strbuf_reset(struct strbuf *sb);
+void strbuf_release(struct strbuf *sb);
+
+/* Allocation that aborts on exhaustion: callers never see NULL. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+
+/* Lowercase hex of len bytes into out (2*len+1 bytes); 0 or -EINVAL on parse. */
+void hex_encode(const uint8_t *bytes, size_t len, char *out);
+int hex_decode(const char *hex, uint8_t *bytes, size_t len);
+
+/* Write or pread exactly len bytes, retrying short transfers: 0 or -errno. */
+int fs_write_all(int fd, const void *buf, size_t len);
+int fs_pread_all(int fd, void *buf, size_t len, off_t offset);
+/* mkdir -p with mode for new components: 0 or -errno. */
+int fs_mkdir_p(const char *path, mode_t mode);
+/* fsync the directory at path, so renames and creations in it are durable. */
+int fs_fsync_dir(const char *path);
+/* Nanoseconds since the epoch (CLOCK_REALTIME). */
+int64_t time_now_ns(void);
+/* Format ns since the epoch as ISO 8601 UTC "2026-11-28T09:15:36Z". */
+void time_format_iso(int64_t ns, char out[32]);
+/* Human size, "1.5 MiB". */
+void size_format(uint64_t bytes, char out[32]);
+
+#endif

@@ -1,0 +1,572 @@
+/*
+ * catalog.c - the SQLite catalog: schema and its migrations, the prepared
+ * statement cache, transactions, and the run and tag records.
+ *
+ * WAL mode lets one writer and many reading processes work at once;
+ * busy_timeout makes a second writer wait rather than fail.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/internal.h"
+
+/* Each entry moves the schema from version i to i + 1; never edit one. */
+static const char *const catalog_migrations[] = {
+	"CREATE TABLE packs("
+	"  id INTEGER PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  size INTEGER NOT NULL);"
+	"CREATE TABLE objects("
+	"  hash BLOB PRIMARY KEY,"
+	"  pack INTEGER NOT NULL REFERENCES packs(id),"
+	"  offset INTEGER NOT NULL,"
+	"  stored INTEGER NOT NULL,"
+	"  raw INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX objects_by_pack ON objects(pack);"
+	"CREATE TABLE trees("
+	"  id INTEGER PRIMARY KEY,"
+	"  hash BLOB NOT NULL UNIQUE,"
+	"  files INTEGER NOT NULL,"
+	"  bytes INTEGER NOT NULL);"
+	"CREATE TABLE tree_entries("
+	"  tree INTEGER NOT NULL,"
+	"  seq INTEGER NOT NULL,"
+	"  path TEXT NOT NULL,"
+	"  mode INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  target TEXT,"
+	"  chunks BLOB,"
+	"  PRIMARY KEY(tree, seq)) WITHOUT ROWID;"
+	"CREATE UNIQUE INDEX tree_entries_by_path ON tree_entries(tree, path);"
+	"CREATE TABLE runs("
+	"  id INTEGER PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  workflow TEXT,"
+	"  provider TEXT,"
+	"  args TEXT NOT NULL DEFAULT '',"
+	"  status TEXT NOT NULL,"
+	"  submitted INTEGER NOT NULL,"
+	"  started INTEGER,"
+	"  finished INTEGER,"
+	"  repo TEXT,"
+	"  commit_hash TEXT,"
+	"  exit_code INTEGER);"
+	"CREATE TABLE jobs("
+	"  run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+	"  n INTEGER NOT NULL,"
+	"  status TEXT NOT NULL,"
+	"  spec TEXT,"
+	"  exit_code INTEGER,"
+	"  PRIMARY KEY(run, n));"
+	"CREATE TABLE artifacts("
+	"  run INTEGER NOT NULL,"
+	"  job INTEGER NOT NULL,"
+	"  path TEXT NOT NULL,"
+	"  tree INTEGER NOT NULL REFERENCES trees(id),"
+	"  PRIMARY KEY(run, job, path),"
+	"  FOREIGN KEY(run, job) REFERENCES jobs(run, n) ON DELETE CASCADE);"
+	"CREATE INDEX artifacts_by_tree ON artifacts(tree);"
+	"CREATE TABLE logs("
+	"  run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+	"  seq INTEGER NOT NULL,"
+	"  job INTEGER NOT NULL,"
+	"  time INTEGER NOT NULL,"
+	"  data BLOB NOT NULL,"
+	"  PRIMARY KEY(run, seq));"
+	"CREATE TABLE tags("
+	"  name TEXT PRIMARY KEY,"
+	"  run INTEGER NOT NULL REFERENCES runs(id),"
+	"  created INTEGER NOT NULL);"
+	"CREATE INDEX tags_by_run ON tags(run);"
+	"CREATE TABLE stat_cache("
+	"  path TEXT PRIMARY KEY,"
+	"  dev INTEGER NOT NULL,"
+	"  ino INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  mtime INTEGER NOT NULL,"
+	"  ctime INTEGER NOT NULL,"
+	"  chunks BLOB) WITHOUT ROWID;",
+};
+
+#define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
+
+int catalog_error(struct store *store, int rc, const char *what,
+		  struct error *err)
+{
+	int code;
+
+	switch (rc & 0xff) {
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		code = -EIO;
+		break;
+	case SQLITE_FULL:
+		code = -ENOSPC;
+		break;
+	case SQLITE_READONLY:
+		code = -EROFS;
+		break;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		code = -EBUSY;
+		break;
+	case SQLITE_CONSTRAINT:
+		code = -EEXIST;
+		break;
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+		code = -EACCES;
+		break;
+	case SQLITE_NOMEM:
+		code = -ENOMEM;
+		break;
+	default:
+		code = -EIO;
+	}
+	return error_set(err, code, "%s/catalog.db: %s: %s", store->home, what,
+			 store->db ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
+}
+
+static int catalog_exec(struct store *store, const char *sql, struct error *err)
+{
+	int rc = sqlite3_exec(store->db, sql, NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK)
+		return catalog_error(store, rc, "exec", err);
+	return 0;
+}
+
+static int catalog_user_version(struct store *store, int *version,
+				struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &stmt,
+				    NULL);
+
+	if (rc != SQLITE_OK)
+		return catalog_error(store, rc, "read schema version", err);
+	rc = sqlite3_step(stmt);
+	if (rc != SQLITE_ROW) {
+		sqlite3_finalize(stmt);
+		return catalog_error(store, rc, "read schema version", err);
+	}
+	*version = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	return 0;
+}
+
+static int catalog_migrate(struct store *store, struct error *err)
+{
+	struct strbuf sql = STRBUF_INIT;
+	int version, ret;
+
+	ret = catalog_user_version(store, &version, err);
+	if (ret < 0)
+		return ret;
+	if (version > CATALOG_VERSION)
+		return error_set(err, -EPROTO,
+				 "%s/catalog.db: schema version %d is newer than this dstack knows (%d)",
+				 store->home, version, CATALOG_VERSION);
+	if (version == CATALOG_VERSION)
+		return 0;
+	if (!store->writable)
+		return error_set(err, -EROFS,
+				 "%s/catalog.db: schema version %d needs an upgrade, store is read-only",
+				 store->home, version);
+	ret = catalog_exec(store, "BEGIN IMMEDIATE", err);
+	if (ret < 0)
+		return ret;
+	/* Another process may have migrated while we waited for the lock. */
+	ret = catalog_user_version(store, &version, err);
+	for (; ret == 0 && version < CATALOG_VERSION; version++) {
+		strbuf_reset(&sql);
+		strbuf_addf(&sql, "%s; PRAGMA user_version = %d",
+			    catalog_migrations[version], version + 1);
+		ret = catalog_exec(store, sql.buf, err);
+	}
+	strbuf_release(&sql);
+	if (ret < 0) {
+		catalog_rollback(store);
+		return ret;
+	}
+	return catalog_exec(store, "COMMIT", err);
+}
+
+int catalog_open(struct store *store, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT;
+	int flags = SQLITE_OPEN_NOMUTEX;
+	int rc, ret;
+
+	strbuf_addf(&path, "%s/catalog.db", store->home);
+	flags |= store->writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+				 : SQLITE_OPEN_READONLY;
+	rc = sqlite3_open_v2(path.buf, &store->db, flags, NULL);
+	strbuf_release(&path);
+	if (rc != SQLITE_OK)
+		return catalog_error(store, rc, "open", err);
+	sqlite3_busy_timeout(store->db, 30000);
+	sqlite3_extended_result_codes(store->db, 0);
+	/*
+	 * synchronous=FULL: a commit is on disk when COMMIT returns, as git's
+	 * refs are; WAL keeps that to one fsync of the log per transaction.
+	 */
+	ret = catalog_exec(store, store->writable
+			   ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			     " PRAGMA foreign_keys=ON"
+			   : "PRAGMA foreign_keys=ON", err);
+	if (ret < 0)
+		return ret;
+	ret = catalog_migrate(store, err);
+	if (ret < 0)
+		return ret;
+	/* A quick check catches a truncated or foreign file at open. */
+	return catalog_exec(store, "SELECT count(*) FROM runs", err);
+}
+
+sqlite3_stmt *catalog_stmt(struct store *store, const char *sql,
+			   struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int i, rc;
+
+	for (i = 0; i < store->stmt_count; i++) {
+		if (store->stmts[i].sql == sql) {
+			stmt = store->stmts[i].stmt;
+			sqlite3_reset(stmt);
+			sqlite3_clear_bindings(stmt);
+			return stmt;
+		}
+	}
+	rc = sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+				&stmt, NULL);
+	if (rc != SQLITE_OK) {
+		catalog_error(store, rc, "prepare", err);
+		return NULL;
+	}
+	if (store->stmt_count < (int)(sizeof(store->stmts) / sizeof(store->stmts[0]))) {
+		store->stmts[store->stmt_count].sql = sql;
+		store->stmts[store->stmt_count].stmt = stmt;
+		store->stmt_count++;
+	}
+	return stmt;
+}
+
+void catalog_finalize_all(struct store *store)
+{
+	int i;
+
+	for (i = 0; i < store->stmt_count; i++)
+		sqlite3_finalize(store->stmts[i].stmt);
+	store->stmt_count = 0;
+}
+
+int catalog_begin(struct store *store, struct error *err)
+{
+	return catalog_exec(store, "BEGIN IMMEDIATE", err);
+}
+
+int catalog_commit(struct store *store, struct error *err)
+{
+	int ret = catalog_exec(store, "COMMIT", err);
+
+	if (ret < 0)
+		catalog_rollback(store);
+	return ret;
+}
+
+void catalog_rollback(struct store *store)
+{
+	if (!sqlite3_get_autocommit(store->db))
+		sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Tag names travel in paths (/dstack/tags/T) and shell words. */
+static int tag_name_check(const char *tag, struct error *err)
+{
+	const char *p;
+
+	if (!*tag || *tag == '-' || *tag == '.' || strlen(tag) > 100)
+		goto bad;
+	for (p = tag; *p; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+		      *p == '.'))
+			goto bad;
+	}
+	return 0;
+bad:
+	return error_set(err, -EINVAL,
+			 "invalid tag name '%s' (letters, digits, '.', '_', '-'; not starting with '.' or '-')",
+			 tag);
+}
+
+/* The columns run_from_row reads, in its order. */
+#define RUN_COLUMNS \
+	"SELECT r.id, r.name, coalesce(r.workflow, ''), r.status," \
+	" coalesce((SELECT name FROM tags t WHERE t.run = r.id ORDER BY created DESC LIMIT 1), '')," \
+	" r.submitted, coalesce(r.finished, 0)," \
+	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a" \
+	"  WHERE a.run = r.id ORDER BY path))"
+
+static void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
+{
+	memset(run, 0, sizeof(*run));
+	run->id = sqlite3_column_int64(stmt, 0);
+	snprintf(run->name, sizeof(run->name), "%s", sqlite3_column_text(stmt, 1));
+	snprintf(run->workflow, sizeof(run->workflow), "%s",
+		 sqlite3_column_text(stmt, 2));
+	snprintf(run->status, sizeof(run->status), "%s", sqlite3_column_text(stmt, 3));
+	snprintf(run->tag, sizeof(run->tag), "%s", sqlite3_column_text(stmt, 4));
+	run->submitted = sqlite3_column_int64(stmt, 5);
+	run->finished = sqlite3_column_int64(stmt, 6);
+	snprintf(run->artifacts, sizeof(run->artifacts), "%s",
+		 sqlite3_column_text(stmt, 7) ? (const char *)sqlite3_column_text(stmt, 7) : "");
+}
+
+static const char run_by_name_sql[] = RUN_COLUMNS " FROM runs r WHERE r.name = ?";
+
+static const char run_by_tag_sql[] =
+	RUN_COLUMNS " FROM runs r JOIN tags g ON g.run = r.id WHERE g.name = ?";
+
+int store_run_find(struct store *store, const char *spec, struct store_run *out,
+		   struct error *err)
+{
+	bool by_tag = spec[0] == ':';
+	sqlite3_stmt *stmt = catalog_stmt(store, by_tag ? run_by_tag_sql
+						      : run_by_name_sql, err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, by_tag ? spec + 1 : spec, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		run_from_row(stmt, out);
+		sqlite3_reset(stmt);
+		return 0;
+	}
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		return catalog_error(store, rc, "find run", err);
+	if (by_tag)
+		return error_set(err, -ENOENT, "no tag '%s'", spec + 1);
+	return error_set(err, -ENOENT, "no run '%s'", spec);
+}
+
+int store_run_add_data(struct store *store, const char *tag,
+		       const struct store_artifact_ref *artifacts, size_t count,
+		       struct store_run *out, struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int64_t now = time_now_ns(), run_id, next;
+	char name[64];
+	size_t i;
+	int ret, rc;
+
+	ret = tag_name_check(tag, err);
+	if (ret < 0)
+		return ret;
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		return ret;
+	stmt = catalog_stmt(store, "SELECT run FROM tags WHERE name = ?", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_ROW) {
+		ret = error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
+		goto out;
+	}
+	stmt = catalog_stmt(store, "SELECT coalesce(max(id), 0) + 1 FROM runs", err);
+	if (!stmt || sqlite3_step(stmt) != SQLITE_ROW)
+		goto fail;
+	next = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	run_name_make(next, name);
+
+	stmt = catalog_stmt(store,
+			    "INSERT INTO runs(id, name, status, submitted, started, finished, exit_code)"
+			    " VALUES (?, ?, 'done', ?, ?, ?, 0)", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_int64(stmt, 1, next);
+	sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, now);
+	sqlite3_bind_int64(stmt, 4, now);
+	sqlite3_bind_int64(stmt, 5, now);
+	if ((rc = sqlite3_step(stmt)) != SQLITE_DONE)
+		goto fail_rc;
+	run_id = next;
+	stmt = catalog_stmt(store, "INSERT INTO jobs(run, n, status, exit_code) VALUES (?, 0, 'done', 0)", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_int64(stmt, 1, run_id);
+	if ((rc = sqlite3_step(stmt)) != SQLITE_DONE)
+		goto fail_rc;
+	for (i = 0; i < count; i++) {
+		stmt = catalog_stmt(store, "INSERT INTO artifacts(run, job, path, tree) VALUES (?, 0, ?, ?)", err);
+		if (!stmt)
+			goto fail;
+		sqlite3_bind_int64(stmt, 1, run_id);
+		sqlite3_bind_text(stmt, 2, artifacts[i].path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 3, artifacts[i].tree);
+		rc = sqlite3_step(stmt);
+		if (rc == SQLITE_CONSTRAINT) {
+			ret = error_set(err, -EINVAL, "artifact path '%s' given twice",
+					artifacts[i].path);
+			goto out;
+		}
+		if (rc != SQLITE_DONE)
+			goto fail_rc;
+	}
+	stmt = catalog_stmt(store, "INSERT INTO tags(name, run, created) VALUES (?, ?, ?)", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, run_id);
+	sqlite3_bind_int64(stmt, 3, now);
+	if ((rc = sqlite3_step(stmt)) != SQLITE_DONE)
+		goto fail_rc;
+	ret = catalog_commit(store, err);
+	if (ret < 0)
+		return ret;
+	return store_run_find(store, name, out, err);
+fail_rc:
+	ret = catalog_error(store, rc, "record run", err);
+	goto out;
+fail:
+	ret = err->code ? err->code : catalog_error(store, sqlite3_errcode(store->db), "record run", err);
+out:
+	catalog_rollback(store);
+	return ret;
+}
+
+int store_run_remove(struct store *store, const char *name, struct error *err)
+{
+	struct store_run run;
+	sqlite3_stmt *stmt;
+	int ret, rc;
+
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		return ret;
+	ret = store_run_find(store, name, &run, err);
+	if (ret < 0)
+		goto out;
+	if (run.tag[0]) {
+		ret = error_set(err, -EBUSY, "run '%s' is tagged '%s' (delete the tag first)",
+				name, run.tag);
+		goto out;
+	}
+	if (!run.finished) {
+		ret = error_set(err, -EBUSY, "run '%s' is %s (stop it first)", name,
+				run.status);
+		goto out;
+	}
+	stmt = catalog_stmt(store, "DELETE FROM runs WHERE id = ?", err);
+	if (!stmt) {
+		ret = err->code;
+		goto out;
+	}
+	sqlite3_bind_int64(stmt, 1, run.id);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "remove run", err);
+		goto out;
+	}
+	return catalog_commit(store, err);
+out:
+	catalog_rollback(store);
+	return ret;
+}
+
+int store_tag_add(struct store *store, const char *tag, const char *run_spec,
+		  struct error *err)
+{
+	struct store_run run;
+	sqlite3_stmt *stmt;
+	int ret, rc;
+
+	ret = tag_name_check(tag, err);
+	if (ret < 0)
+		return ret;
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		return ret;
+	ret = store_run_find(store, run_spec, &run, err);
+	if (ret < 0)
+		goto out;
+	stmt = catalog_stmt(store, "INSERT INTO tags(name, run, created) VALUES (?, ?, ?)", err);
+	if (!stmt) {
+		ret = err->code;
+		goto out;
+	}
+	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, run.id);
+	sqlite3_bind_int64(stmt, 3, time_now_ns());
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_CONSTRAINT) {
+		ret = error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
+		goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "add tag", err);
+		goto out;
+	}
+	return catalog_commit(store, err);
+out:
+	catalog_rollback(store);
+	return ret;
+}
+
+int store_tag_delete(struct store *store, const char *tag, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, "DELETE FROM tags WHERE name = ?", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		return catalog_error(store, rc, "delete tag", err);
+	if (sqlite3_changes(store->db) == 0)
+		return error_set(err, -ENOENT, "no tag '%s'", tag);
+	return 0;
+}
+
+static const char tag_list_sql[] =
+	"SELECT r.id, r.name, coalesce(r.workflow, ''), r.status, g.name,"
+	" r.submitted, coalesce(r.finished, 0),"
+	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a"
+	"  WHERE a.run = r.id ORDER BY path))"
+	" FROM tags g JOIN runs r ON g.run = r.id ORDER BY g.name";
+
+int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,
+		   struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, tag_list_sql, err);
+	struct store_run run;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		run_from_row(stmt, &run);
+		ret = fn(ctx, &run);
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "list tags", err);
+	return ret;
+}

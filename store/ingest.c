@@ -1,0 +1,1035 @@
+/*
+ * ingest.c - storing a folder as a tree.
+ *
+ * The calling thread walks the folder, reads files and cuts them into
+ * chunks; worker threads (one per CPU) hash each chunk, skip it when the
+ * store already has it, else lz4-compress it and append it to a temp pack.
+ * When the folder is done the packs are made durable and then, in one
+ * transaction, the catalog learns the new objects, the tree and the stat
+ * cache.  Memory is bounded by the job buffers, whatever the file sizes.
+ *
+ * The stat cache (path, device, inode, size, mtime, ctime -> chunks) lets
+ * an unchanged folder be re-ingested without reading it, as git's index
+ * does.  Files changed within the last seconds are not cached: their mtime
+ * cannot yet tell a later write apart ("racy git").
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/hashset.h"
+#include "store/internal.h"
+
+#define JOB_ITEMS 256
+#define WORKERS_MAX 8
+#define SLOT_BLOCK 4096
+/* A file whose mtime or ctime is this recent is not trusted to the cache. */
+#define STAT_CACHE_RACY_NS (2ll * 1000000000)
+
+/* Where a worker leaves the name and size of one chunk. */
+struct slot {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint32_t size;
+};
+
+struct job {
+	uint8_t *buf;
+	size_t used;
+	size_t count;
+	struct {
+		size_t offset;
+		size_t len;
+		struct slot *slot;
+	} items[JOB_ITEMS];
+	struct job *next;
+};
+
+struct entry {
+	char *path;
+	mode_t mode;
+	uint64_t size;
+	char *target;
+	dev_t dev;
+	ino_t ino;
+	int64_t mtime, ctime;
+	size_t first_slot, slot_count;
+	/* From the stat cache: the chunk records, not read again. */
+	uint8_t *cached_chunks;
+	size_t cached_count;
+	bool from_cache;
+};
+
+struct new_object {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint32_t raw, stored;
+	uint64_t offset;
+	size_t pack;		/* index into store_ingest.packs */
+};
+
+struct stat_cache_row {
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	uint64_t size;
+	int64_t mtime, ctime;
+	uint8_t *chunks;
+	size_t chunks_len;
+};
+
+struct store_ingest {
+	struct store *store;
+	store_report_fn *warn;
+	void *warn_ctx;
+	struct chunker chunker;
+	int64_t start_ns;
+
+	pthread_mutex_t lock;	/* everything below, and store->db */
+	pthread_cond_t work_ready;
+	pthread_cond_t job_done;
+	struct job *free_jobs;
+	struct job *queue_head, *queue_tail;
+	int in_flight;
+	bool stopping;
+	pthread_t threads[WORKERS_MAX];
+	int thread_count;
+	struct error error;
+
+	/* Hashes this ingest knows are stored or being stored. */
+	struct hashset seen;
+
+	struct pack_writer *packs;
+	size_t pack_count;
+	bool pack_open;		/* packs[pack_count - 1] takes appends */
+	struct new_object *objects;
+	size_t object_count, object_alloc;
+
+	/* Per folder, owned by the calling thread. */
+	struct slot **slot_blocks;
+	size_t slot_count, slot_block_alloc;
+	struct entry *entries;
+	size_t entry_count, entry_alloc;
+	struct stat_cache_row *cache;
+	size_t cache_cap;
+	uint8_t *staging;
+};
+
+static struct job *job_new(void)
+{
+	struct job *job = xcalloc(1, sizeof(*job));
+
+	job->buf = xmalloc(CHUNK_MAX);
+	return job;
+}
+
+static bool catalog_has_object(struct store *store, const uint8_t *hash,
+			       struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT 1 FROM objects WHERE hash = ?", err);
+	int rc;
+
+	if (!stmt)
+		return false;
+	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		catalog_error(store, rc, "look up object", err);
+	return rc == SQLITE_ROW;
+}
+
+/* Called with the lock held. */
+static int ingest_append(struct store_ingest *ingest, const uint8_t *hash,
+			 uint32_t raw, const void *frame, uint32_t stored)
+{
+	struct pack_writer *pack;
+	struct new_object *object;
+	int ret;
+
+	if (!ingest->pack_open) {
+		ingest->packs = xrealloc(ingest->packs,
+					 (ingest->pack_count + 1) * sizeof(*ingest->packs));
+		ret = pack_writer_open(ingest->store, &ingest->packs[ingest->pack_count],
+				       &ingest->error);
+		if (ret < 0)
+			return ret;
+		ingest->pack_count++;
+		ingest->pack_open = true;
+	}
+	pack = &ingest->packs[ingest->pack_count - 1];
+	if (ingest->object_count == ingest->object_alloc) {
+		ingest->object_alloc = ingest->object_alloc ? 2 * ingest->object_alloc : 1024;
+		ingest->objects = xrealloc(ingest->objects,
+					   ingest->object_alloc * sizeof(*ingest->objects));
+	}
+	object = &ingest->objects[ingest->object_count];
+	ret = pack_writer_append(pack, hash, raw, frame, stored, &object->offset,
+				 &ingest->error);
+	if (ret < 0)
+		return ret;
+	memcpy(object->hash, hash, STORE_HASH_SIZE);
+	object->raw = raw;
+	object->stored = stored;
+	object->pack = ingest->pack_count - 1;
+	ingest->object_count++;
+	if (pack->size >= PACK_TARGET_SIZE)
+		ingest->pack_open = false;
+	return 0;
+}
+
+static void ingest_process_job(struct store_ingest *ingest, struct job *job,
+			       uint8_t *frame, size_t frame_cap)
+{
+	size_t i, stored;
+	bool store_it;
+	int ret;
+
+	for (i = 0; i < job->count; i++) {
+		struct slot *slot = job->items[i].slot;
+		const uint8_t *data = job->buf + job->items[i].offset;
+		size_t len = job->items[i].len;
+
+		hash_bytes(data, len, slot->hash);
+		slot->size = (uint32_t)len;
+
+		pthread_mutex_lock(&ingest->lock);
+		store_it = !ingest->error.code && hashset_add(&ingest->seen, slot->hash);
+		if (store_it)
+			store_it = !catalog_has_object(ingest->store, slot->hash,
+						       &ingest->error);
+		pthread_mutex_unlock(&ingest->lock);
+		if (!store_it)
+			continue;
+
+		ret = frame_compress(data, len, frame, frame_cap, &stored);
+		pthread_mutex_lock(&ingest->lock);
+		if (ret < 0)
+			error_set(&ingest->error, ret, "lz4: cannot compress a chunk");
+		else if (!ingest->error.code)
+			ingest_append(ingest, slot->hash, (uint32_t)len, frame,
+				      (uint32_t)stored);
+		pthread_mutex_unlock(&ingest->lock);
+	}
+}
+
+static void *ingest_worker(void *arg)
+{
+	struct store_ingest *ingest = arg;
+	size_t frame_cap = frame_bound(CHUNK_MAX);
+	uint8_t *frame = xmalloc(frame_cap);
+	struct job *job;
+
+	pthread_mutex_lock(&ingest->lock);
+	for (;;) {
+		while (!ingest->queue_head && !ingest->stopping)
+			pthread_cond_wait(&ingest->work_ready, &ingest->lock);
+		if (!ingest->queue_head)
+			break;
+		job = ingest->queue_head;
+		ingest->queue_head = job->next;
+		if (!ingest->queue_head)
+			ingest->queue_tail = NULL;
+		pthread_mutex_unlock(&ingest->lock);
+
+		ingest_process_job(ingest, job, frame, frame_cap);
+
+		pthread_mutex_lock(&ingest->lock);
+		job->used = job->count = 0;
+		job->next = ingest->free_jobs;
+		ingest->free_jobs = job;
+		ingest->in_flight--;
+		pthread_cond_broadcast(&ingest->job_done);
+	}
+	pthread_mutex_unlock(&ingest->lock);
+	free(frame);
+	return NULL;
+}
+
+int store_ingest_begin(struct store *store, struct store_ingest **out,
+		       store_report_fn *warn, void *warn_ctx, struct error *err)
+{
+	struct store_ingest *ingest;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int i, ret;
+
+	ret = store_lock_shared(store, err);
+	if (ret < 0)
+		return ret;
+	ingest = xcalloc(1, sizeof(*ingest));
+	ingest->store = store;
+	ingest->warn = warn;
+	ingest->warn_ctx = warn_ctx;
+	chunker_init(&ingest->chunker, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+	pthread_mutex_init(&ingest->lock, NULL);
+	pthread_cond_init(&ingest->work_ready, NULL);
+	pthread_cond_init(&ingest->job_done, NULL);
+	ingest->staging = xmalloc(2 * CHUNK_MAX);
+	if (cpus < 1)
+		cpus = 1;
+	if (cpus > WORKERS_MAX)
+		cpus = WORKERS_MAX;
+	/* Two jobs per worker: one being processed, one waiting. */
+	for (i = 0; i < 2 * cpus; i++) {
+		struct job *job = job_new();
+
+		job->next = ingest->free_jobs;
+		ingest->free_jobs = job;
+	}
+	for (i = 0; i < cpus; i++) {
+		if (pthread_create(&ingest->threads[i], NULL, ingest_worker, ingest))
+			break;
+		ingest->thread_count++;
+	}
+	if (!ingest->thread_count) {
+		store_ingest_end(ingest);
+		return error_set(err, -EAGAIN, "cannot start ingest threads");
+	}
+	*out = ingest;
+	return 0;
+}
+
+static void ingest_discard_packs(struct store_ingest *ingest)
+{
+	struct strbuf path = STRBUF_INIT;
+	size_t i;
+
+	for (i = 0; i < ingest->pack_count; i++) {
+		struct pack_writer *pack = &ingest->packs[i];
+
+		if (pack->tmp_path) {
+			pack_writer_discard(pack);
+		} else {
+			/* Renamed but never named by the catalog. */
+			pack_path(ingest->store, pack->name, &path);
+			unlink(path.buf);
+		}
+	}
+	strbuf_release(&path);
+	free(ingest->packs);
+	ingest->packs = NULL;
+	ingest->pack_count = 0;
+	ingest->pack_open = false;
+	ingest->object_count = 0;
+	/* Objects we saw in those packs are not stored after all. */
+	hashset_release(&ingest->seen);
+}
+
+static void ingest_reset_folder(struct store_ingest *ingest)
+{
+	size_t i;
+
+	for (i = 0; i < ingest->entry_count; i++) {
+		free(ingest->entries[i].path);
+		free(ingest->entries[i].target);
+	}
+	ingest->entry_count = 0;
+	for (i = 0; i < ingest->cache_cap; i++) {
+		free(ingest->cache[i].path);
+		free(ingest->cache[i].chunks);
+	}
+	free(ingest->cache);
+	ingest->cache = NULL;
+	ingest->cache_cap = 0;
+	for (i = 0; i * SLOT_BLOCK < ingest->slot_count; i++)
+		free(ingest->slot_blocks[i]);
+	ingest->slot_count = 0;
+}
+
+void store_ingest_end(struct store_ingest *ingest)
+{
+	struct job *job;
+	int i;
+
+	if (!ingest)
+		return;
+	pthread_mutex_lock(&ingest->lock);
+	ingest->stopping = true;
+	pthread_cond_broadcast(&ingest->work_ready);
+	pthread_mutex_unlock(&ingest->lock);
+	for (i = 0; i < ingest->thread_count; i++)
+		pthread_join(ingest->threads[i], NULL);
+	ingest_discard_packs(ingest);
+	ingest_reset_folder(ingest);
+	while ((job = ingest->free_jobs)) {
+		ingest->free_jobs = job->next;
+		free(job->buf);
+		free(job);
+	}
+	free(ingest->objects);
+	free(ingest->entries);
+	free(ingest->slot_blocks);
+	free(ingest->staging);
+	pthread_mutex_destroy(&ingest->lock);
+	pthread_cond_destroy(&ingest->work_ready);
+	pthread_cond_destroy(&ingest->job_done);
+	store_unlock(ingest->store);
+	free(ingest);
+}
+
+static struct slot *slot_next(struct store_ingest *ingest)
+{
+	size_t block = ingest->slot_count / SLOT_BLOCK;
+
+	if (ingest->slot_count % SLOT_BLOCK == 0) {
+		if (block == ingest->slot_block_alloc) {
+			ingest->slot_block_alloc = block ? 2 * block : 16;
+			ingest->slot_blocks = xrealloc(ingest->slot_blocks,
+				ingest->slot_block_alloc * sizeof(*ingest->slot_blocks));
+		}
+		ingest->slot_blocks[block] = xmalloc(SLOT_BLOCK * sizeof(struct slot));
+	}
+	return &ingest->slot_blocks[block][ingest->slot_count++ % SLOT_BLOCK];
+}
+
+static struct slot *slot_at(struct store_ingest *ingest, size_t index)
+{
+	return &ingest->slot_blocks[index / SLOT_BLOCK][index % SLOT_BLOCK];
+}
+
+static uint64_t string_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+	return h;
+}
+
+static struct stat_cache_row *cache_slot(struct store_ingest *ingest,
+					 const char *path)
+{
+	size_t i = (size_t)string_hash(path) & (ingest->cache_cap - 1);
+
+	while (ingest->cache[i].path && strcmp(ingest->cache[i].path, path))
+		i = (i + 1) & (ingest->cache_cap - 1);
+	return &ingest->cache[i];
+}
+
+/* Loads the stat cache rows under root ("/abs/dir/") into a hash table. */
+static int ingest_load_stat_cache(struct store_ingest *ingest, const char *root,
+				  struct error *err)
+{
+	struct store *store = ingest->store;
+	sqlite3_stmt *stmt;
+	size_t rows = 0, root_len = strlen(root);
+	char *upper = xstrdup(root);
+	int rc;
+
+	/* Paths under "/a/b/" sort between it and "/a/b0" ('/' + 1). */
+	upper[root_len - 1] = '0';
+	stmt = catalog_stmt(store, "SELECT count(*) FROM stat_cache WHERE path > ? AND path < ?", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_text(stmt, 1, root, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, upper, -1, SQLITE_STATIC);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		rows = (size_t)sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	ingest->cache_cap = 16;
+	while (ingest->cache_cap < 2 * rows)
+		ingest->cache_cap *= 2;
+	ingest->cache = xcalloc(ingest->cache_cap, sizeof(*ingest->cache));
+	stmt = catalog_stmt(store,
+			    "SELECT path, dev, ino, size, mtime, ctime, chunks FROM stat_cache"
+			    " WHERE path > ? AND path < ?", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_text(stmt, 1, root, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, upper, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && rows--) {
+		const char *path = (const char *)sqlite3_column_text(stmt, 0) + root_len;
+		struct stat_cache_row *row = cache_slot(ingest, path);
+		size_t len = (size_t)sqlite3_column_bytes(stmt, 6);
+
+		row->path = xstrdup(path);
+		row->dev = (dev_t)sqlite3_column_int64(stmt, 1);
+		row->ino = (ino_t)sqlite3_column_int64(stmt, 2);
+		row->size = (uint64_t)sqlite3_column_int64(stmt, 3);
+		row->mtime = sqlite3_column_int64(stmt, 4);
+		row->ctime = sqlite3_column_int64(stmt, 5);
+		row->chunks = xmalloc(len);
+		memcpy(row->chunks, sqlite3_column_blob(stmt, 6), len);
+		row->chunks_len = len;
+	}
+	sqlite3_reset(stmt);
+	free(upper);
+	return 0;
+fail:
+	free(upper);
+	return err->code;
+}
+
+static struct entry *entry_add(struct store_ingest *ingest, const char *path,
+			       const struct stat *st)
+{
+	struct entry *entry;
+
+	if (ingest->entry_count == ingest->entry_alloc) {
+		ingest->entry_alloc = ingest->entry_alloc ? 2 * ingest->entry_alloc : 256;
+		ingest->entries = xrealloc(ingest->entries,
+					   ingest->entry_alloc * sizeof(*entry));
+	}
+	entry = &ingest->entries[ingest->entry_count++];
+	memset(entry, 0, sizeof(*entry));
+	entry->path = xstrdup(path);
+	entry->mode = st->st_mode;
+	entry->size = S_ISREG(st->st_mode) ? (uint64_t)st->st_size : 0;
+	entry->dev = st->st_dev;
+	entry->ino = st->st_ino;
+	entry->mtime = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	entry->ctime = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+	return entry;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Appends the entries under dir (relative path rel, "" for the root) in
+ * canonical order: parents first, siblings sorted by name bytes.
+ */
+static int ingest_walk(struct store_ingest *ingest, const char *root,
+		       const char *rel, uint64_t *total, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT, child = STRBUF_INIT, msg = STRBUF_INIT;
+	char **names = NULL;
+	size_t count = 0, alloc = 0, i;
+	struct dirent *de;
+	DIR *dir;
+	int dfd, ret = 0;
+
+	strbuf_addf(&path, "%s%s%s", root, *rel ? "/" : "", rel);
+	dir = opendir(path.buf);
+	if (!dir) {
+		ret = error_errno(err, -errno, "%s", path.buf);
+		goto out;
+	}
+	dfd = dirfd(dir);
+	while ((errno = 0, de = readdir(dir))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (count == alloc) {
+			alloc = alloc ? 2 * alloc : 64;
+			names = xrealloc(names, alloc * sizeof(*names));
+		}
+		names[count++] = xstrdup(de->d_name);
+	}
+	if (errno) {
+		ret = error_errno(err, -errno, "%s", path.buf);
+		goto out_dir;
+	}
+	qsort(names, count, sizeof(*names), compare_names);
+	for (i = 0; i < count && ret == 0; i++) {
+		struct stat st;
+		struct entry *entry;
+
+		strbuf_reset(&child);
+		strbuf_addf(&child, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = error_errno(err, -errno, "%s/%s", root, child.buf);
+			break;
+		}
+		if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode)) {
+			if (ingest->warn) {
+				strbuf_reset(&msg);
+				strbuf_addf(&msg, "%s/%s: skipping special file", root, child.buf);
+				ingest->warn(ingest->warn_ctx, msg.buf);
+			}
+			continue;
+		}
+		entry = entry_add(ingest, child.buf, &st);
+		if (S_ISLNK(st.st_mode)) {
+			char target[4096];
+			ssize_t n = readlinkat(dfd, names[i], target, sizeof(target) - 1);
+
+			if (n < 0) {
+				ret = error_errno(err, -errno, "%s/%s", root, child.buf);
+				break;
+			}
+			target[n] = '\0';
+			entry->target = xstrdup(target);
+			entry->size = (uint64_t)n;
+		} else if (S_ISDIR(st.st_mode)) {
+			ret = ingest_walk(ingest, root, child.buf, total, err);
+		} else {
+			*total += entry->size;
+		}
+	}
+out_dir:
+	closedir(dir);
+	for (i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+out:
+	strbuf_release(&path);
+	strbuf_release(&child);
+	strbuf_release(&msg);
+	return ret;
+}
+
+/* Hands the current job to the workers and takes a free one. */
+static struct job *ingest_submit(struct store_ingest *ingest, struct job *job)
+{
+	pthread_mutex_lock(&ingest->lock);
+	if (job && job->count) {
+		job->next = NULL;
+		if (ingest->queue_tail)
+			ingest->queue_tail->next = job;
+		else
+			ingest->queue_head = job;
+		ingest->queue_tail = job;
+		ingest->in_flight++;
+		pthread_cond_signal(&ingest->work_ready);
+		job = NULL;
+	}
+	if (!job) {
+		while (!ingest->free_jobs)
+			pthread_cond_wait(&ingest->job_done, &ingest->lock);
+		job = ingest->free_jobs;
+		ingest->free_jobs = job->next;
+	}
+	pthread_mutex_unlock(&ingest->lock);
+	return job;
+}
+
+static void ingest_wait_idle(struct store_ingest *ingest)
+{
+	pthread_mutex_lock(&ingest->lock);
+	while (ingest->in_flight)
+		pthread_cond_wait(&ingest->job_done, &ingest->lock);
+	pthread_mutex_unlock(&ingest->lock);
+}
+
+static bool ingest_failed(struct store_ingest *ingest)
+{
+	bool failed;
+
+	pthread_mutex_lock(&ingest->lock);
+	failed = ingest->error.code != 0;
+	pthread_mutex_unlock(&ingest->lock);
+	return failed;
+}
+
+/* Reads one file and queues its chunks; *job is the job being filled. */
+static int ingest_file(struct store_ingest *ingest, const char *root,
+		       struct entry *entry, struct job **job, uint64_t *done,
+		       uint64_t total, store_progress_fn *progress,
+		       void *progress_ctx, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT;
+	uint8_t *buf = ingest->staging;
+	size_t cap = 2 * CHUNK_MAX, start = 0, end = 0;
+	uint64_t read_total = 0;
+	bool eof = false;
+	int fd, ret = 0;
+
+	strbuf_addf(&path, "%s/%s", root, entry->path);
+	fd = open(path.buf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(path.buf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		ret = error_errno(err, -errno, "%s", path.buf);
+		goto out;
+	}
+	entry->first_slot = ingest->slot_count;
+	for (;;) {
+		size_t cut;
+		struct slot *slot;
+
+		if (!eof && end - start < CHUNK_MAX) {
+			if (start) {
+				memmove(buf, buf + start, end - start);
+				end -= start;
+				start = 0;
+			}
+			while (!eof && end < cap) {
+				ssize_t n = read(fd, buf + end, cap - end);
+
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n < 0) {
+					ret = error_errno(err, -errno, "%s", path.buf);
+					goto out_fd;
+				}
+				end += (size_t)n;
+				read_total += (uint64_t)n;
+				/* Stat said this much: spare the read that finds EOF. */
+				if (n == 0 || read_total == entry->size)
+					eof = true;
+			}
+		}
+		if (start == end)
+			break;
+		cut = chunker_cut(&ingest->chunker, buf + start, end - start);
+		if ((*job)->count == JOB_ITEMS || CHUNK_MAX - (*job)->used < cut) {
+			*job = ingest_submit(ingest, *job);
+			if (ingest_failed(ingest))
+				goto out_fd;
+		}
+		slot = slot_next(ingest);
+		memcpy((*job)->buf + (*job)->used, buf + start, cut);
+		(*job)->items[(*job)->count].offset = (*job)->used;
+		(*job)->items[(*job)->count].len = cut;
+		(*job)->items[(*job)->count].slot = slot;
+		(*job)->count++;
+		(*job)->used += cut;
+		entry->slot_count++;
+		start += cut;
+		*done += cut;
+		if (progress && cut >= CHUNK_MIN)
+			progress(progress_ctx, *done, total);
+	}
+	/* The file changed size while we read it: record what we read. */
+	entry->size = read_total;
+out_fd:
+	close(fd);
+out:
+	strbuf_release(&path);
+	return ret;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+/* The chunk records of a regular file entry, in out. */
+static void entry_chunks(struct store_ingest *ingest, struct entry *entry,
+			 struct strbuf *out)
+{
+	uint8_t record[STORE_CHUNK_RECORD_SIZE];
+	size_t i;
+
+	strbuf_reset(out);
+	if (entry->from_cache) {
+		strbuf_add(out, entry->cached_chunks,
+			   entry->cached_count * STORE_CHUNK_RECORD_SIZE);
+		return;
+	}
+	for (i = 0; i < entry->slot_count; i++) {
+		struct slot *slot = slot_at(ingest, entry->first_slot + i);
+
+		memcpy(record, slot->hash, STORE_HASH_SIZE);
+		put_le32(record + STORE_HASH_SIZE, slot->size);
+		strbuf_add(out, record, sizeof(record));
+	}
+}
+
+static int ingest_commit_packs(struct store_ingest *ingest, struct error *err)
+{
+	size_t i;
+	int ret;
+
+	for (i = 0; i < ingest->pack_count; i++) {
+		if (!ingest->packs[i].tmp_path)
+			continue;
+		ret = pack_writer_commit(ingest->store, &ingest->packs[i], err);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+static int ingest_record_objects(struct store_ingest *ingest, struct error *err)
+{
+	struct store *store = ingest->store;
+	int64_t *pack_ids = xcalloc(ingest->pack_count, sizeof(*pack_ids));
+	sqlite3_stmt *stmt;
+	size_t i;
+	int rc, ret = 0;
+
+	for (i = 0; i < ingest->pack_count; i++) {
+		stmt = catalog_stmt(store, "INSERT INTO packs(name, size) VALUES (?, ?)", err);
+		if (!stmt) {
+			ret = err->code;
+			goto out;
+		}
+		sqlite3_bind_text(stmt, 1, ingest->packs[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, (int64_t)ingest->packs[i].size);
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE) {
+			ret = catalog_error(store, rc, "record pack", err);
+			goto out;
+		}
+		pack_ids[i] = sqlite3_last_insert_rowid(store->db);
+	}
+	for (i = 0; i < ingest->object_count; i++) {
+		struct new_object *object = &ingest->objects[i];
+
+		/* Another writer may have stored the same chunk meanwhile. */
+		stmt = catalog_stmt(store,
+				    "INSERT OR IGNORE INTO objects(hash, pack, offset, stored, raw)"
+				    " VALUES (?, ?, ?, ?, ?)", err);
+		if (!stmt) {
+			ret = err->code;
+			goto out;
+		}
+		sqlite3_bind_blob(stmt, 1, object->hash, STORE_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, pack_ids[object->pack]);
+		sqlite3_bind_int64(stmt, 3, (int64_t)object->offset);
+		sqlite3_bind_int64(stmt, 4, object->stored);
+		sqlite3_bind_int64(stmt, 5, object->raw);
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE) {
+			ret = catalog_error(store, rc, "record object", err);
+			goto out;
+		}
+	}
+out:
+	free(pack_ids);
+	return ret;
+}
+
+/* Inserts the tree unless an identical one exists; *tree gets its id. */
+static int ingest_record_tree(struct store_ingest *ingest, int64_t *tree,
+			      struct error *err)
+{
+	struct store *store = ingest->store;
+	struct tree_hasher *hasher = tree_hasher_new();
+	struct strbuf chunks = STRBUF_INIT;
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t files = 0, bytes = 0;
+	sqlite3_stmt *stmt;
+	size_t i;
+	int rc, ret = 0;
+
+	for (i = 0; i < ingest->entry_count; i++) {
+		struct entry *entry = &ingest->entries[i];
+
+		entry_chunks(ingest, entry, &chunks);
+		tree_hasher_add(hasher, entry->path, entry->mode, entry->size,
+				entry->target, (const uint8_t *)chunks.buf,
+				chunks.len / STORE_CHUNK_RECORD_SIZE);
+		if (S_ISREG(entry->mode)) {
+			files++;
+			bytes += entry->size;
+		}
+	}
+	tree_hasher_finish(hasher, hash);
+
+	stmt = catalog_stmt(store, "SELECT id FROM trees WHERE hash = ?", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		*tree = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_ROW)
+		goto out;
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "look up tree", err);
+		goto out;
+	}
+	stmt = catalog_stmt(store, "INSERT INTO trees(hash, files, bytes) VALUES (?, ?, ?)", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, (int64_t)files);
+	sqlite3_bind_int64(stmt, 3, (int64_t)bytes);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "record tree", err);
+		goto out;
+	}
+	*tree = sqlite3_last_insert_rowid(store->db);
+	for (i = 0; i < ingest->entry_count; i++) {
+		struct entry *entry = &ingest->entries[i];
+
+		stmt = catalog_stmt(store,
+				    "INSERT INTO tree_entries(tree, seq, path, mode, size, target, chunks)"
+				    " VALUES (?, ?, ?, ?, ?, ?, ?)", err);
+		if (!stmt)
+			goto fail;
+		sqlite3_bind_int64(stmt, 1, *tree);
+		sqlite3_bind_int64(stmt, 2, (int64_t)i);
+		sqlite3_bind_text(stmt, 3, entry->path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 4, entry->mode);
+		sqlite3_bind_int64(stmt, 5, (int64_t)entry->size);
+		if (entry->target)
+			sqlite3_bind_text(stmt, 6, entry->target, -1, SQLITE_STATIC);
+		if (S_ISREG(entry->mode)) {
+			entry_chunks(ingest, entry, &chunks);
+			sqlite3_bind_blob(stmt, 7, chunks.buf ? chunks.buf : "",
+					  (int)chunks.len, SQLITE_TRANSIENT);
+		}
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE) {
+			ret = catalog_error(store, rc, "record tree entry", err);
+			goto out;
+		}
+	}
+	goto out;
+fail:
+	ret = err->code;
+out:
+	strbuf_release(&chunks);
+	return ret;
+}
+
+static int ingest_record_stat_cache(struct store_ingest *ingest,
+				    const char *root, struct error *err)
+{
+	struct store *store = ingest->store;
+	struct strbuf path = STRBUF_INIT, chunks = STRBUF_INIT;
+	sqlite3_stmt *stmt;
+	size_t i;
+	int rc, ret = 0;
+
+	for (i = 0; i < ingest->entry_count; i++) {
+		struct entry *entry = &ingest->entries[i];
+
+		if (!S_ISREG(entry->mode) || entry->from_cache ||
+		    entry->mtime > ingest->start_ns - STAT_CACHE_RACY_NS ||
+		    entry->ctime > ingest->start_ns - STAT_CACHE_RACY_NS)
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s%s", root, entry->path);
+		entry_chunks(ingest, entry, &chunks);
+		stmt = catalog_stmt(store,
+				    "INSERT OR REPLACE INTO stat_cache(path, dev, ino, size, mtime, ctime, chunks)"
+				    " VALUES (?, ?, ?, ?, ?, ?, ?)", err);
+		if (!stmt) {
+			ret = err->code;
+			break;
+		}
+		sqlite3_bind_text(stmt, 1, path.buf, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, (int64_t)entry->dev);
+		sqlite3_bind_int64(stmt, 3, (int64_t)entry->ino);
+		sqlite3_bind_int64(stmt, 4, (int64_t)entry->size);
+		sqlite3_bind_int64(stmt, 5, entry->mtime);
+		sqlite3_bind_int64(stmt, 6, entry->ctime);
+		sqlite3_bind_blob(stmt, 7, chunks.buf ? chunks.buf : "", (int)chunks.len,
+				  SQLITE_STATIC);
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE) {
+			ret = catalog_error(store, rc, "record stat cache", err);
+			break;
+		}
+	}
+	strbuf_release(&path);
+	strbuf_release(&chunks);
+	return ret;
+}
+
+/* Takes the chunk list from the stat cache when the file is unchanged. */
+static bool ingest_use_stat_cache(struct store_ingest *ingest, struct entry *entry)
+{
+	struct stat_cache_row *row = cache_slot(ingest, entry->path);
+
+	if (!row->path || row->dev != entry->dev || row->ino != entry->ino ||
+	    row->size != entry->size || row->mtime != entry->mtime ||
+	    row->ctime != entry->ctime ||
+	    row->chunks_len % STORE_CHUNK_RECORD_SIZE)
+		return false;
+	entry->from_cache = true;
+	entry->cached_chunks = row->chunks;
+	entry->cached_count = row->chunks_len / STORE_CHUNK_RECORD_SIZE;
+	return true;
+}
+
+int store_ingest_folder(struct store_ingest *ingest, const char *dir,
+			int64_t *tree, store_progress_fn *progress,
+			void *progress_ctx, struct error *err)
+{
+	struct store *store = ingest->store;
+	struct strbuf root = STRBUF_INIT;
+	char *real = realpath(dir, NULL);
+	struct job *job = NULL;
+	uint64_t total = 0, done = 0;
+	struct stat st;
+	size_t i;
+	int ret;
+
+	if (!real)
+		return error_errno(err, -errno, "%s", dir);
+	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		ret = error_set(err, -ENOTDIR, "%s: not a directory", dir);
+		goto out;
+	}
+	error_clear(&ingest->error);
+	ingest->start_ns = time_now_ns();
+	ret = ingest_walk(ingest, real, "", &total, err);
+	if (ret < 0)
+		goto out;
+	strbuf_addf(&root, "%s/", strcmp(real, "/") ? real : "");
+	pthread_mutex_lock(&ingest->lock);
+	ret = ingest_load_stat_cache(ingest, root.buf, err);
+	pthread_mutex_unlock(&ingest->lock);
+	if (ret < 0)
+		goto out;
+	job = ingest_submit(ingest, NULL);
+	for (i = 0; i < ingest->entry_count && ret == 0; i++) {
+		struct entry *entry = &ingest->entries[i];
+
+		if (!S_ISREG(entry->mode))
+			continue;
+		if (ingest_use_stat_cache(ingest, entry)) {
+			done += entry->size;
+			continue;
+		}
+		ret = ingest_file(ingest, real, entry, &job, &done, total, progress,
+				  progress_ctx, err);
+		if (ingest_failed(ingest))
+			break;
+	}
+	job = ingest_submit(ingest, job);
+	ingest_wait_idle(ingest);
+	pthread_mutex_lock(&ingest->lock);
+	job->next = ingest->free_jobs;
+	ingest->free_jobs = job;
+	ingest->pack_open = false;
+	if (ingest->error.code && ret == 0) {
+		*err = ingest->error;
+		ret = err->code;
+	}
+	pthread_mutex_unlock(&ingest->lock);
+	if (ret < 0)
+		goto out;
+	if (progress)
+		progress(progress_ctx, total, total);
+
+	ret = ingest_commit_packs(ingest, err);
+	if (ret < 0)
+		goto out;
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		goto out;
+	ret = ingest_record_objects(ingest, err);
+	if (ret == 0)
+		ret = ingest_record_tree(ingest, tree, err);
+	if (ret == 0)
+		ret = ingest_record_stat_cache(ingest, root.buf, err);
+	if (ret == 0)
+		ret = catalog_commit(store, err);
+	else
+		catalog_rollback(store);
+	if (ret == 0) {
+		/* The catalog names them now: they are no longer ours to remove. */
+		free(ingest->packs);
+		ingest->packs = NULL;
+		ingest->pack_count = 0;
+		ingest->object_count = 0;
+	}
+out:
+	if (ret < 0)
+		ingest_discard_packs(ingest);
+	ingest_reset_folder(ingest);
+	strbuf_release(&root);
+	free(real);
+	return ret;
+}

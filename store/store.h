@@ -1,0 +1,138 @@
+/*
+ * store.h - the content-addressed artifact store and its SQLite catalog.
+ *
+ * A store lives in one directory ($DSTACK_HOME): catalog.db (runs, jobs,
+ * logs, tags, trees, objects) and packs/ (lz4 frames of file chunks keyed by
+ * the SHA-256 of their bytes).  One process writes at a time, any number
+ * read.  Every function returns 0 or a negative errno and, on failure,
+ * fills the struct error with a one-line reason naming what was wrong.
+ */
+#ifndef DSTACK_STORE_H
+#define DSTACK_STORE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lib/lib.h"
+
+#define STORE_HASH_SIZE 32
+
+struct store;
+struct store_ingest;
+
+enum store_open_mode {
+	STORE_READ_ONLY,
+	STORE_READ_WRITE,	/* creates $DSTACK_HOME if missing */
+};
+
+int store_open(struct store **out, const char *home, enum store_open_mode mode,
+	       struct error *err);
+void store_close(struct store *store);
+
+/* Called as bytes are stored or extracted; total is 0 when unknown. */
+typedef void store_progress_fn(void *ctx, uint64_t done, uint64_t total);
+
+/* Reports one problem per call, as a line without newline. */
+typedef void store_report_fn(void *ctx, const char *line);
+
+/*
+ * Ingesting folders: begin holds off `gc` until end, so objects this
+ * ingest found already stored cannot vanish before a run names them.
+ * warn hears of what is skipped (special files).
+ */
+int store_ingest_begin(struct store *store, struct store_ingest **out,
+		       store_report_fn *warn, void *warn_ctx, struct error *err);
+/* Stores the folder dir as a tree; *tree receives its catalog id. */
+int store_ingest_folder(struct store_ingest *ingest, const char *dir,
+			int64_t *tree, store_progress_fn *progress,
+			void *progress_ctx, struct error *err);
+void store_ingest_end(struct store_ingest *ingest);
+
+/* The content address of a tree, as 64 hex digits. */
+int store_tree_hash(struct store *store, int64_t tree, char hex[65],
+		    struct error *err);
+
+struct store_run {
+	int64_t id;
+	char name[64];
+	char workflow[128];
+	char status[16];
+	char tag[128];		/* empty when untagged */
+	int64_t submitted;	/* ns since the epoch */
+	int64_t finished;	/* 0 while live */
+	char artifacts[256];	/* artifact paths of all jobs, ", "-joined */
+};
+
+/* One artifact folder of a finished run. */
+struct store_artifact_ref {
+	const char *path;	/* relative to the job's working directory */
+	int64_t tree;
+};
+
+/*
+ * Records a finished run with one job whose artifacts are the given
+ * trees, tagged tag (which must not exist yet).  This is how data enters
+ * the store without a job.
+ */
+int store_run_add_data(struct store *store, const char *tag,
+		       const struct store_artifact_ref *artifacts, size_t count,
+		       struct store_run *out, struct error *err);
+
+/* Resolves "RUN" or ":TAG" to a run. */
+int store_run_find(struct store *store, const char *spec, struct store_run *out,
+		   struct error *err);
+/* Deletes a finished, untagged run; its objects stay until `gc`. */
+int store_run_remove(struct store *store, const char *name, struct error *err);
+
+int store_tag_add(struct store *store, const char *tag, const char *run_spec,
+		  struct error *err);
+int store_tag_delete(struct store *store, const char *tag, struct error *err);
+typedef int store_run_fn(void *ctx, const struct store_run *run);
+/* Calls fn for each tagged run, by tag name; a non-zero return stops. */
+int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,
+		   struct error *err);
+
+/* One file, folder or symlink inside an artifact. */
+struct store_entry {
+	int job;
+	const char *artifact;	/* the artifact path it belongs to */
+	const char *path;	/* relative to the artifact folder */
+	mode_t mode;
+	uint64_t size;
+	const char *target;	/* symlinks */
+	const uint8_t *chunks;	/* regular files: count records, see below */
+	size_t chunk_count;
+};
+/* A chunk record inside store_entry.chunks. */
+#define STORE_CHUNK_RECORD_SIZE (STORE_HASH_SIZE + 4)
+
+typedef int store_entry_fn(void *ctx, const struct store_entry *entry);
+/*
+ * Calls fn for every entry of every artifact of run, by job, then artifact
+ * path, parents before children.  A non-zero return from fn stops the walk
+ * and is returned.
+ */
+int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
+		      void *ctx, struct error *err);
+
+/* Writes the bytes of a regular-file entry to fd, verifying every chunk. */
+int store_entry_extract(struct store *store, const struct store_entry *entry,
+			int fd, store_progress_fn *progress, void *progress_ctx,
+			struct error *err);
+
+/* Re-hashes every object and checks every reference; counts problems. */
+int store_fsck(struct store *store, store_report_fn *report, void *ctx,
+	       uint64_t *problems, struct error *err);
+
+struct store_gc_stats {
+	uint64_t trees_removed;
+	uint64_t objects_removed;
+	uint64_t packs_removed;
+	uint64_t packs_rewritten;
+	uint64_t bytes_freed;
+};
+/* Removes what no run or tag reaches; safe while others read. */
+int store_gc(struct store *store, struct store_gc_stats *stats,
+	     struct error *err);
+
+#endif

@@ -1,0 +1,211 @@
+/*
+ * tree.c - trees: the canonical form that names them, and reading them
+ * back (listing a run's artifacts, extracting a file's bytes).
+ *
+ * A tree's id is the SHA-256 of its entries in canonical order (parents
+ * first, siblings by name bytes), each as "MODE SIZE PATH\0TARGET\0",
+ * the chunk count (le32) and the chunk records.  Modification times are
+ * left out on purpose: two folders with the same content are one tree.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/internal.h"
+
+/* No object is larger than a chunk; a bigger record is corrupt. */
+#define OBJECT_SIZE_LIMIT (64u * 1024 * 1024)
+
+struct tree_hasher {
+	EVP_MD_CTX *ctx;
+};
+
+struct tree_hasher *tree_hasher_new(void)
+{
+	struct tree_hasher *hasher = xcalloc(1, sizeof(*hasher));
+
+	hasher->ctx = EVP_MD_CTX_new();
+	if (!hasher->ctx || !EVP_DigestInit_ex(hasher->ctx, EVP_sha256(), NULL)) {
+		fprintf(stderr, "dstack: openssl: cannot start SHA-256\n");
+		abort();
+	}
+	return hasher;
+}
+
+void tree_hasher_add(struct tree_hasher *hasher, const char *path, mode_t mode,
+		     uint64_t size, const char *target, const uint8_t *chunks,
+		     size_t chunk_count)
+{
+	char head[64];
+	uint8_t count[4];
+	int n = snprintf(head, sizeof(head), "%o %llu ", (unsigned)mode,
+			 (unsigned long long)size);
+
+	EVP_DigestUpdate(hasher->ctx, head, (size_t)n);
+	EVP_DigestUpdate(hasher->ctx, path, strlen(path) + 1);
+	EVP_DigestUpdate(hasher->ctx, target ? target : "", strlen(target ? target : "") + 1);
+	count[0] = (uint8_t)chunk_count;
+	count[1] = (uint8_t)(chunk_count >> 8);
+	count[2] = (uint8_t)(chunk_count >> 16);
+	count[3] = (uint8_t)(chunk_count >> 24);
+	EVP_DigestUpdate(hasher->ctx, count, sizeof(count));
+	if (chunk_count)
+		EVP_DigestUpdate(hasher->ctx, chunks, chunk_count * STORE_CHUNK_RECORD_SIZE);
+}
+
+void tree_hasher_finish(struct tree_hasher *hasher, uint8_t out[STORE_HASH_SIZE])
+{
+	EVP_DigestFinal_ex(hasher->ctx, out, NULL);
+	EVP_MD_CTX_free(hasher->ctx);
+	free(hasher);
+}
+
+int store_tree_hash(struct store *store, int64_t tree, char hex[65],
+		    struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT hash FROM trees WHERE id = ?", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, tree);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(stmt, 0) == STORE_HASH_SIZE)
+		hex_encode(sqlite3_column_blob(stmt, 0), STORE_HASH_SIZE, hex);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_DONE)
+		return error_set(err, -ENOENT, "no tree %lld", (long long)tree);
+	if (rc != SQLITE_ROW)
+		return catalog_error(store, rc, "read tree", err);
+	return 0;
+}
+
+struct artifact_row {
+	int job;
+	char *path;
+	int64_t tree;
+};
+
+static int tree_entries_walk(struct store *store, const struct artifact_row *artifact,
+			     store_entry_fn *fn, void *ctx, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT path, mode, size, target, chunks FROM tree_entries"
+		" WHERE tree = ? ORDER BY seq", err);
+	struct store_entry entry;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, artifact->tree);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		memset(&entry, 0, sizeof(entry));
+		entry.job = artifact->job;
+		entry.artifact = artifact->path;
+		entry.path = (const char *)sqlite3_column_text(stmt, 0);
+		entry.mode = (mode_t)sqlite3_column_int64(stmt, 1);
+		entry.size = (uint64_t)sqlite3_column_int64(stmt, 2);
+		entry.target = (const char *)sqlite3_column_text(stmt, 3);
+		entry.chunks = sqlite3_column_blob(stmt, 4);
+		entry.chunk_count = (size_t)sqlite3_column_bytes(stmt, 4) / STORE_CHUNK_RECORD_SIZE;
+		ret = fn(ctx, &entry);
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "read tree", err);
+	return ret;
+}
+
+int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
+		      void *ctx, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT job, path, tree FROM artifacts WHERE run = ? ORDER BY job, path", err);
+	struct artifact_row *rows = NULL;
+	size_t count = 0, i;
+	struct store_entry root;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	/* Collected first: fn may use the catalog, and rows are few. */
+	sqlite3_bind_int64(stmt, 1, run);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		rows = xrealloc(rows, (count + 1) * sizeof(*rows));
+		rows[count].job = sqlite3_column_int(stmt, 0);
+		rows[count].path = xstrdup((const char *)sqlite3_column_text(stmt, 1));
+		rows[count].tree = sqlite3_column_int64(stmt, 2);
+		count++;
+	}
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		ret = catalog_error(store, rc, "list artifacts", err);
+	for (i = 0; i < count && !ret; i++) {
+		memset(&root, 0, sizeof(root));
+		root.job = rows[i].job;
+		root.artifact = rows[i].path;
+		root.path = "";
+		root.mode = S_IFDIR | 0755;
+		ret = fn(ctx, &root);
+		if (!ret)
+			ret = tree_entries_walk(store, &rows[i], fn, ctx, err);
+	}
+	for (i = 0; i < count; i++)
+		free(rows[i].path);
+	free(rows);
+	return ret;
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+int store_entry_extract(struct store *store, const struct store_entry *entry,
+			int fd, store_progress_fn *progress, void *progress_ctx,
+			struct error *err)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0, i;
+	uint64_t done = 0;
+	int ret = 0;
+
+	for (i = 0; i < entry->chunk_count; i++) {
+		const uint8_t *record = entry->chunks + i * STORE_CHUNK_RECORD_SIZE;
+		uint32_t size = get_le32(record + STORE_HASH_SIZE);
+
+		if (size > OBJECT_SIZE_LIMIT) {
+			ret = error_set(err, -EIO, "%s/%s: chunk %zu: impossible size %u",
+					entry->artifact, entry->path, i, size);
+			break;
+		}
+		if (size > cap) {
+			free(buf);
+			cap = size;
+			buf = xmalloc(cap);
+		}
+		ret = object_read(store, record, buf, size, true, err);
+		if (ret < 0)
+			break;
+		ret = fs_write_all(fd, buf, size);
+		if (ret < 0) {
+			error_errno(err, ret, "%s/%s", entry->artifact, entry->path);
+			break;
+		}
+		done += size;
+		if (progress)
+			progress(progress_ctx, done, entry->size);
+	}
+	if (ret == 0 && done != entry->size)
+		ret = error_set(err, -EIO, "%s/%s: chunks hold %llu bytes, entry says %llu",
+				entry->artifact, entry->path, (unsigned long long)done,
+				(unsigned long long)entry->size);
+	free(buf);
+	return ret;
+}
