@@ -68,7 +68,21 @@ struct new_object {
 	uint8_t hash[STORE_HASH_SIZE];
 	uint32_t raw, stored;
 	uint64_t offset;
-	size_t pack;		/* index into store_ingest.packs */
+	size_t pack;		/* index into ingest_worker.packs */
+};
+
+/*
+ * A worker thread and the packs it writes: each worker appends to packs
+ * of its own, so compressed chunks reach the page cache without a lock.
+ */
+struct ingest_worker {
+	struct store_ingest *ingest;
+	pthread_t thread;
+	struct pack_writer *packs;
+	size_t pack_count;
+	bool pack_open;		/* packs[pack_count - 1] takes appends */
+	struct new_object *objects;
+	size_t object_count, object_alloc;
 };
 
 struct stat_cache_row {
@@ -95,18 +109,13 @@ struct store_ingest {
 	struct job *queue_head, *queue_tail;
 	int in_flight;
 	bool stopping;
-	pthread_t threads[WORKERS_MAX];
-	int thread_count;
+	struct ingest_worker workers[WORKERS_MAX];
+	int worker_count;
 	struct error error;
 
 	/* Hashes this ingest knows are stored or being stored. */
 	struct hashset seen;
 
-	struct pack_writer *packs;
-	size_t pack_count;
-	bool pack_open;		/* packs[pack_count - 1] takes appends */
-	struct new_object *objects;
-	size_t object_count, object_alloc;
 
 	/* Per folder, owned by the calling thread. */
 	struct slot **slot_blocks;
@@ -142,48 +151,49 @@ static bool catalog_has_object(struct store *store, const uint8_t *hash,
 	return rc == SQLITE_ROW;
 }
 
-/* Called with the lock held. */
-static int ingest_append(struct store_ingest *ingest, const uint8_t *hash,
-			 uint32_t raw, const void *frame, uint32_t stored)
+static int ingest_append(struct ingest_worker *worker, const uint8_t *hash,
+			 uint32_t raw, const void *frame, uint32_t stored,
+			 struct error *err)
 {
 	struct pack_writer *pack;
 	struct new_object *object;
 	int ret;
 
-	if (!ingest->pack_open) {
-		ingest->packs = xrealloc(ingest->packs,
-					 (ingest->pack_count + 1) * sizeof(*ingest->packs));
-		ret = pack_writer_open(ingest->store, &ingest->packs[ingest->pack_count],
-				       &ingest->error);
+	if (!worker->pack_open) {
+		worker->packs = xrealloc(worker->packs,
+					 (worker->pack_count + 1) * sizeof(*worker->packs));
+		ret = pack_writer_open(worker->ingest->store,
+				       &worker->packs[worker->pack_count], err);
 		if (ret < 0)
 			return ret;
-		ingest->pack_count++;
-		ingest->pack_open = true;
+		worker->pack_count++;
+		worker->pack_open = true;
 	}
-	pack = &ingest->packs[ingest->pack_count - 1];
-	if (ingest->object_count == ingest->object_alloc) {
-		ingest->object_alloc = ingest->object_alloc ? 2 * ingest->object_alloc : 1024;
-		ingest->objects = xrealloc(ingest->objects,
-					   ingest->object_alloc * sizeof(*ingest->objects));
+	pack = &worker->packs[worker->pack_count - 1];
+	if (worker->object_count == worker->object_alloc) {
+		worker->object_alloc = worker->object_alloc ? 2 * worker->object_alloc : 1024;
+		worker->objects = xrealloc(worker->objects,
+					   worker->object_alloc * sizeof(*worker->objects));
 	}
-	object = &ingest->objects[ingest->object_count];
-	ret = pack_writer_append(pack, hash, raw, frame, stored, &object->offset,
-				 &ingest->error);
+	object = &worker->objects[worker->object_count];
+	ret = pack_writer_append(pack, hash, raw, frame, stored, &object->offset, err);
 	if (ret < 0)
 		return ret;
 	memcpy(object->hash, hash, STORE_HASH_SIZE);
 	object->raw = raw;
 	object->stored = stored;
-	object->pack = ingest->pack_count - 1;
-	ingest->object_count++;
+	object->pack = worker->pack_count - 1;
+	worker->object_count++;
 	if (pack->size >= PACK_TARGET_SIZE)
-		ingest->pack_open = false;
+		worker->pack_open = false;
 	return 0;
 }
 
-static void ingest_process_job(struct store_ingest *ingest, struct job *job,
+static void ingest_process_job(struct ingest_worker *worker, struct job *job,
 			       uint8_t *frame, size_t frame_cap)
 {
+	struct store_ingest *ingest = worker->ingest;
+	struct error err = { 0 };
 	size_t i, stored;
 	bool store_it;
 	int ret;
@@ -206,19 +216,25 @@ static void ingest_process_job(struct store_ingest *ingest, struct job *job,
 			continue;
 
 		ret = frame_compress(data, len, frame, frame_cap, &stored);
-		pthread_mutex_lock(&ingest->lock);
 		if (ret < 0)
-			error_set(&ingest->error, ret, "lz4: cannot compress a chunk");
-		else if (!ingest->error.code)
-			ingest_append(ingest, slot->hash, (uint32_t)len, frame,
-				      (uint32_t)stored);
-		pthread_mutex_unlock(&ingest->lock);
+			error_set(&err, ret, "lz4: cannot compress a chunk");
+		else
+			ret = ingest_append(worker, slot->hash, (uint32_t)len, frame,
+					    (uint32_t)stored, &err);
+		if (ret < 0) {
+			pthread_mutex_lock(&ingest->lock);
+			if (!ingest->error.code)
+				ingest->error = err;
+			pthread_mutex_unlock(&ingest->lock);
+			return;
+		}
 	}
 }
 
-static void *ingest_worker(void *arg)
+static void *ingest_worker_main(void *arg)
 {
-	struct store_ingest *ingest = arg;
+	struct ingest_worker *worker = arg;
+	struct store_ingest *ingest = worker->ingest;
 	size_t frame_cap = frame_bound(CHUNK_MAX);
 	uint8_t *frame = xmalloc(frame_cap);
 	struct job *job;
@@ -235,7 +251,7 @@ static void *ingest_worker(void *arg)
 			ingest->queue_tail = NULL;
 		pthread_mutex_unlock(&ingest->lock);
 
-		ingest_process_job(ingest, job, frame, frame_cap);
+		ingest_process_job(worker, job, frame, frame_cap);
 
 		pthread_mutex_lock(&ingest->lock);
 		job->used = job->count = 0;
@@ -280,11 +296,14 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 		ingest->free_jobs = job;
 	}
 	for (i = 0; i < cpus; i++) {
-		if (pthread_create(&ingest->threads[i], NULL, ingest_worker, ingest))
+		struct ingest_worker *worker = &ingest->workers[i];
+
+		worker->ingest = ingest;
+		if (pthread_create(&worker->thread, NULL, ingest_worker_main, worker))
 			break;
-		ingest->thread_count++;
+		ingest->worker_count++;
 	}
-	if (!ingest->thread_count) {
+	if (!ingest->worker_count) {
 		store_ingest_end(ingest);
 		return error_set(err, -EAGAIN, "cannot start ingest threads");
 	}
@@ -292,28 +311,39 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 	return 0;
 }
 
+/* After a commit the catalog owns the packs; after a failure, nobody. */
+static void ingest_worker_forget_packs(struct ingest_worker *worker)
+{
+	free(worker->packs);
+	worker->packs = NULL;
+	worker->pack_count = 0;
+	worker->pack_open = false;
+	worker->object_count = 0;
+}
+
 static void ingest_discard_packs(struct store_ingest *ingest)
 {
 	struct strbuf path = STRBUF_INIT;
 	size_t i;
+	int w;
 
-	for (i = 0; i < ingest->pack_count; i++) {
-		struct pack_writer *pack = &ingest->packs[i];
+	for (w = 0; w < ingest->worker_count; w++) {
+		struct ingest_worker *worker = &ingest->workers[w];
 
-		if (pack->tmp_path) {
-			pack_writer_discard(pack);
-		} else {
-			/* Renamed but never named by the catalog. */
-			pack_path(ingest->store, pack->name, &path);
-			unlink(path.buf);
+		for (i = 0; i < worker->pack_count; i++) {
+			struct pack_writer *pack = &worker->packs[i];
+
+			if (pack->tmp_path) {
+				pack_writer_discard(pack);
+			} else {
+				/* Renamed but never named by the catalog. */
+				pack_path(ingest->store, pack->name, &path);
+				unlink(path.buf);
+			}
 		}
+		ingest_worker_forget_packs(worker);
 	}
 	strbuf_release(&path);
-	free(ingest->packs);
-	ingest->packs = NULL;
-	ingest->pack_count = 0;
-	ingest->pack_open = false;
-	ingest->object_count = 0;
 	/* Objects we saw in those packs are not stored after all. */
 	hashset_release(&ingest->seen);
 }
@@ -350,16 +380,17 @@ void store_ingest_end(struct store_ingest *ingest)
 	ingest->stopping = true;
 	pthread_cond_broadcast(&ingest->work_ready);
 	pthread_mutex_unlock(&ingest->lock);
-	for (i = 0; i < ingest->thread_count; i++)
-		pthread_join(ingest->threads[i], NULL);
+	for (i = 0; i < ingest->worker_count; i++)
+		pthread_join(ingest->workers[i].thread, NULL);
 	ingest_discard_packs(ingest);
+	for (i = 0; i < ingest->worker_count; i++)
+		free(ingest->workers[i].objects);
 	ingest_reset_folder(ingest);
 	while ((job = ingest->free_jobs)) {
 		ingest->free_jobs = job->next;
 		free(job->buf);
 		free(job);
 	}
-	free(ingest->objects);
 	free(ingest->entries);
 	free(ingest->slot_blocks);
 	free(ingest->staging);
@@ -727,34 +758,38 @@ static void entry_chunks(struct store_ingest *ingest, struct entry *entry,
 static int ingest_commit_packs(struct store_ingest *ingest, struct error *err)
 {
 	size_t i;
-	int ret;
+	int w, ret;
 
-	for (i = 0; i < ingest->pack_count; i++) {
-		if (!ingest->packs[i].tmp_path)
-			continue;
-		ret = pack_writer_commit(ingest->store, &ingest->packs[i], err);
-		if (ret < 0)
-			return ret;
+	for (w = 0; w < ingest->worker_count; w++) {
+		struct ingest_worker *worker = &ingest->workers[w];
+
+		for (i = 0; i < worker->pack_count; i++) {
+			if (!worker->packs[i].tmp_path)
+				continue;
+			ret = pack_writer_commit(ingest->store, &worker->packs[i], err);
+			if (ret < 0)
+				return ret;
+		}
 	}
 	return 0;
 }
 
-static int ingest_record_objects(struct store_ingest *ingest, struct error *err)
+static int ingest_record_objects(struct ingest_worker *worker, struct error *err)
 {
-	struct store *store = ingest->store;
-	int64_t *pack_ids = xcalloc(ingest->pack_count, sizeof(*pack_ids));
+	struct store *store = worker->ingest->store;
+	int64_t *pack_ids = xcalloc(worker->pack_count, sizeof(*pack_ids));
 	sqlite3_stmt *stmt;
 	size_t i;
 	int rc, ret = 0;
 
-	for (i = 0; i < ingest->pack_count; i++) {
+	for (i = 0; i < worker->pack_count; i++) {
 		stmt = catalog_stmt(store, "INSERT INTO packs(name, size) VALUES (?, ?)", err);
 		if (!stmt) {
 			ret = err->code;
 			goto out;
 		}
-		sqlite3_bind_text(stmt, 1, ingest->packs[i].name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(stmt, 2, (int64_t)ingest->packs[i].size);
+		sqlite3_bind_text(stmt, 1, worker->packs[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 2, (int64_t)worker->packs[i].size);
 		rc = sqlite3_step(stmt);
 		sqlite3_reset(stmt);
 		if (rc != SQLITE_DONE) {
@@ -763,8 +798,8 @@ static int ingest_record_objects(struct store_ingest *ingest, struct error *err)
 		}
 		pack_ids[i] = sqlite3_last_insert_rowid(store->db);
 	}
-	for (i = 0; i < ingest->object_count; i++) {
-		struct new_object *object = &ingest->objects[i];
+	for (i = 0; i < worker->object_count; i++) {
+		struct new_object *object = &worker->objects[i];
 
 		/* Another writer may have stored the same chunk meanwhile. */
 		stmt = catalog_stmt(store,
@@ -953,7 +988,7 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	uint64_t total = 0, done = 0;
 	struct stat st;
 	size_t i;
-	int ret;
+	int w, ret;
 
 	if (!real)
 		return error_errno(err, -errno, "%s", dir);
@@ -992,7 +1027,8 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	pthread_mutex_lock(&ingest->lock);
 	job->next = ingest->free_jobs;
 	ingest->free_jobs = job;
-	ingest->pack_open = false;
+	for (w = 0; w < ingest->worker_count; w++)
+		ingest->workers[w].pack_open = false;
 	if (ingest->error.code && ret == 0) {
 		*err = ingest->error;
 		ret = err->code;
@@ -1009,7 +1045,8 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	ret = catalog_begin(store, err);
 	if (ret < 0)
 		goto out;
-	ret = ingest_record_objects(ingest, err);
+	for (w = 0; w < ingest->worker_count && ret == 0; w++)
+		ret = ingest_record_objects(&ingest->workers[w], err);
 	if (ret == 0)
 		ret = ingest_record_tree(ingest, tree, err);
 	if (ret == 0)
@@ -1020,10 +1057,8 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 		catalog_rollback(store);
 	if (ret == 0) {
 		/* The catalog names them now: they are no longer ours to remove. */
-		free(ingest->packs);
-		ingest->packs = NULL;
-		ingest->pack_count = 0;
-		ingest->object_count = 0;
+		for (w = 0; w < ingest->worker_count; w++)
+			ingest_worker_forget_packs(&ingest->workers[w]);
 	}
 out:
 	if (ret < 0)
