@@ -27,17 +27,11 @@ __attribute__((format(printf, 2, 3)))
 static void fsck_problem(struct fsck *fsck, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
 
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
 	strbuf_reset(&fsck->line);
-	strbuf_grow(&fsck->line, (size_t)n);
 	va_start(ap, fmt);
-	vsnprintf(fsck->line.buf, (size_t)n + 1, fmt, ap);
+	strbuf_vaddf(&fsck->line, fmt, ap);
 	va_end(ap);
-	fsck->line.len = (size_t)n;
 	fsck->problems++;
 	fsck->report(fsck->ctx, fsck->line.buf);
 }
@@ -73,100 +67,169 @@ static uint32_t get_le32(const uint8_t *p)
 	       (uint32_t)p[3] << 24;
 }
 
-/* Every object, pack by pack in offset order so each pack is read once. */
-static int fsck_objects(struct fsck *fsck, uint64_t *objects, struct error *err)
+/* A member found in a pack, and whether its bytes hash to its name. */
+struct fsck_member {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t offset;
+	uint32_t inner, raw;
+	bool intact;
+};
+
+struct fsck_members {
+	struct fsck_member *items;
+	size_t count, alloc;
+};
+
+/* Reads every record of the pack open on fd, verifying each member. */
+static void fsck_scan_pack(struct fsck *fsck, int fd, const char *name,
+			   uint64_t size, struct fsck_members *found)
+{
+	struct pack_record record = { 0 };
+	uint64_t pos = PACK_MAGIC_SIZE;
+	uint8_t *frame = NULL, *block = NULL, check[STORE_HASH_SIZE];
+	char magic[PACK_MAGIC_SIZE];
+	size_t i;
+	int ret;
+
+	if (size < PACK_MAGIC_SIZE || fs_pread_all(fd, magic, sizeof(magic), 0) ||
+	    memcmp(magic, PACK_MAGIC, PACK_MAGIC_SIZE)) {
+		fsck_problem(fsck, "pack %s: not a pack file", name);
+		return;
+	}
+	while ((ret = pack_record_next(fd, size, &pos, &record)) > 0) {
+		bool frame_ok;
+
+		frame = xrealloc(frame, record.stored ? record.stored : 1);
+		block = xrealloc(block, record.block ? record.block : 1);
+		frame_ok = fs_pread_all(fd, frame, record.stored, (off_t)record.offset) == 0 &&
+			   frame_decompress(frame, record.stored, block, record.block) == 0;
+		for (i = 0; i < record.count; i++) {
+			struct pack_member *m = &record.members[i];
+			struct fsck_member *f;
+
+			if (found->count == found->alloc) {
+				found->alloc = found->alloc ? 2 * found->alloc : 256;
+				found->items = xrealloc(found->items, found->alloc * sizeof(*f));
+			}
+			f = &found->items[found->count++];
+			memcpy(f->hash, m->hash, STORE_HASH_SIZE);
+			f->offset = record.offset;
+			f->inner = m->inner;
+			f->raw = m->raw;
+			f->intact = false;
+			if (frame_ok && (uint64_t)m->inner + m->raw <= record.block) {
+				hash_bytes(block + m->inner, m->raw, check);
+				f->intact = !memcmp(check, m->hash, STORE_HASH_SIZE);
+			}
+		}
+	}
+	if (ret < 0)
+		fsck_problem(fsck, "pack %s: malformed record at offset %llu", name,
+			     (unsigned long long)pos);
+	free(record.members);
+	free(frame);
+	free(block);
+}
+
+static struct fsck_member *fsck_member_find(struct fsck_members *found,
+					    uint64_t offset, uint32_t inner)
+{
+	size_t lo = 0, hi = found->count;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		struct fsck_member *m = &found->items[mid];
+
+		if (m->offset == offset && m->inner == inner)
+			return m;
+		if (m->offset < offset || (m->offset == offset && m->inner < inner))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Checks the catalog's objects in one pack against what the pack holds. */
+static int fsck_pack(struct fsck *fsck, int64_t pack, const char *name,
+		     uint64_t *objects, struct error *err)
 {
 	struct store *store = fsck->store;
+	struct fsck_members found = { 0 };
 	struct strbuf path = STRBUF_INIT;
 	sqlite3_stmt *stmt;
-	int64_t current_pack = -1;
-	uint8_t *frame = NULL, *raw = NULL, check[STORE_HASH_SIZE];
-	size_t frame_cap = 0, raw_cap = 0;
+	struct stat st;
 	char hex[65];
-	int fd = -1, rc;
+	int fd, rc;
 
-	stmt = catalog_stmt(store,
-			    "SELECT o.hash, o.pack, o.offset, o.stored, o.raw, p.name"
-			    " FROM objects o LEFT JOIN packs p ON p.id = o.pack"
-			    " ORDER BY o.pack, o.offset", err);
-	if (!stmt)
+	pack_path(store, name, &path);
+	fd = open(path.buf, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		fsck_problem(fsck, "pack %s: %s", name, strerror(errno));
+	else
+		fsck_scan_pack(fsck, fd, name, (uint64_t)st.st_size, &found);
+	if (fd >= 0)
+		close(fd);
+	strbuf_release(&path);
+
+	stmt = catalog_stmt(store, "SELECT hash, offset, inner, raw FROM objects"
+			    " WHERE pack = ? ORDER BY offset, inner", err);
+	if (!stmt) {
+		free(found.items);
 		return err->code;
+	}
+	sqlite3_bind_int64(stmt, 1, pack);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		const uint8_t *hash = sqlite3_column_blob(stmt, 0);
-		int64_t pack = sqlite3_column_int64(stmt, 1);
-		off_t offset = (off_t)sqlite3_column_int64(stmt, 2);
-		uint32_t stored = (uint32_t)sqlite3_column_int64(stmt, 3);
-		uint32_t raw_size = (uint32_t)sqlite3_column_int64(stmt, 4);
-		const char *name = (const char *)sqlite3_column_text(stmt, 5);
-		uint8_t header[PACK_RECORD_HEADER];
+		uint64_t offset = (uint64_t)sqlite3_column_int64(stmt, 1);
+		struct fsck_member *m = fsck_member_find(&found, offset,
+			(uint32_t)sqlite3_column_int64(stmt, 2));
 
 		(*objects)++;
 		if (sqlite3_column_bytes(stmt, 0) != STORE_HASH_SIZE) {
-			fsck_problem(fsck, "catalog: object with a malformed hash");
+			fsck_problem(fsck, "catalog: object with a malformed hash in pack %s", name);
 			continue;
 		}
 		hex_encode(hash, STORE_HASH_SIZE, hex);
-		if (!name) {
-			fsck_problem(fsck, "object %s: pack %lld not in the catalog", hex,
-				     (long long)pack);
-			continue;
-		}
-		if (pack != current_pack) {
-			if (fd >= 0)
-				close(fd);
-			current_pack = pack;
-			pack_path(store, name, &path);
-			fd = open(path.buf, O_RDONLY | O_CLOEXEC);
-			if (fd < 0)
-				fsck_problem(fsck, "pack %s: %s", path.buf, strerror(errno));
-		}
-		if (fd < 0) {
-			fsck_problem(fsck, "object %s: its pack %s is missing", hex, name);
-			continue;
-		}
-		if (stored > frame_cap) {
-			free(frame);
-			frame_cap = stored;
-			frame = xmalloc(frame_cap);
-		}
-		if (raw_size > raw_cap) {
-			free(raw);
-			raw_cap = raw_size;
-			raw = xmalloc(raw_cap);
-		}
-		if (offset < PACK_RECORD_HEADER ||
-		    fs_pread_all(fd, header, sizeof(header), offset - PACK_RECORD_HEADER) ||
-		    memcmp(header, hash, STORE_HASH_SIZE) ||
-		    get_le32(header + STORE_HASH_SIZE) != raw_size ||
-		    get_le32(header + STORE_HASH_SIZE + 4) != stored) {
-			fsck_problem(fsck, "object %s: record header in pack %s at offset %lld does not match the catalog",
-				     hex, name, (long long)offset);
-			continue;
-		}
-		/* object_read would look the object up again: read it here. */
-		if (fs_pread_all(fd, frame, stored, offset) < 0) {
-			fsck_problem(fsck, "object %s: truncated in pack %s", hex, name);
-			continue;
-		}
-		if (frame_decompress(frame, stored, raw, raw_size) < 0) {
-			fsck_problem(fsck, "object %s: corrupt lz4 frame in pack %s at offset %lld",
-				     hex, name, (long long)offset);
-			continue;
-		}
-		hash_bytes(raw, raw_size, check);
-		if (memcmp(check, hash, STORE_HASH_SIZE))
-			fsck_problem(fsck, "object %s: content hashes to something else (pack %s, offset %lld)",
-				     hex, name, (long long)offset);
+		if (!m || memcmp(m->hash, hash, STORE_HASH_SIZE) ||
+		    m->raw != (uint32_t)sqlite3_column_int64(stmt, 3))
+			fsck_problem(fsck, "object %s: not found in pack %s at offset %llu",
+				     hex, name, (unsigned long long)offset);
+		else if (!m->intact)
+			fsck_problem(fsck, "object %s: corrupt (pack %s, offset %llu)", hex,
+				     name, (unsigned long long)offset);
 	}
 	sqlite3_reset(stmt);
-	if (fd >= 0)
-		close(fd);
-	free(frame);
-	free(raw);
-	strbuf_release(&path);
+	free(found.items);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read objects", err);
+}
+
+static int fsck_objects(struct fsck *fsck, uint64_t *objects, struct error *err)
+{
+	struct store *store = fsck->store;
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT id, name FROM packs ORDER BY id", err);
+	int64_t *ids = NULL;
+	char (*names)[33] = NULL;
+	size_t count = 0, i;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		ids = xrealloc(ids, (count + 1) * sizeof(*ids));
+		names = xrealloc(names, (count + 1) * sizeof(*names));
+		ids[count] = sqlite3_column_int64(stmt, 0);
+		snprintf(names[count], sizeof(names[count]), "%s", sqlite3_column_text(stmt, 1));
+		count++;
+	}
+	sqlite3_reset(stmt);
 	if (rc != SQLITE_DONE)
-		return catalog_error(store, rc, "read objects", err);
-	return 0;
+		ret = catalog_error(store, rc, "read packs", err);
+	for (i = 0; i < count && ret == 0; i++)
+		ret = fsck_pack(fsck, ids[i], names[i], objects, err);
+	free(ids);
+	free(names);
+	return ret;
 }
 
 /* Re-hashes one tree and checks that its chunks exist with their sizes. */

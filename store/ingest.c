@@ -28,7 +28,7 @@
 #define JOB_ITEMS 256
 #define WORKERS_MAX 8
 #define SLOT_BLOCK 4096
-/* A file whose mtime or ctime is this recent is not trusted to the cache. */
+/* A file whose mtime is this recent is not trusted to the cache. */
 #define STAT_CACHE_RACY_NS (2ll * 1000000000)
 
 /* Where a worker leaves the name and size of one chunk. */
@@ -66,7 +66,7 @@ struct entry {
 
 struct new_object {
 	uint8_t hash[STORE_HASH_SIZE];
-	uint32_t raw, stored;
+	uint32_t raw, stored, inner, block;
 	uint64_t offset;
 	size_t pack;		/* index into ingest_worker.packs */
 };
@@ -83,6 +83,13 @@ struct ingest_worker {
 	bool pack_open;		/* packs[pack_count - 1] takes appends */
 	struct new_object *objects;
 	size_t object_count, object_alloc;
+	uint8_t *frame;
+	size_t frame_cap;
+	/* Small objects waiting to be compressed together. */
+	uint8_t *bundle;
+	size_t bundle_len;
+	struct pack_member members[BUNDLE_MEMBERS_MAX];
+	size_t member_count;
 };
 
 struct stat_cache_row {
@@ -151,14 +158,20 @@ static bool catalog_has_object(struct store *store, const uint8_t *hash,
 	return rc == SQLITE_ROW;
 }
 
-static int ingest_append(struct ingest_worker *worker, const uint8_t *hash,
-			 uint32_t raw, const void *frame, uint32_t stored,
-			 struct error *err)
+/* Compresses block and appends it to the worker's pack with its members. */
+static int ingest_write_block(struct ingest_worker *worker,
+			      const struct pack_member *members, size_t count,
+			      const uint8_t *block, size_t block_len,
+			      struct error *err)
 {
 	struct pack_writer *pack;
-	struct new_object *object;
+	uint64_t offset;
+	size_t stored, i;
 	int ret;
 
+	ret = frame_compress(block, block_len, worker->frame, worker->frame_cap, &stored);
+	if (ret < 0)
+		return error_set(err, ret, "lz4: cannot compress a block");
 	if (!worker->pack_open) {
 		worker->packs = xrealloc(worker->packs,
 					 (worker->pack_count + 1) * sizeof(*worker->packs));
@@ -170,33 +183,78 @@ static int ingest_append(struct ingest_worker *worker, const uint8_t *hash,
 		worker->pack_open = true;
 	}
 	pack = &worker->packs[worker->pack_count - 1];
-	if (worker->object_count == worker->object_alloc) {
-		worker->object_alloc = worker->object_alloc ? 2 * worker->object_alloc : 1024;
-		worker->objects = xrealloc(worker->objects,
-					   worker->object_alloc * sizeof(*worker->objects));
-	}
-	object = &worker->objects[worker->object_count];
-	ret = pack_writer_append(pack, hash, raw, frame, stored, &object->offset, err);
+	ret = pack_writer_append(pack, members, count, (uint32_t)block_len, worker->frame,
+				 (uint32_t)stored, &offset, err);
 	if (ret < 0)
 		return ret;
-	memcpy(object->hash, hash, STORE_HASH_SIZE);
-	object->raw = raw;
-	object->stored = stored;
-	object->pack = worker->pack_count - 1;
-	worker->object_count++;
+	for (i = 0; i < count; i++) {
+		struct new_object *object;
+
+		if (worker->object_count == worker->object_alloc) {
+			worker->object_alloc = worker->object_alloc ? 2 * worker->object_alloc : 1024;
+			worker->objects = xrealloc(worker->objects,
+						   worker->object_alloc * sizeof(*worker->objects));
+		}
+		object = &worker->objects[worker->object_count++];
+		memcpy(object->hash, members[i].hash, STORE_HASH_SIZE);
+		object->raw = members[i].raw;
+		object->inner = members[i].inner;
+		object->block = (uint32_t)block_len;
+		object->stored = (uint32_t)stored;
+		object->offset = offset;
+		object->pack = worker->pack_count - 1;
+	}
 	if (pack->size >= PACK_TARGET_SIZE)
 		worker->pack_open = false;
 	return 0;
 }
 
-static void ingest_process_job(struct ingest_worker *worker, struct job *job,
-			       uint8_t *frame, size_t frame_cap)
+static int ingest_flush_bundle(struct ingest_worker *worker, struct error *err)
+{
+	int ret = 0;
+
+	if (worker->member_count)
+		ret = ingest_write_block(worker, worker->members, worker->member_count,
+					 worker->bundle, worker->bundle_len, err);
+	worker->member_count = 0;
+	worker->bundle_len = 0;
+	return ret;
+}
+
+/* Large objects get a frame of their own; small ones join the bundle. */
+static int ingest_store_object(struct ingest_worker *worker, const uint8_t *hash,
+			       const uint8_t *data, size_t len, struct error *err)
+{
+	struct pack_member *member;
+	int ret;
+
+	if (len >= BUNDLE_OBJECT_MAX) {
+		struct pack_member solo = { .inner = 0, .raw = (uint32_t)len };
+
+		memcpy(solo.hash, hash, STORE_HASH_SIZE);
+		return ingest_write_block(worker, &solo, 1, data, len, err);
+	}
+	if (worker->bundle_len + len > BUNDLE_SIZE ||
+	    worker->member_count == BUNDLE_MEMBERS_MAX) {
+		ret = ingest_flush_bundle(worker, err);
+		if (ret < 0)
+			return ret;
+	}
+	member = &worker->members[worker->member_count++];
+	memcpy(member->hash, hash, STORE_HASH_SIZE);
+	member->inner = (uint32_t)worker->bundle_len;
+	member->raw = (uint32_t)len;
+	memcpy(worker->bundle + worker->bundle_len, data, len);
+	worker->bundle_len += len;
+	return 0;
+}
+
+static void ingest_process_job(struct ingest_worker *worker, struct job *job)
 {
 	struct store_ingest *ingest = worker->ingest;
 	struct error err = { 0 };
-	size_t i, stored;
+	size_t i;
 	bool store_it;
-	int ret;
 
 	for (i = 0; i < job->count; i++) {
 		struct slot *slot = job->items[i].slot;
@@ -212,16 +270,7 @@ static void ingest_process_job(struct ingest_worker *worker, struct job *job,
 			store_it = !catalog_has_object(ingest->store, slot->hash,
 						       &ingest->error);
 		pthread_mutex_unlock(&ingest->lock);
-		if (!store_it)
-			continue;
-
-		ret = frame_compress(data, len, frame, frame_cap, &stored);
-		if (ret < 0)
-			error_set(&err, ret, "lz4: cannot compress a chunk");
-		else
-			ret = ingest_append(worker, slot->hash, (uint32_t)len, frame,
-					    (uint32_t)stored, &err);
-		if (ret < 0) {
+		if (store_it && ingest_store_object(worker, slot->hash, data, len, &err) < 0) {
 			pthread_mutex_lock(&ingest->lock);
 			if (!ingest->error.code)
 				ingest->error = err;
@@ -235,8 +284,6 @@ static void *ingest_worker_main(void *arg)
 {
 	struct ingest_worker *worker = arg;
 	struct store_ingest *ingest = worker->ingest;
-	size_t frame_cap = frame_bound(CHUNK_MAX);
-	uint8_t *frame = xmalloc(frame_cap);
 	struct job *job;
 
 	pthread_mutex_lock(&ingest->lock);
@@ -251,7 +298,7 @@ static void *ingest_worker_main(void *arg)
 			ingest->queue_tail = NULL;
 		pthread_mutex_unlock(&ingest->lock);
 
-		ingest_process_job(worker, job, frame, frame_cap);
+		ingest_process_job(worker, job);
 
 		pthread_mutex_lock(&ingest->lock);
 		job->used = job->count = 0;
@@ -261,7 +308,6 @@ static void *ingest_worker_main(void *arg)
 		pthread_cond_broadcast(&ingest->job_done);
 	}
 	pthread_mutex_unlock(&ingest->lock);
-	free(frame);
 	return NULL;
 }
 
@@ -299,6 +345,9 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 		struct ingest_worker *worker = &ingest->workers[i];
 
 		worker->ingest = ingest;
+		worker->frame_cap = frame_bound(CHUNK_MAX);
+		worker->frame = xmalloc(worker->frame_cap);
+		worker->bundle = xmalloc(BUNDLE_SIZE);
 		if (pthread_create(&worker->thread, NULL, ingest_worker_main, worker))
 			break;
 		ingest->worker_count++;
@@ -319,6 +368,8 @@ static void ingest_worker_forget_packs(struct ingest_worker *worker)
 	worker->pack_count = 0;
 	worker->pack_open = false;
 	worker->object_count = 0;
+	worker->member_count = 0;
+	worker->bundle_len = 0;
 }
 
 static void ingest_discard_packs(struct store_ingest *ingest)
@@ -383,8 +434,11 @@ void store_ingest_end(struct store_ingest *ingest)
 	for (i = 0; i < ingest->worker_count; i++)
 		pthread_join(ingest->workers[i].thread, NULL);
 	ingest_discard_packs(ingest);
-	for (i = 0; i < ingest->worker_count; i++)
+	for (i = 0; i < WORKERS_MAX; i++) {
 		free(ingest->workers[i].objects);
+		free(ingest->workers[i].frame);
+		free(ingest->workers[i].bundle);
+	}
 	ingest_reset_folder(ingest);
 	while ((job = ingest->free_jobs)) {
 		ingest->free_jobs = job->next;
@@ -803,8 +857,8 @@ static int ingest_record_objects(struct ingest_worker *worker, struct error *err
 
 		/* Another writer may have stored the same chunk meanwhile. */
 		stmt = catalog_stmt(store,
-				    "INSERT OR IGNORE INTO objects(hash, pack, offset, stored, raw)"
-				    " VALUES (?, ?, ?, ?, ?)", err);
+				    "INSERT OR IGNORE INTO objects(hash, pack, offset, stored, raw, inner, block)"
+				    " VALUES (?, ?, ?, ?, ?, ?, ?)", err);
 		if (!stmt) {
 			ret = err->code;
 			goto out;
@@ -814,6 +868,8 @@ static int ingest_record_objects(struct ingest_worker *worker, struct error *err
 		sqlite3_bind_int64(stmt, 3, (int64_t)object->offset);
 		sqlite3_bind_int64(stmt, 4, object->stored);
 		sqlite3_bind_int64(stmt, 5, object->raw);
+		sqlite3_bind_int64(stmt, 6, object->inner);
+		sqlite3_bind_int64(stmt, 7, object->block);
 		rc = sqlite3_step(stmt);
 		sqlite3_reset(stmt);
 		if (rc != SQLITE_DONE) {
@@ -927,9 +983,12 @@ static int ingest_record_stat_cache(struct store_ingest *ingest,
 	for (i = 0; i < ingest->entry_count; i++) {
 		struct entry *entry = &ingest->entries[i];
 
+		/*
+		 * A later write sets mtime to the time of that write; only when
+		 * our mtime is that recent could it go unnoticed.
+		 */
 		if (!S_ISREG(entry->mode) || entry->from_cache ||
-		    entry->mtime > ingest->start_ns - STAT_CACHE_RACY_NS ||
-		    entry->ctime > ingest->start_ns - STAT_CACHE_RACY_NS)
+		    entry->mtime > ingest->start_ns - STAT_CACHE_RACY_NS)
 			continue;
 		strbuf_reset(&path);
 		strbuf_addf(&path, "%s%s", root, entry->path);
@@ -1027,6 +1086,9 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	pthread_mutex_lock(&ingest->lock);
 	job->next = ingest->free_jobs;
 	ingest->free_jobs = job;
+	/* The workers are idle: their bundles are ours to finish. */
+	for (w = 0; w < ingest->worker_count && !ingest->error.code && ret == 0; w++)
+		ret = ingest_flush_bundle(&ingest->workers[w], err);
 	for (w = 0; w < ingest->worker_count; w++)
 		ingest->workers[w].pack_open = false;
 	if (ingest->error.code && ret == 0) {

@@ -49,22 +49,60 @@ struct store {
 		sqlite3_stmt *stmt;
 	} stmts[64];
 	int stmt_count;
+	struct block_cache *blocks;
 };
 
-/* Where an object's lz4 frame lies. */
+/* Decompressed blocks by (pack, offset); see object_read. */
+struct block_cache;
+void block_cache_free(struct block_cache *cache);
+
+/*
+ * Where an object lies: in the lz4 frame at offset of pack, which holds
+ * block bytes once decompressed; the object is raw bytes from inner.
+ * Large chunks have a frame each (inner 0, block == raw); small objects
+ * share a frame (a bundle), so they compress as well as a stream of files
+ * and reading many small files decompresses each bundle once.
+ */
 struct object_location {
 	int64_t pack;
 	uint64_t offset;
 	uint32_t stored;
 	uint32_t raw;
+	uint32_t inner;
+	uint32_t block;
 };
 
-/* Pack files: "DSTKPK01", then records of hash, raw size, stored size, frame. */
+/* Objects smaller than this go into bundles of about BUNDLE_SIZE bytes. */
+#define BUNDLE_OBJECT_MAX (64u * 1024)
+#define BUNDLE_SIZE (256u * 1024)
+#define BUNDLE_MEMBERS_MAX 1024
+
+/*
+ * Pack files: "DSTKPK01", then records.  A record is a header (member
+ * count, frame size, block size: le32 each), a member list (hash, inner
+ * offset, size: 32 + 4 + 4 bytes each) and the frame.  Packs describe
+ * themselves: the catalog could be rebuilt from them.
+ */
 #define PACK_MAGIC "DSTKPK01"
 #define PACK_MAGIC_SIZE 8
-#define PACK_RECORD_HEADER (STORE_HASH_SIZE + 8)
+#define PACK_RECORD_HEADER 12
+#define PACK_MEMBER_SIZE (STORE_HASH_SIZE + 8)
 /* A pack is closed once it passes this size. */
 #define PACK_TARGET_SIZE (32u * 1024 * 1024)
+
+struct pack_member {
+	uint8_t hash[STORE_HASH_SIZE];
+	uint32_t inner;
+	uint32_t raw;
+};
+
+/* One record read back from a pack, for fsck and gc. */
+struct pack_record {
+	uint64_t offset;	/* of the frame */
+	uint32_t stored, block;
+	struct pack_member *members;
+	size_t count;
+};
 
 struct pack_writer {
 	int fd;
@@ -76,13 +114,21 @@ struct pack_writer {
 int pack_writer_open(struct store *store, struct pack_writer *writer,
 		     struct error *err);
 /* Appends a record; *offset receives where its frame starts. */
-int pack_writer_append(struct pack_writer *writer, const uint8_t *hash,
-		       uint32_t raw_size, const void *frame, uint32_t stored,
+int pack_writer_append(struct pack_writer *writer,
+		       const struct pack_member *members, size_t count,
+		       uint32_t block, const void *frame, uint32_t stored,
 		       uint64_t *offset, struct error *err);
 /* fsync, rename into packs/XX/NAME, fsync the directory. */
 int pack_writer_commit(struct store *store, struct pack_writer *writer,
 		       struct error *err);
 void pack_writer_discard(struct pack_writer *writer);
+/*
+ * Reads the record at *pos of the pack open on fd (size bytes long) and
+ * advances *pos past it; 0 at the end, -EIO for a malformed record.
+ * record->members is reallocated as needed; the caller frees it.
+ */
+int pack_record_next(int fd, uint64_t size, uint64_t *pos,
+		     struct pack_record *record);
 /* packs/XX/NAME for a pack name. */
 void pack_path(struct store *store, const char *name, struct strbuf *out);
 
@@ -96,7 +142,9 @@ int frame_decompress(const void *frame, size_t stored, void *out,
 
 /*
  * Reads an object's bytes into out (raw bytes), checking the lz4 frame's
- * checksum; with verify_hash also the SHA-256.  Corruption is -EIO.
+ * checksum; with verify_hash also the SHA-256.  Corruption is -EIO.  The
+ * last few decompressed blocks are kept, so reading the small files of a
+ * bundle one after another decompresses it once.
  */
 int object_read(struct store *store, const uint8_t *hash, void *out,
 		uint32_t raw_size, bool verify_hash, struct error *err);

@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -109,50 +108,83 @@ static void put_le32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)(v >> 24);
 }
 
-int pack_writer_append(struct pack_writer *writer, const uint8_t *hash,
-		       uint32_t raw_size, const void *frame, uint32_t stored,
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+int pack_writer_append(struct pack_writer *writer,
+		       const struct pack_member *members, size_t count,
+		       uint32_t block, const void *frame, uint32_t stored,
 		       uint64_t *offset, struct error *err)
 {
-	uint8_t header[PACK_RECORD_HEADER];
-	struct iovec iov[2];
-	size_t want = sizeof(header) + stored, done = 0;
-	ssize_t n;
+	size_t header_size = PACK_RECORD_HEADER + count * PACK_MEMBER_SIZE, i;
+	uint8_t *header = xmalloc(header_size), *p;
+	int ret;
 
-	memcpy(header, hash, STORE_HASH_SIZE);
-	put_le32(header + STORE_HASH_SIZE, raw_size);
-	put_le32(header + STORE_HASH_SIZE + 4, stored);
-	iov[0].iov_base = header;
-	iov[0].iov_len = sizeof(header);
-	iov[1].iov_base = (void *)frame;
-	iov[1].iov_len = stored;
-	n = writev(writer->fd, iov, 2);
-	if (n < 0 && errno != EINTR)
-		return error_errno(err, -errno, "%s", writer->tmp_path);
-	if (n > 0)
-		done = (size_t)n;
-	if (done < want) {
-		/* Rare short write (signal, quota edge): finish it plainly. */
-		int ret;
-
-		if (done < sizeof(header)) {
-			ret = fs_write_all(writer->fd, header + done, sizeof(header) - done);
-			done = sizeof(header);
-			if (ret == 0)
-				ret = fs_write_all(writer->fd, frame, stored);
-		} else {
-			ret = fs_write_all(writer->fd,
-					   (const uint8_t *)frame + (done - sizeof(header)),
-					   want - done);
-		}
-		if (ret < 0)
-			return error_errno(err, ret, "%s", writer->tmp_path);
+	put_le32(header, (uint32_t)count);
+	put_le32(header + 4, stored);
+	put_le32(header + 8, block);
+	for (i = 0, p = header + PACK_RECORD_HEADER; i < count; i++, p += PACK_MEMBER_SIZE) {
+		memcpy(p, members[i].hash, STORE_HASH_SIZE);
+		put_le32(p + STORE_HASH_SIZE, members[i].inner);
+		put_le32(p + STORE_HASH_SIZE + 4, members[i].raw);
 	}
-	*offset = writer->size + sizeof(header);
-	writer->size += want;
+	ret = fs_write_all(writer->fd, header, header_size);
+	if (ret == 0)
+		ret = fs_write_all(writer->fd, frame, stored);
+	free(header);
+	if (ret < 0)
+		return error_errno(err, ret, "%s", writer->tmp_path);
+	*offset = writer->size + header_size;
+	writer->size += header_size + stored;
 	/* Start writeback now so the final fsync finds little left to do. */
-	if (writer->size / PACK_TARGET_SIZE != (writer->size - want) / PACK_TARGET_SIZE)
+	if (writer->size / PACK_TARGET_SIZE !=
+	    (writer->size - header_size - stored) / PACK_TARGET_SIZE)
 		sync_file_range(writer->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	return 0;
+}
+
+int pack_record_next(int fd, uint64_t size, uint64_t *pos,
+		     struct pack_record *record)
+{
+	uint8_t header[PACK_RECORD_HEADER], *list;
+	size_t i, list_size;
+	int ret;
+
+	if (*pos == size)
+		return 0;
+	if (size - *pos < PACK_RECORD_HEADER)
+		return -EIO;
+	ret = fs_pread_all(fd, header, sizeof(header), (off_t)*pos);
+	if (ret < 0)
+		return ret;
+	record->count = get_le32(header);
+	record->stored = get_le32(header + 4);
+	record->block = get_le32(header + 8);
+	list_size = record->count * PACK_MEMBER_SIZE;
+	if (!record->count || record->count > BUNDLE_MEMBERS_MAX ||
+	    size - *pos - PACK_RECORD_HEADER < list_size + record->stored)
+		return -EIO;
+	list = xmalloc(list_size);
+	ret = fs_pread_all(fd, list, list_size, (off_t)(*pos + PACK_RECORD_HEADER));
+	if (ret < 0) {
+		free(list);
+		return ret;
+	}
+	record->members = xrealloc(record->members, record->count * sizeof(*record->members));
+	for (i = 0; i < record->count; i++) {
+		const uint8_t *p = list + i * PACK_MEMBER_SIZE;
+
+		memcpy(record->members[i].hash, p, STORE_HASH_SIZE);
+		record->members[i].inner = get_le32(p + STORE_HASH_SIZE);
+		record->members[i].raw = get_le32(p + STORE_HASH_SIZE + 4);
+	}
+	free(list);
+	record->offset = *pos + PACK_RECORD_HEADER + list_size;
+	*pos = record->offset + record->stored;
+	return 1;
 }
 
 int pack_writer_commit(struct store *store, struct pack_writer *writer,
@@ -210,7 +242,7 @@ int object_find(struct store *store, const uint8_t *hash,
 {
 	struct error err = { 0 };
 	sqlite3_stmt *stmt = catalog_stmt(store,
-		"SELECT o.pack, o.offset, o.stored, o.raw, p.name"
+		"SELECT o.pack, o.offset, o.stored, o.raw, o.inner, o.block, p.name"
 		" FROM objects o JOIN packs p ON p.id = o.pack WHERE o.hash = ?", &err);
 	int rc;
 
@@ -226,11 +258,14 @@ int object_find(struct store *store, const uint8_t *hash,
 	loc->offset = (uint64_t)sqlite3_column_int64(stmt, 1);
 	loc->stored = (uint32_t)sqlite3_column_int64(stmt, 2);
 	loc->raw = (uint32_t)sqlite3_column_int64(stmt, 3);
-	snprintf(pack_name, 33, "%s", sqlite3_column_text(stmt, 4));
+	loc->inner = (uint32_t)sqlite3_column_int64(stmt, 4);
+	loc->block = (uint32_t)sqlite3_column_int64(stmt, 5);
+	snprintf(pack_name, 33, "%s", sqlite3_column_text(stmt, 6));
 	sqlite3_reset(stmt);
 	return 0;
 }
 
+/* Decodes one frame into exactly raw_size bytes; -EIO on any mismatch. */
 int frame_decompress(const void *frame, size_t stored, void *out,
 			    size_t raw_size)
 {
@@ -248,15 +283,85 @@ int frame_decompress(const void *frame, size_t stored, void *out,
 	return ret;
 }
 
-int object_read(struct store *store, const uint8_t *hash, void *out,
-		uint32_t raw_size, bool verify_hash, struct error *err)
+#define BLOCK_CACHE_SLOTS 4
+
+struct block_cache {
+	pthread_mutex_t lock;
+	struct {
+		int64_t pack;
+		uint64_t offset;
+		uint32_t size;
+		uint8_t *data;
+	} slots[BLOCK_CACHE_SLOTS];
+	unsigned next;
+};
+
+void block_cache_free(struct block_cache *cache)
 {
-	struct object_location loc;
+	int i;
+
+	if (!cache)
+		return;
+	for (i = 0; i < BLOCK_CACHE_SLOTS; i++)
+		free(cache->slots[i].data);
+	pthread_mutex_destroy(&cache->lock);
+	free(cache);
+}
+
+/* Copies the object out of a cached block; false when not cached. */
+static bool block_cache_get(struct block_cache *cache,
+			    const struct object_location *loc, void *out)
+{
+	bool found = false;
+	int i;
+
+	pthread_mutex_lock(&cache->lock);
+	for (i = 0; i < BLOCK_CACHE_SLOTS && !found; i++) {
+		if (cache->slots[i].data && cache->slots[i].pack == loc->pack &&
+		    cache->slots[i].offset == loc->offset &&
+		    cache->slots[i].size == loc->block) {
+			memcpy(out, cache->slots[i].data + loc->inner, loc->raw);
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&cache->lock);
+	return found;
+}
+
+static void block_cache_put(struct block_cache *cache,
+			    const struct object_location *loc, uint8_t *data)
+{
+	unsigned slot;
+
+	pthread_mutex_lock(&cache->lock);
+	slot = cache->next++ % BLOCK_CACHE_SLOTS;
+	free(cache->slots[slot].data);
+	cache->slots[slot].pack = loc->pack;
+	cache->slots[slot].offset = loc->offset;
+	cache->slots[slot].size = loc->block;
+	cache->slots[slot].data = data;
+	pthread_mutex_unlock(&cache->lock);
+}
+
+static struct block_cache *block_cache_of(struct store *store)
+{
+	if (!store->blocks) {
+		store->blocks = xcalloc(1, sizeof(*store->blocks));
+		pthread_mutex_init(&store->blocks->lock, NULL);
+	}
+	return store->blocks;
+}
+
+/* Reads and decompresses the block holding loc into out (or the cache). */
+static int object_read_block(struct store *store, const uint8_t *hash,
+			     uint32_t raw_size, struct object_location *loc,
+			     void *out, struct error *err)
+{
 	struct strbuf path = STRBUF_INIT;
 	char name[33], hex[65];
-	uint8_t *frame = NULL;
-	uint8_t check[STORE_HASH_SIZE];
+	uint8_t *frame = NULL, *block = NULL;
 	int fd = -1, ret, attempt;
+	bool solo;
 
 	hex_encode(hash, STORE_HASH_SIZE, hex);
 	/*
@@ -264,7 +369,7 @@ int object_read(struct store *store, const uint8_t *hash, void *out,
 	 * between our lookup and our open: look it up again then.
 	 */
 	for (attempt = 0; attempt < 3; attempt++) {
-		ret = object_find(store, hash, &loc, name);
+		ret = object_find(store, hash, loc, name);
 		if (ret == -ENOENT) {
 			ret = error_set(err, -EIO, "object %s: missing from the catalog", hex);
 			goto out;
@@ -273,6 +378,13 @@ int object_read(struct store *store, const uint8_t *hash, void *out,
 			ret = error_errno(err, ret, "object %s", hex);
 			goto out;
 		}
+		if (loc->raw != raw_size) {
+			ret = error_set(err, -EIO, "object %s: size %u in catalog, %u expected",
+					hex, loc->raw, raw_size);
+			goto out;
+		}
+		if (block_cache_get(block_cache_of(store), loc, out))
+			goto out;
 		pack_path(store, name, &path);
 		fd = open(path.buf, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0 || errno != ENOENT)
@@ -284,31 +396,57 @@ int object_read(struct store *store, const uint8_t *hash, void *out,
 			ret = -EIO;
 		goto out;
 	}
-	if (loc.raw != raw_size) {
-		ret = error_set(err, -EIO, "object %s: size %u in catalog, %u expected",
-				hex, loc.raw, raw_size);
+	if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > 2 * CHUNK_MAX) {
+		ret = error_set(err, -EIO, "object %s: impossible location in the catalog", hex);
 		goto out;
 	}
-	frame = xmalloc(loc.stored);
-	ret = fs_pread_all(fd, frame, loc.stored, (off_t)loc.offset);
+	frame = xmalloc(loc->stored);
+	ret = fs_pread_all(fd, frame, loc->stored, (off_t)loc->offset);
 	if (ret < 0) {
 		error_errno(err, ret, "object %s: %s", hex, path.buf);
 		ret = -EIO;
 		goto out;
 	}
-	ret = frame_decompress(frame, loc.stored, out, raw_size);
-	if (ret == 0 && verify_hash) {
-		hash_bytes(out, raw_size, check);
-		if (memcmp(check, hash, STORE_HASH_SIZE))
-			ret = -EIO;
-	}
-	if (ret < 0)
+	solo = loc->inner == 0 && loc->raw == loc->block;
+	block = solo ? out : xmalloc(loc->block);
+	ret = frame_decompress(frame, loc->stored, block, loc->block);
+	if (ret < 0) {
 		error_set(err, ret, "object %s: corrupt (in %s at offset %llu)", hex,
-			  path.buf, (unsigned long long)loc.offset);
+			  path.buf, (unsigned long long)loc->offset);
+		goto out;
+	}
+	if (!solo) {
+		memcpy(out, block + loc->inner, loc->raw);
+		block_cache_put(block_cache_of(store), loc, block);
+		block = NULL;
+	}
 out:
 	if (fd >= 0)
 		close(fd);
 	free(frame);
+	if (block != out)
+		free(block);
 	strbuf_release(&path);
 	return ret;
+}
+
+int object_read(struct store *store, const uint8_t *hash, void *out,
+		uint32_t raw_size, bool verify_hash, struct error *err)
+{
+	struct object_location loc;
+	uint8_t check[STORE_HASH_SIZE];
+	char hex[65];
+	int ret;
+
+	ret = object_read_block(store, hash, raw_size, &loc, out, err);
+	if (ret < 0)
+		return ret;
+	hex_encode(hash, STORE_HASH_SIZE, hex);
+	if (verify_hash) {
+		hash_bytes(out, raw_size, check);
+		if (memcmp(check, hash, STORE_HASH_SIZE))
+			return error_set(err, -EIO, "object %s: corrupt (content hashes to something else)",
+					 hex);
+	}
+	return 0;
 }

@@ -109,6 +109,7 @@ void store_close(struct store *store)
 	if (!store)
 		return;
 	catalog_finalize_all(store);
+	block_cache_free(store->blocks);
 	if (store->db)
 		sqlite3_close(store->db);
 	if (store->gc_lock_fd >= 0)
