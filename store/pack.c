@@ -20,10 +20,16 @@
 
 #include "store/internal.h"
 
+/*
+ * Linked 64 KiB blocks compress as well as one block (lz4's window is 64
+ * KiB) and let a reader decode straight into its buffer: LZ4F stages a
+ * block through its own buffers only when less than a block of room is
+ * left, so big blocks would stage, and fault in, a whole chunk.
+ */
 static const LZ4F_preferences_t frame_preferences = {
 	.frameInfo = {
-		.blockSizeID = LZ4F_max4MB,
-		.blockMode = LZ4F_blockIndependent,
+		.blockSizeID = LZ4F_max64KB,
+		.blockMode = LZ4F_blockLinked,
 		.contentChecksumFlag = LZ4F_contentChecksumEnabled,
 	},
 	.compressionLevel = 0,	/* lz4 -1 */
@@ -269,13 +275,15 @@ int object_find(struct store *store, const uint8_t *hash,
 int frame_decompress(const void *frame, size_t stored, void *out,
 			    size_t raw_size)
 {
+	/* out holds the whole object: earlier blocks stay put for later ones. */
+	static const LZ4F_decompressOptions_t options = { .stableDst = 1 };
 	LZ4F_dctx *dctx;
 	size_t src_size = stored, dst_size = raw_size, hint;
 	int ret = 0;
 
 	if (LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION)))
 		return -ENOMEM;
-	hint = LZ4F_decompress(dctx, out, &dst_size, frame, &src_size, NULL);
+	hint = LZ4F_decompress(dctx, out, &dst_size, frame, &src_size, &options);
 	if (LZ4F_isError(hint) || hint != 0 || dst_size != raw_size ||
 	    src_size != stored)
 		ret = -EIO;
