@@ -17,25 +17,6 @@
 
 #include "cli/cli.h"
 
-/* A relative path that cannot climb out: no "..", no leading "/". */
-static bool path_is_safe(const char *path)
-{
-	const char *p = path;
-
-	if (path[0] == '/')
-		return false;
-	while (*p) {
-		size_t len = strcspn(p, "/");
-
-		if ((len == 2 && p[0] == '.' && p[1] == '.') || len == 0)
-			return false;
-		p += len;
-		if (*p == '/')
-			p++;
-	}
-	return true;
-}
-
 struct list_row {
 	char *artifact, *path, *size;
 	int job;
@@ -216,7 +197,8 @@ static int download_entry(void *arg, const struct store_entry *entry)
 	const char *leaf;
 	int dirfd, fd, ret;
 
-	if (!path_is_safe(entry->artifact) || (*entry->path && !path_is_safe(entry->path)))
+	if (!path_is_contained(entry->artifact) ||
+	    (*entry->path && !path_is_contained(entry->path)))
 		return error_set(&ctx->err, -EINVAL, "refusing unsafe artifact path '%s/%s'",
 				 entry->artifact, entry->path);
 	strbuf_reset(&ctx->rel);

@@ -176,7 +176,7 @@ void cli_progress_update(void *ctx, uint64_t done, uint64_t total)
 		return;
 	progress->last_ns = now;
 	bar = 30;
-	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col < 80)
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_col < 80)
 		bar = ws.ws_col > 50 ? ws.ws_col - 50 : 0;
 	size_format(done, done_text);
 	size_format(total, total_text);

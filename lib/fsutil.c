@@ -90,6 +90,25 @@ int fs_pread_all(int fd, void *buf, size_t len, off_t offset)
 	return 0;
 }
 
+bool path_is_contained(const char *path)
+{
+	const char *p = path;
+
+	if (!*path || *path == '/')
+		return false;
+	while (*p) {
+		size_t len = strcspn(p, "/");
+
+		if (len == 0 || (len == 1 && p[0] == '.') ||
+		    (len == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		p += len;
+		if (*p == '/' && !*++p)
+			return false;
+	}
+	return true;
+}
+
 int fs_mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[4096];

@@ -8,6 +8,7 @@
 #define DSTACK_LIB_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -60,6 +61,11 @@ int hex_decode(const char *hex, uint8_t *bytes, size_t len);
 /* Write or pread exactly len bytes, retrying short transfers: 0 or -errno. */
 int fs_write_all(int fd, const void *buf, size_t len);
 int fs_pread_all(int fd, void *buf, size_t len, off_t offset);
+/*
+ * True for a relative path that stays below where it starts: not empty,
+ * not absolute, no "..", "." or empty component.
+ */
+bool path_is_contained(const char *path);
 /* mkdir -p with mode for new components: 0 or -errno. */
 int fs_mkdir_p(const char *path, mode_t mode);
 /* fsync the directory at path, so renames and creations in it are durable. */

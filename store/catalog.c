@@ -370,6 +370,11 @@ int store_run_add_data(struct store *store, const char *tag,
 	ret = tag_name_check(tag, err);
 	if (ret < 0)
 		return ret;
+	for (i = 0; i < count; i++)
+		if (!path_is_contained(artifacts[i].path))
+			return error_set(err, -EINVAL,
+					 "artifact path '%s': must be relative, without '..'",
+					 artifacts[i].path);
 	ret = catalog_begin(store, err);
 	if (ret < 0)
 		return ret;
