@@ -25,32 +25,6 @@ void hex_encode(const uint8_t *bytes, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-int hex_decode(const char *hex, uint8_t *bytes, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		int hi = hex_digit(hex[2 * i]);
-		int lo = hi < 0 ? -1 : hex_digit(hex[2 * i + 1]);
-
-		if (lo < 0)
-			return -EINVAL;
-		bytes[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return hex[2 * len] == '\0' ? 0 : -EINVAL;
-}
-
 int fs_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;

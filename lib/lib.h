@@ -54,9 +54,8 @@ void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *ptr, size_t size);
 char *xstrdup(const char *s);
 
-/* Lowercase hex of len bytes into out (2*len+1 bytes); 0 or -EINVAL on parse. */
+/* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *bytes, size_t len, char *out);
-int hex_decode(const char *hex, uint8_t *bytes, size_t len);
 
 /* Write or pread exactly len bytes, retrying short transfers: 0 or -errno. */
 int fs_write_all(int fd, const void *buf, size_t len);

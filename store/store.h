@@ -48,10 +48,6 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 			void *progress_ctx, struct error *err);
 void store_ingest_end(struct store_ingest *ingest);
 
-/* The content address of a tree, as 64 hex digits. */
-int store_tree_hash(struct store *store, int64_t tree, char hex[65],
-		    struct error *err);
-
 struct store_run {
 	int64_t id;
 	char name[64];

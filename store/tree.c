@@ -63,26 +63,6 @@ void tree_hasher_finish(struct tree_hasher *hasher, uint8_t out[STORE_HASH_SIZE]
 	free(hasher);
 }
 
-int store_tree_hash(struct store *store, int64_t tree, char hex[65],
-		    struct error *err)
-{
-	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT hash FROM trees WHERE id = ?", err);
-	int rc;
-
-	if (!stmt)
-		return err->code;
-	sqlite3_bind_int64(stmt, 1, tree);
-	rc = sqlite3_step(stmt);
-	if (rc == SQLITE_ROW && sqlite3_column_bytes(stmt, 0) == STORE_HASH_SIZE)
-		hex_encode(sqlite3_column_blob(stmt, 0), STORE_HASH_SIZE, hex);
-	sqlite3_reset(stmt);
-	if (rc == SQLITE_DONE)
-		return error_set(err, -ENOENT, "no tree %lld", (long long)tree);
-	if (rc != SQLITE_ROW)
-		return catalog_error(store, rc, "read tree", err);
-	return 0;
-}
-
 struct artifact_row {
 	int job;
 	char *path;

@@ -21,17 +21,13 @@ static void test_path_is_contained(void)
 	CHECK(!path_is_contained("a/"));
 }
 
-static void test_hex_round_trip(void)
+static void test_hex_encode(void)
 {
-	uint8_t bytes[4] = { 0x00, 0x7f, 0xa5, 0xff }, back[4];
+	uint8_t bytes[4] = { 0x00, 0x7f, 0xa5, 0xff };
 	char hex[9];
 
 	hex_encode(bytes, sizeof(bytes), hex);
 	CHECK(!strcmp(hex, "007fa5ff"));
-	CHECK(hex_decode(hex, back, sizeof(back)) == 0);
-	CHECK(!memcmp(bytes, back, sizeof(bytes)));
-	CHECK(hex_decode("007fa5fg", back, sizeof(back)) < 0);
-	CHECK(hex_decode("007fa5ff00", back, sizeof(back)) < 0);
 }
 
 static void test_strbuf_grows(void)
@@ -51,7 +47,7 @@ static void test_strbuf_grows(void)
 int main(void)
 {
 	RUN_TEST(test_path_is_contained);
-	RUN_TEST(test_hex_round_trip);
+	RUN_TEST(test_hex_encode);
 	RUN_TEST(test_strbuf_grows);
 	return check_failures ? 1 : 0;
 }
