@@ -118,6 +118,14 @@ struct store_ingest {
 	bool stopping;
 	struct ingest_worker workers[WORKERS_MAX];
 	int worker_count;
+	/* Full packs wait here for the fsync thread, which overlaps the
+	 * disk's work with ours instead of leaving it all for the end. */
+	pthread_t syncer;
+	bool syncer_started;
+	pthread_cond_t sync_ready;
+	int *sync_queue;
+	size_t sync_count, sync_alloc;
+	int sync_pending;
 	struct error error;
 
 	/* Hashes this ingest knows are stored or being stored. */
@@ -204,9 +212,51 @@ static int ingest_write_block(struct ingest_worker *worker,
 		object->offset = offset;
 		object->pack = worker->pack_count - 1;
 	}
-	if (pack->size >= PACK_TARGET_SIZE)
+	if (pack->size >= PACK_TARGET_SIZE) {
+		struct store_ingest *ingest = worker->ingest;
+
 		worker->pack_open = false;
+		pack->queued = true;
+		pthread_mutex_lock(&ingest->lock);
+		if (ingest->sync_count == ingest->sync_alloc) {
+			ingest->sync_alloc = ingest->sync_alloc ? 2 * ingest->sync_alloc : 16;
+			ingest->sync_queue = xrealloc(ingest->sync_queue,
+						      ingest->sync_alloc * sizeof(int));
+		}
+		ingest->sync_queue[ingest->sync_count++] = pack->fd;
+		ingest->sync_pending++;
+		pthread_cond_signal(&ingest->sync_ready);
+		pthread_mutex_unlock(&ingest->lock);
+	}
 	return 0;
+}
+
+static void *ingest_syncer_main(void *arg)
+{
+	struct store_ingest *ingest = arg;
+	int fd;
+
+	pthread_mutex_lock(&ingest->lock);
+	for (;;) {
+		while (!ingest->sync_count && !ingest->stopping)
+			pthread_cond_wait(&ingest->sync_ready, &ingest->lock);
+		if (!ingest->sync_count)
+			break;
+		fd = ingest->sync_queue[--ingest->sync_count];
+		pthread_mutex_unlock(&ingest->lock);
+		if (fsync(fd) < 0) {
+			int code = -errno;
+
+			pthread_mutex_lock(&ingest->lock);
+			error_errno(&ingest->error, code, "fsync of a new pack");
+		} else {
+			pthread_mutex_lock(&ingest->lock);
+		}
+		ingest->sync_pending--;
+		pthread_cond_broadcast(&ingest->job_done);
+	}
+	pthread_mutex_unlock(&ingest->lock);
+	return NULL;
 }
 
 static int ingest_flush_bundle(struct ingest_worker *worker, struct error *err)
@@ -280,6 +330,15 @@ static void ingest_process_job(struct ingest_worker *worker, struct job *job)
 	}
 }
 
+/* Waits until no job is queued or being processed and no fsync runs. */
+static void ingest_wait_idle(struct store_ingest *ingest)
+{
+	pthread_mutex_lock(&ingest->lock);
+	while (ingest->in_flight || ingest->sync_pending)
+		pthread_cond_wait(&ingest->job_done, &ingest->lock);
+	pthread_mutex_unlock(&ingest->lock);
+}
+
 static void *ingest_worker_main(void *arg)
 {
 	struct ingest_worker *worker = arg;
@@ -329,6 +388,7 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 	pthread_mutex_init(&ingest->lock, NULL);
 	pthread_cond_init(&ingest->work_ready, NULL);
 	pthread_cond_init(&ingest->job_done, NULL);
+	pthread_cond_init(&ingest->sync_ready, NULL);
 	ingest->staging = xmalloc(2 * CHUNK_MAX);
 	if (cpus < 1)
 		cpus = 1;
@@ -352,7 +412,9 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 			break;
 		ingest->worker_count++;
 	}
-	if (!ingest->worker_count) {
+	ingest->syncer_started = ingest->worker_count &&
+		!pthread_create(&ingest->syncer, NULL, ingest_syncer_main, ingest);
+	if (!ingest->syncer_started) {
 		store_ingest_end(ingest);
 		return error_set(err, -EAGAIN, "cannot start ingest threads");
 	}
@@ -378,6 +440,8 @@ static void ingest_discard_packs(struct store_ingest *ingest)
 	size_t i;
 	int w;
 
+	/* The fsync thread must be done with descriptors we close. */
+	ingest_wait_idle(ingest);
 	for (w = 0; w < ingest->worker_count; w++) {
 		struct ingest_worker *worker = &ingest->workers[w];
 
@@ -430,9 +494,12 @@ void store_ingest_end(struct store_ingest *ingest)
 	pthread_mutex_lock(&ingest->lock);
 	ingest->stopping = true;
 	pthread_cond_broadcast(&ingest->work_ready);
+	pthread_cond_broadcast(&ingest->sync_ready);
 	pthread_mutex_unlock(&ingest->lock);
 	for (i = 0; i < ingest->worker_count; i++)
 		pthread_join(ingest->workers[i].thread, NULL);
+	if (ingest->syncer_started)
+		pthread_join(ingest->syncer, NULL);
 	ingest_discard_packs(ingest);
 	for (i = 0; i < WORKERS_MAX; i++) {
 		free(ingest->workers[i].objects);
@@ -451,6 +518,8 @@ void store_ingest_end(struct store_ingest *ingest)
 	pthread_mutex_destroy(&ingest->lock);
 	pthread_cond_destroy(&ingest->work_ready);
 	pthread_cond_destroy(&ingest->job_done);
+	pthread_cond_destroy(&ingest->sync_ready);
+	free(ingest->sync_queue);
 	store_unlock(ingest->store);
 	free(ingest);
 }
@@ -683,14 +752,6 @@ static struct job *ingest_submit(struct store_ingest *ingest, struct job *job)
 	return job;
 }
 
-static void ingest_wait_idle(struct store_ingest *ingest)
-{
-	pthread_mutex_lock(&ingest->lock);
-	while (ingest->in_flight)
-		pthread_cond_wait(&ingest->job_done, &ingest->lock);
-	pthread_mutex_unlock(&ingest->lock);
-}
-
 static bool ingest_failed(struct store_ingest *ingest)
 {
 	bool failed;
@@ -809,23 +870,58 @@ static void entry_chunks(struct store_ingest *ingest, struct entry *entry,
 	}
 }
 
+/* packs/XX holds the packs whose names start with XX. */
+static unsigned pack_dir_index(const char *name)
+{
+	char digits[3] = { name[0], name[1], '\0' };
+
+	return (unsigned)strtoul(digits, NULL, 16) & 0xff;
+}
+
+/* Makes every pack of this folder durable under its final name. */
 static int ingest_commit_packs(struct store_ingest *ingest, struct error *err)
 {
+	bool dirs[256] = { false };
 	size_t i;
-	int w, ret;
+	int w, ret = 0;
 
-	for (w = 0; w < ingest->worker_count; w++) {
+	for (w = 0; w < ingest->worker_count && ret == 0; w++) {
 		struct ingest_worker *worker = &ingest->workers[w];
 
-		for (i = 0; i < worker->pack_count; i++) {
-			if (!worker->packs[i].tmp_path)
-				continue;
-			ret = pack_writer_commit(ingest->store, &worker->packs[i], err);
-			if (ret < 0)
-				return ret;
+		for (i = 0; i < worker->pack_count && ret == 0; i++) {
+			struct pack_writer *pack = &worker->packs[i];
+
+			if (!pack->queued)
+				ret = pack_writer_sync(pack, err);
 		}
 	}
-	return 0;
+	/* Packs that filled up while bundles were flushed may still sync. */
+	ingest_wait_idle(ingest);
+	if (ret == 0 && ingest->error.code) {
+		*err = ingest->error;
+		ret = err->code;
+	}
+	for (w = 0; w < ingest->worker_count && ret == 0; w++) {
+		struct ingest_worker *worker = &ingest->workers[w];
+
+		for (i = 0; i < worker->pack_count && ret == 0; i++) {
+			struct pack_writer *pack = &worker->packs[i];
+
+			dirs[pack_dir_index(pack->name)] = true;
+			ret = pack_writer_rename(ingest->store, pack, err);
+		}
+	}
+	for (w = 0; w < 256 && ret == 0; w++) {
+		char name[3];
+
+		if (!dirs[w])
+			continue;
+		snprintf(name, sizeof(name), "%02x", w);
+		ret = pack_dir_sync(ingest->store, name, err);
+	}
+	if (ret == 0 && (ret = fs_fsync_dir(ingest->store->packs_dir)) < 0)
+		error_errno(err, ret, "%s", ingest->store->packs_dir);
+	return ret;
 }
 
 static int ingest_record_objects(struct ingest_worker *worker, struct error *err)

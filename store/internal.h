@@ -109,6 +109,7 @@ struct pack_writer {
 	char *tmp_path;
 	char name[33];
 	uint64_t size;
+	bool queued;		/* handed to the ingest's fsync thread */
 };
 
 int pack_writer_open(struct store *store, struct pack_writer *writer,
@@ -118,7 +119,16 @@ int pack_writer_append(struct pack_writer *writer,
 		       const struct pack_member *members, size_t count,
 		       uint32_t block, const void *frame, uint32_t stored,
 		       uint64_t *offset, struct error *err);
-/* fsync, rename into packs/XX/NAME, fsync the directory. */
+/*
+ * Making a pack durable: fsync its bytes (any thread may), rename it into
+ * packs/XX/NAME, then fsync packs/XX and packs/.  Renaming many packs
+ * before syncing the folders costs one journal commit, not one a pack.
+ */
+int pack_writer_sync(struct pack_writer *writer, struct error *err);
+int pack_writer_rename(struct store *store, struct pack_writer *writer,
+		       struct error *err);
+int pack_dir_sync(struct store *store, const char *name, struct error *err);
+/* All three steps for one pack. */
 int pack_writer_commit(struct store *store, struct pack_writer *writer,
 		       struct error *err);
 void pack_writer_discard(struct pack_writer *writer);

@@ -193,33 +193,27 @@ int pack_record_next(int fd, uint64_t size, uint64_t *pos,
 	return 1;
 }
 
-int pack_writer_commit(struct store *store, struct pack_writer *writer,
+int pack_writer_sync(struct pack_writer *writer, struct error *err)
+{
+	if (fsync(writer->fd) < 0)
+		return error_errno(err, -errno, "%s", writer->tmp_path);
+	return 0;
+}
+
+int pack_writer_rename(struct store *store, struct pack_writer *writer,
 		       struct error *err)
 {
 	struct strbuf path = STRBUF_INIT;
-	struct strbuf dir = STRBUF_INIT;
-	int ret;
+	int ret = 0;
 
-	if (fsync(writer->fd) < 0) {
-		ret = error_errno(err, -errno, "%s", writer->tmp_path);
-		goto out;
-	}
-	strbuf_addf(&dir, "%s/%.2s", store->packs_dir, writer->name);
-	if (mkdir(dir.buf, 0700) < 0 && errno != EEXIST) {
-		ret = error_errno(err, -errno, "%s", dir.buf);
+	strbuf_addf(&path, "%s/%.2s", store->packs_dir, writer->name);
+	if (mkdir(path.buf, 0700) < 0 && errno != EEXIST) {
+		ret = error_errno(err, -errno, "%s", path.buf);
 		goto out;
 	}
 	pack_path(store, writer->name, &path);
 	if (rename(writer->tmp_path, path.buf) < 0) {
 		ret = error_errno(err, -errno, "%s", path.buf);
-		goto out;
-	}
-	ret = fs_fsync_dir(dir.buf);
-	if (ret == 0)
-		ret = fs_fsync_dir(store->packs_dir);
-	if (ret < 0) {
-		error_errno(err, ret, "%s", dir.buf);
-		unlink(path.buf);
 		goto out;
 	}
 	close(writer->fd);
@@ -228,7 +222,36 @@ int pack_writer_commit(struct store *store, struct pack_writer *writer,
 	writer->tmp_path = NULL;
 out:
 	strbuf_release(&path);
+	return ret;
+}
+
+int pack_dir_sync(struct store *store, const char *name, struct error *err)
+{
+	struct strbuf dir = STRBUF_INIT;
+	int ret;
+
+	strbuf_addf(&dir, "%s/%.2s", store->packs_dir, name);
+	ret = fs_fsync_dir(dir.buf);
+	if (ret < 0)
+		error_errno(err, ret, "%s", dir.buf);
 	strbuf_release(&dir);
+	return ret;
+}
+
+int pack_writer_commit(struct store *store, struct pack_writer *writer,
+		       struct error *err)
+{
+	char name[33];
+	int ret;
+
+	memcpy(name, writer->name, sizeof(name));
+	ret = pack_writer_sync(writer, err);
+	if (ret == 0)
+		ret = pack_writer_rename(store, writer, err);
+	if (ret == 0)
+		ret = pack_dir_sync(store, name, err);
+	if (ret == 0 && (ret = fs_fsync_dir(store->packs_dir)) < 0)
+		error_errno(err, ret, "%s", store->packs_dir);
 	return ret;
 }
 
