@@ -83,7 +83,8 @@ static int tags_add_folders(const char *tag, char **dirs, int count)
 	}
 	if (cli_open_store(&store, true) < 0)
 		goto out;
-	if (store_ingest_begin(store, &ingest, cli_warn, NULL, &err) < 0) {
+	if (store_tag_check_free(store, tag, &err) < 0 ||
+	    store_ingest_begin(store, &ingest, cli_warn, NULL, &err) < 0) {
 		cli_error("%s", err.message);
 		goto out;
 	}

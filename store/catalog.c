@@ -7,15 +7,20 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 
 /* Each entry moves the schema from version i to i + 1; never edit one. */
 static const char *const catalog_migrations[] = {
+	/* AUTOINCREMENT: a pack or run id is never reused, so a cache keyed
+	 * by pack id, or a run name ending in its id, cannot mean two things. */
 	"CREATE TABLE packs("
-	"  id INTEGER PRIMARY KEY,"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  name TEXT NOT NULL UNIQUE,"
 	"  size INTEGER NOT NULL);"
 	"CREATE TABLE objects("
@@ -42,7 +47,7 @@ static const char *const catalog_migrations[] = {
 	"  chunks BLOB,"
 	"  PRIMARY KEY(tree, seq)) WITHOUT ROWID;"
 	"CREATE TABLE runs("
-	"  id INTEGER PRIMARY KEY,"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  name TEXT NOT NULL UNIQUE,"
 	"  workflow TEXT,"
 	"  provider TEXT,"
@@ -139,23 +144,40 @@ static int catalog_exec(struct store *store, const char *sql, struct error *err)
 	return 0;
 }
 
+/*
+ * Runs sql at open time, when a second process may be creating the same
+ * catalog: switching a new file to WAL takes an exclusive lock for which
+ * SQLite does not call the busy handler, so wait here instead.
+ */
+static int catalog_exec_at_open(struct store *store, const char *sql,
+				int (*row)(void *, int, char **, char **),
+				void *row_ctx, struct error *err)
+{
+	int64_t give_up = time_now_ns() + 30ll * 1000000000;
+	int rc;
+
+	while ((rc = sqlite3_exec(store->db, sql, row, row_ctx, NULL)) == SQLITE_BUSY &&
+	       time_now_ns() < give_up)
+		usleep(10000);
+	if (rc != SQLITE_OK)
+		return catalog_error(store, rc, "open", err);
+	return 0;
+}
+
+static int catalog_user_version_cb(void *arg, int columns, char **values,
+				   char **names)
+{
+	(void)names;
+	if (columns == 1 && values[0])
+		*(int *)arg = atoi(values[0]);
+	return 0;
+}
+
 static int catalog_user_version(struct store *store, int *version,
 				struct error *err)
 {
-	sqlite3_stmt *stmt;
-	int rc = sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &stmt,
-				    NULL);
-
-	if (rc != SQLITE_OK)
-		return catalog_error(store, rc, "read schema version", err);
-	rc = sqlite3_step(stmt);
-	if (rc != SQLITE_ROW) {
-		sqlite3_finalize(stmt);
-		return catalog_error(store, rc, "read schema version", err);
-	}
-	*version = sqlite3_column_int(stmt, 0);
-	sqlite3_finalize(stmt);
-	return 0;
+	return catalog_exec_at_open(store, "PRAGMA user_version",
+				    catalog_user_version_cb, version, err);
 }
 
 static int catalog_migrate(struct store *store, struct error *err)
@@ -176,7 +198,7 @@ static int catalog_migrate(struct store *store, struct error *err)
 		return error_set(err, -EROFS,
 				 "%s/catalog.db: schema version %d needs an upgrade, store is read-only",
 				 store->home, version);
-	ret = catalog_exec(store, "BEGIN IMMEDIATE", err);
+	ret = catalog_exec_at_open(store, "BEGIN IMMEDIATE", NULL, NULL, err);
 	if (ret < 0)
 		return ret;
 	/* Another process may have migrated while we waited for the lock. */
@@ -195,15 +217,66 @@ static int catalog_migrate(struct store *store, struct error *err)
 	return catalog_exec(store, "COMMIT", err);
 }
 
+/* Percent-encodes what a file: URI cannot hold as it is. */
+static void uri_add_path(struct strbuf *uri, const char *path)
+{
+	const char *p;
+
+	for (p = path; *p; p++) {
+		if (*p == '%' || *p == '?' || *p == '#' || (unsigned char)*p < 0x20)
+			strbuf_addf(uri, "%%%02x", (unsigned char)*p);
+		else
+			strbuf_add(uri, p, 1);
+	}
+}
+
+/*
+ * A WAL database opens read-only only where its -shm file exists or can
+ * be made.  On read-only media, after a clean close, neither holds, and
+ * nobody can be writing: open it as immutable.  A -wal file left there
+ * holds commits that only a writable mount can bring in.
+ */
+static int catalog_read_only_uri(struct store *store, struct strbuf *uri,
+				 struct error *err)
+{
+	struct strbuf wal = STRBUF_INIT;
+	struct statvfs vfs;
+	struct stat st;
+	bool read_only_media, has_wal;
+
+	strbuf_addf(&wal, "%s/catalog.db-wal", store->home);
+	has_wal = stat(wal.buf, &st) == 0 && st.st_size > 0;
+	strbuf_release(&wal);
+	read_only_media = statvfs(store->home, &vfs) == 0 && (vfs.f_flag & ST_RDONLY);
+	if (read_only_media && has_wal)
+		return error_set(err, -EROFS,
+				 "%s/catalog.db-wal: recent commits wait in the log; mount %s read-write once to read them",
+				 store->home, store->home);
+	strbuf_addstr(uri, "file:");
+	uri_add_path(uri, store->home);
+	strbuf_addstr(uri, "/catalog.db");
+	if (read_only_media)
+		strbuf_addstr(uri, "?immutable=1");
+	return 0;
+}
+
 int catalog_open(struct store *store, struct error *err)
 {
 	struct strbuf path = STRBUF_INIT;
 	int flags = SQLITE_OPEN_NOMUTEX;
 	int rc, ret;
 
-	strbuf_addf(&path, "%s/catalog.db", store->home);
 	flags |= store->writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-				 : SQLITE_OPEN_READONLY;
+				 : SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
+	if (store->writable) {
+		strbuf_addf(&path, "%s/catalog.db", store->home);
+	} else {
+		ret = catalog_read_only_uri(store, &path, err);
+		if (ret < 0) {
+			strbuf_release(&path);
+			return ret;
+		}
+	}
 	rc = sqlite3_open_v2(path.buf, &store->db, flags, NULL);
 	strbuf_release(&path);
 	if (rc != SQLITE_OK)
@@ -214,10 +287,10 @@ int catalog_open(struct store *store, struct error *err)
 	 * synchronous=FULL: a commit is on disk when COMMIT returns, as git's
 	 * refs are; WAL keeps that to one fsync of the log per transaction.
 	 */
-	ret = catalog_exec(store, store->writable
-			   ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			     " PRAGMA foreign_keys=ON"
-			   : "PRAGMA foreign_keys=ON", err);
+	ret = catalog_exec_at_open(store, store->writable
+				   ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+				     " PRAGMA foreign_keys=ON"
+				   : "PRAGMA foreign_keys=ON", NULL, NULL, err);
 	if (ret < 0)
 		return ret;
 	ret = catalog_migrate(store, err);
@@ -388,7 +461,9 @@ int store_run_add_data(struct store *store, const char *tag,
 		ret = error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
 		goto out;
 	}
-	stmt = catalog_stmt(store, "SELECT coalesce(max(id), 0) + 1 FROM runs", err);
+	stmt = catalog_stmt(store,
+			    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0) + 1",
+			    err);
 	if (!stmt || sqlite3_step(stmt) != SQLITE_ROW)
 		goto fail;
 	next = sqlite3_column_int64(stmt, 0);
@@ -490,6 +565,27 @@ int store_run_remove(struct store *store, const char *name, struct error *err)
 out:
 	catalog_rollback(store);
 	return ret;
+}
+
+int store_tag_check_free(struct store *store, const char *tag,
+			 struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int ret = tag_name_check(tag, err), rc;
+
+	if (ret < 0)
+		return ret;
+	stmt = catalog_stmt(store, "SELECT 1 FROM tags WHERE name = ?", err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_ROW)
+		return error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
+	if (rc != SQLITE_DONE)
+		return catalog_error(store, rc, "look up tag", err);
+	return 0;
 }
 
 int store_tag_add(struct store *store, const char *tag, const char *run_spec,

@@ -82,20 +82,31 @@ int pack_writer_open(struct store *store, struct pack_writer *writer,
 		     struct error *err)
 {
 	struct strbuf path = STRBUF_INIT;
-	int ret;
+	int dir_fd, ret;
 
 	memset(writer, 0, sizeof(*writer));
 	pack_name_random(writer->name);
+	/* See store_remove_orphan_temps: no cleaner runs while we hold this. */
+	dir_fd = open(store->tmp_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0 || flock(dir_fd, LOCK_SH) < 0) {
+		ret = error_errno(err, -errno, "%s", store->tmp_dir);
+		if (dir_fd >= 0)
+			close(dir_fd);
+		strbuf_release(&path);
+		return ret;
+	}
 	strbuf_addf(&path, "%s/pack-%s", store->tmp_dir, writer->name);
 	writer->fd = open(path.buf, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
 	if (writer->fd < 0) {
 		ret = error_errno(err, -errno, "%s", path.buf);
+		close(dir_fd);
 		strbuf_release(&path);
 		return ret;
 	}
 	writer->tmp_path = path.buf;
 	/* Held until commit or discard: it tells store_open we are alive. */
 	flock(writer->fd, LOCK_EX);
+	close(dir_fd);
 	ret = fs_write_all(writer->fd, PACK_MAGIC, PACK_MAGIC_SIZE);
 	if (ret < 0) {
 		error_errno(err, ret, "%s", writer->tmp_path);

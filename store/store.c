@@ -28,6 +28,15 @@ static void store_remove_orphan_temps(struct store *store)
 
 	if (!dir)
 		return;
+	/*
+	 * Writers hold tmp/ shared from creating a temp file until they
+	 * lock it: one being born is not mistaken for an orphan.  If a
+	 * writer is at it now, the next command will clean up instead.
+	 */
+	if (flock(dirfd(dir), LOCK_EX | LOCK_NB) < 0) {
+		closedir(dir);
+		return;
+	}
 	while ((de = readdir(dir))) {
 		int fd;
 

@@ -82,6 +82,12 @@ int store_run_remove(struct store *store, const char *name, struct error *err);
 
 int store_tag_add(struct store *store, const char *tag, const char *run_spec,
 		  struct error *err);
+/*
+ * Checks that tag is a valid name no tag has yet: lets a caller refuse
+ * before storing anything.  Adding the tag checks again, atomically.
+ */
+int store_tag_check_free(struct store *store, const char *tag,
+			 struct error *err);
 int store_tag_delete(struct store *store, const char *tag, struct error *err);
 typedef int store_run_fn(void *ctx, const struct store_run *run);
 /* Calls fn for each tagged run, by tag name; a non-zero return stops. */

@@ -69,35 +69,85 @@ struct artifact_row {
 	int64_t tree;
 };
 
+/* Entries are read this many at a time; see tree_entries_walk. */
+#define ENTRY_BATCH 256
+
+struct entry_copy {
+	int64_t seq;
+	char *path, *target;
+	mode_t mode;
+	uint64_t size;
+	uint8_t *chunks;
+	size_t chunk_bytes;
+};
+
+static void entry_copy_release(struct entry_copy *copy)
+{
+	free(copy->path);
+	free(copy->target);
+	free(copy->chunks);
+}
+
+/*
+ * Calls fn for each entry of the artifact's tree.  Rows are copied out a
+ * batch at a time and fn runs with no statement open: an open statement
+ * would pin this connection to an old snapshot of the catalog, and an
+ * object that gc moved meanwhile could not be found at its new place.
+ */
 static int tree_entries_walk(struct store *store, const struct artifact_row *artifact,
 			     store_entry_fn *fn, void *ctx, struct error *err)
 {
-	sqlite3_stmt *stmt = catalog_stmt(store,
-		"SELECT path, mode, size, target, chunks FROM tree_entries"
-		" WHERE tree = ? ORDER BY seq", err);
+	struct entry_copy batch[ENTRY_BATCH];
 	struct store_entry entry;
+	int64_t next = 0;
+	size_t count, i;
 	int rc, ret = 0;
 
-	if (!stmt)
-		return err->code;
-	sqlite3_bind_int64(stmt, 1, artifact->tree);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		memset(&entry, 0, sizeof(entry));
-		entry.job = artifact->job;
-		entry.artifact = artifact->path;
-		entry.path = (const char *)sqlite3_column_text(stmt, 0);
-		entry.mode = (mode_t)sqlite3_column_int64(stmt, 1);
-		entry.size = (uint64_t)sqlite3_column_int64(stmt, 2);
-		entry.target = (const char *)sqlite3_column_text(stmt, 3);
-		entry.chunks = sqlite3_column_blob(stmt, 4);
-		entry.chunk_count = (size_t)sqlite3_column_bytes(stmt, 4) / STORE_CHUNK_RECORD_SIZE;
-		ret = fn(ctx, &entry);
-		if (ret)
-			break;
-	}
-	sqlite3_reset(stmt);
-	if (!ret && rc != SQLITE_DONE)
-		return catalog_error(store, rc, "read tree", err);
+	do {
+		sqlite3_stmt *stmt = catalog_stmt(store,
+			"SELECT seq, path, mode, size, target, chunks FROM tree_entries"
+			" WHERE tree = ? AND seq >= ? ORDER BY seq LIMIT 256", err);
+
+		if (!stmt)
+			return err->code;
+		sqlite3_bind_int64(stmt, 1, artifact->tree);
+		sqlite3_bind_int64(stmt, 2, next);
+		count = 0;
+		while (count < ENTRY_BATCH && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+			struct entry_copy *copy = &batch[count++];
+			const char *target = (const char *)sqlite3_column_text(stmt, 4);
+			size_t bytes = (size_t)sqlite3_column_bytes(stmt, 5);
+
+			copy->seq = sqlite3_column_int64(stmt, 0);
+			copy->path = xstrdup((const char *)sqlite3_column_text(stmt, 1));
+			copy->mode = (mode_t)sqlite3_column_int64(stmt, 2);
+			copy->size = (uint64_t)sqlite3_column_int64(stmt, 3);
+			copy->target = target ? xstrdup(target) : NULL;
+			copy->chunk_bytes = bytes;
+			copy->chunks = xmalloc(bytes ? bytes : 1);
+			if (bytes)
+				memcpy(copy->chunks, sqlite3_column_blob(stmt, 5), bytes);
+		}
+		if (count < ENTRY_BATCH && rc != SQLITE_DONE)
+			ret = catalog_error(store, rc, "read tree", err);
+		sqlite3_reset(stmt);
+		for (i = 0; i < count; i++) {
+			if (!ret) {
+				memset(&entry, 0, sizeof(entry));
+				entry.job = artifact->job;
+				entry.artifact = artifact->path;
+				entry.path = batch[i].path;
+				entry.mode = batch[i].mode;
+				entry.size = batch[i].size;
+				entry.target = batch[i].target;
+				entry.chunks = batch[i].chunks;
+				entry.chunk_count = batch[i].chunk_bytes / STORE_CHUNK_RECORD_SIZE;
+				ret = fn(ctx, &entry);
+			}
+			next = batch[i].seq + 1;
+			entry_copy_release(&batch[i]);
+		}
+	} while (!ret && count == ENTRY_BATCH);
 	return ret;
 }
 
