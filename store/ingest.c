@@ -678,7 +678,8 @@ static int ingest_walk(struct store_ingest *ingest, const char *root,
 		ret = error_errno(err, -errno, "%s", path.buf);
 		goto out_dir;
 	}
-	qsort(names, count, sizeof(*names), compare_names);
+	if (count)
+		qsort(names, count, sizeof(*names), compare_names);
 	for (i = 0; i < count && ret == 0; i++) {
 		struct stat st;
 		struct entry *entry;
