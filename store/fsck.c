@@ -61,12 +61,6 @@ static int fsck_pragma(struct fsck *fsck, const char *sql, struct error *err)
 	return 0;
 }
 
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 /* A member found in a pack, and whether its bytes hash to its name. */
 struct fsck_member {
 	uint8_t hash[STORE_HASH_SIZE];
@@ -268,7 +262,7 @@ static int fsck_tree(struct fsck *fsck, int64_t tree, const uint8_t *expected,
 			fsck_problem(fsck, "tree %s: %s: malformed chunk list", tree_hex, path);
 		for (i = 0; i < count; i++) {
 			const uint8_t *record = chunks + i * STORE_CHUNK_RECORD_SIZE;
-			uint32_t chunk_size = get_le32(record + STORE_HASH_SIZE);
+			uint32_t chunk_size = le32_get(record + STORE_HASH_SIZE);
 
 			sum += chunk_size;
 			lookup = catalog_stmt(store, "SELECT raw FROM objects WHERE hash = ?", err);

@@ -841,14 +841,6 @@ out:
 	return ret;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 /* The chunk records of a regular file entry, in out. */
 static void entry_chunks(struct store_ingest *ingest, struct entry *entry,
 			 struct strbuf *out)
@@ -866,7 +858,7 @@ static void entry_chunks(struct store_ingest *ingest, struct entry *entry,
 		struct slot *slot = slot_at(ingest, entry->first_slot + i);
 
 		memcpy(record, slot->hash, STORE_HASH_SIZE);
-		put_le32(record + STORE_HASH_SIZE, slot->size);
+		le32_put(record + STORE_HASH_SIZE, slot->size);
 		strbuf_add(out, record, sizeof(record));
 	}
 }

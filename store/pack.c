@@ -117,20 +117,6 @@ int pack_writer_open(struct store *store, struct pack_writer *writer,
 	return 0;
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 int pack_writer_append(struct pack_writer *writer,
 		       const struct pack_member *members, size_t count,
 		       uint32_t block, const void *frame, uint32_t stored,
@@ -140,13 +126,13 @@ int pack_writer_append(struct pack_writer *writer,
 	uint8_t *header = xmalloc(header_size), *p;
 	int ret;
 
-	put_le32(header, (uint32_t)count);
-	put_le32(header + 4, stored);
-	put_le32(header + 8, block);
+	le32_put(header, (uint32_t)count);
+	le32_put(header + 4, stored);
+	le32_put(header + 8, block);
 	for (i = 0, p = header + PACK_RECORD_HEADER; i < count; i++, p += PACK_MEMBER_SIZE) {
 		memcpy(p, members[i].hash, STORE_HASH_SIZE);
-		put_le32(p + STORE_HASH_SIZE, members[i].inner);
-		put_le32(p + STORE_HASH_SIZE + 4, members[i].raw);
+		le32_put(p + STORE_HASH_SIZE, members[i].inner);
+		le32_put(p + STORE_HASH_SIZE + 4, members[i].raw);
 	}
 	ret = fs_write_all(writer->fd, header, header_size);
 	if (ret == 0)
@@ -177,9 +163,9 @@ int pack_record_next(int fd, uint64_t size, uint64_t *pos,
 	ret = fs_pread_all(fd, header, sizeof(header), (off_t)*pos);
 	if (ret < 0)
 		return ret;
-	record->count = get_le32(header);
-	record->stored = get_le32(header + 4);
-	record->block = get_le32(header + 8);
+	record->count = le32_get(header);
+	record->stored = le32_get(header + 4);
+	record->block = le32_get(header + 8);
 	list_size = record->count * PACK_MEMBER_SIZE;
 	if (!record->count || record->count > BUNDLE_MEMBERS_MAX ||
 	    size - *pos - PACK_RECORD_HEADER < list_size + record->stored)
@@ -195,8 +181,8 @@ int pack_record_next(int fd, uint64_t size, uint64_t *pos,
 		const uint8_t *p = list + i * PACK_MEMBER_SIZE;
 
 		memcpy(record->members[i].hash, p, STORE_HASH_SIZE);
-		record->members[i].inner = get_le32(p + STORE_HASH_SIZE);
-		record->members[i].raw = get_le32(p + STORE_HASH_SIZE + 4);
+		record->members[i].inner = le32_get(p + STORE_HASH_SIZE);
+		record->members[i].raw = le32_get(p + STORE_HASH_SIZE + 4);
 	}
 	free(list);
 	record->offset = *pos + PACK_RECORD_HEADER + list_size;

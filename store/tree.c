@@ -191,12 +191,6 @@ int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
 	return ret;
 }
 
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
 int store_entry_extract(struct store *store, const struct store_entry *entry,
 			int fd, store_progress_fn *progress, void *progress_ctx,
 			struct error *err)
@@ -208,7 +202,7 @@ int store_entry_extract(struct store *store, const struct store_entry *entry,
 
 	for (i = 0; i < entry->chunk_count; i++) {
 		const uint8_t *record = entry->chunks + i * STORE_CHUNK_RECORD_SIZE;
-		uint32_t size = get_le32(record + STORE_HASH_SIZE);
+		uint32_t size = le32_get(record + STORE_HASH_SIZE);
 
 		if (size > OBJECT_SIZE_LIMIT) {
 			ret = error_set(err, -EIO, "%s/%s: chunk %zu: impossible size %u",

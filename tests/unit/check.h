@@ -5,6 +5,8 @@
 #ifndef DSTACK_TEST_CHECK_H
 #define DSTACK_TEST_CHECK_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 static int check_failures;
@@ -24,5 +26,19 @@ static int check_failures;
 		fn();                                                        \
 		printf("%s %s\n", check_failures == before ? "ok  " : "FAIL", #fn); \
 	} while (0)
+
+/* Deterministic pseudo-random bytes (xorshift): incompressible test data. */
+static inline void test_fill_random(uint8_t *data, size_t size, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
+	size_t i;
+
+	for (i = 0; i < size; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		data[i] = (uint8_t)(x >> 24);
+	}
+}
 
 #endif

@@ -13,15 +13,8 @@
 static uint8_t *random_data(size_t size, unsigned seed)
 {
 	uint8_t *data = xmalloc(size);
-	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-	size_t i;
 
-	for (i = 0; i < size; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		data[i] = (uint8_t)(x >> 24);
-	}
+	test_fill_random(data, size, seed);
 	return data;
 }
 

@@ -19,19 +19,6 @@
 
 static char scratch[] = "/tmp/dstack-test-store-XXXXXX";
 
-static void fill_random(uint8_t *data, size_t size, uint64_t seed)
-{
-	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 7;
-	size_t i;
-
-	for (i = 0; i < size; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		data[i] = (uint8_t)(x >> 24);
-	}
-}
-
 static void write_file(const char *dir, const char *name, size_t size,
 		       uint64_t seed)
 {
@@ -39,7 +26,7 @@ static void write_file(const char *dir, const char *name, size_t size,
 	uint8_t *data = xmalloc(size ? size : 1);
 	int fd;
 
-	fill_random(data, size, seed);
+	test_fill_random(data, size, seed);
 	strbuf_addf(&path, "%s/%s", dir, name);
 	fd = open(path.buf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	CHECK(fd >= 0);
