@@ -79,7 +79,8 @@ static int artifacts_list(const char *spec)
 	store_close(store);
 	if (ret < 0)
 		return cli_error("%s", err.message);
-	qsort(ctx.rows, ctx.count, sizeof(*ctx.rows), list_row_compare);
+	if (ctx.count)
+		qsort(ctx.rows, ctx.count, sizeof(*ctx.rows), list_row_compare);
 	cli_table_init(&table, 3, "ARTIFACT", "FILE", "SIZE");
 	for (i = 0; i < ctx.count; i++) {
 		struct list_row *row = &ctx.rows[i];

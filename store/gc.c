@@ -192,7 +192,8 @@ static int gc_live_rows(struct store *store, int64_t pack, struct live_row **out
 		n++;
 	}
 	sqlite3_reset(stmt);
-	qsort(rows, n, sizeof(*rows), live_row_compare);
+	if (n)
+		qsort(rows, n, sizeof(*rows), live_row_compare);
 	*out = rows;
 	*count = n;
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read objects", err);
