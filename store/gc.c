@@ -237,7 +237,7 @@ static int gc_rewrite_record(struct gc_rewrite *rw, int fd, const char *path,
 	for (i = 0; i < record->count; i++) {
 		struct live_row key = { record->offset, record->members[i].inner };
 
-		if (bsearch(&key, live, live_count, sizeof(*live), live_row_compare))
+		if (live_count && bsearch(&key, live, live_count, sizeof(*live), live_row_compare))
 			kept[count++] = record->members[i];
 	}
 	if (!count) {
