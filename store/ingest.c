@@ -37,6 +37,12 @@ struct slot {
 	uint32_t size;
 };
 
+/*
+ * Chunks for the workers.  An item with a file is a small file the worker
+ * reads itself into its reserved place (len bytes at most): opening and
+ * reading thousands of small files is then spread over all cores instead
+ * of holding up the thread that walks the folder.
+ */
 struct job {
 	uint8_t *buf;
 	size_t used;
@@ -45,6 +51,7 @@ struct job {
 		size_t offset;
 		size_t len;
 		struct slot *slot;
+		struct entry *file;
 	} items[JOB_ITEMS];
 	struct job *next;
 };
@@ -62,6 +69,7 @@ struct entry {
 	uint8_t *cached_chunks;
 	size_t cached_count;
 	bool from_cache;
+	bool read_by_worker;
 };
 
 struct new_object {
@@ -140,6 +148,7 @@ struct store_ingest {
 	struct stat_cache_row *cache;
 	size_t cache_cap;
 	uint8_t *staging;
+	const char *root;	/* the folder being stored, resolved */
 };
 
 static struct job *job_new(void)
@@ -299,6 +308,51 @@ static int ingest_store_object(struct ingest_worker *worker, const uint8_t *hash
 	return 0;
 }
 
+/* Opens root/path for reading without touching its atime where allowed. */
+static int ingest_open(const char *root, const char *path, struct error *err)
+{
+	struct strbuf full = STRBUF_INIT;
+	int fd;
+
+	strbuf_addf(&full, "%s/%s", root, path);
+	fd = open(full.buf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(full.buf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		fd = error_errno(err, -errno, "%s", full.buf);
+	strbuf_release(&full);
+	return fd;
+}
+
+/* Reads up to *len bytes of a small file; *len becomes what was read. */
+static int ingest_read_small(struct store_ingest *ingest, const struct entry *file,
+			     uint8_t *buf, size_t *len, struct error *err)
+{
+	size_t done = 0;
+	int fd = ingest_open(ingest->root, file->path, err);
+
+	if (fd < 0)
+		return fd;
+	while (done < *len) {
+		ssize_t n = read(fd, buf + done, *len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int ret = error_errno(err, -errno, "%s/%s", ingest->root, file->path);
+
+			close(fd);
+			return ret;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	close(fd);
+	*len = done;
+	return 0;
+}
+
 static void ingest_process_job(struct ingest_worker *worker, struct job *job)
 {
 	struct store_ingest *ingest = worker->ingest;
@@ -308,9 +362,12 @@ static void ingest_process_job(struct ingest_worker *worker, struct job *job)
 
 	for (i = 0; i < job->count; i++) {
 		struct slot *slot = job->items[i].slot;
-		const uint8_t *data = job->buf + job->items[i].offset;
+		uint8_t *data = job->buf + job->items[i].offset;
 		size_t len = job->items[i].len;
 
+		if (job->items[i].file &&
+		    ingest_read_small(ingest, job->items[i].file, data, &len, &err) < 0)
+			goto fail;
 		hash_bytes(data, len, slot->hash);
 		slot->size = (uint32_t)len;
 
@@ -320,14 +377,15 @@ static void ingest_process_job(struct ingest_worker *worker, struct job *job)
 			store_it = !catalog_has_object(ingest->store, slot->hash,
 						       &ingest->error);
 		pthread_mutex_unlock(&ingest->lock);
-		if (store_it && ingest_store_object(worker, slot->hash, data, len, &err) < 0) {
-			pthread_mutex_lock(&ingest->lock);
-			if (!ingest->error.code)
-				ingest->error = err;
-			pthread_mutex_unlock(&ingest->lock);
-			return;
-		}
+		if (store_it && ingest_store_object(worker, slot->hash, data, len, &err) < 0)
+			goto fail;
 	}
+	return;
+fail:
+	pthread_mutex_lock(&ingest->lock);
+	if (!ingest->error.code)
+		ingest->error = err;
+	pthread_mutex_unlock(&ingest->lock);
 }
 
 /* Waits until no job is queued or being processed and no fsync runs. */
@@ -763,6 +821,46 @@ static bool ingest_failed(struct store_ingest *ingest)
 	return failed;
 }
 
+/*
+ * Queues a small file for a worker to read: it is one chunk (the chunker
+ * never cuts below CHUNK_MIN), given room for the size stat reported.
+ */
+static struct job *ingest_queue_small(struct store_ingest *ingest,
+				      struct entry *entry, struct job *job)
+{
+	size_t n;
+
+	if (job->count == JOB_ITEMS || CHUNK_MAX - job->used < entry->size)
+		job = ingest_submit(ingest, job);
+	n = job->count++;
+	job->items[n].offset = job->used;
+	job->items[n].len = (size_t)entry->size;
+	job->items[n].file = entry;
+	entry->first_slot = ingest->slot_count;
+	job->items[n].slot = slot_next(ingest);
+	entry->slot_count = 1;
+	entry->read_by_worker = true;
+	job->used += (size_t)entry->size;
+	return job;
+}
+
+/* Takes the sizes the workers read: a file may have shrunk meanwhile. */
+static void ingest_settle_small(struct store_ingest *ingest)
+{
+	size_t i;
+
+	for (i = 0; i < ingest->entry_count; i++) {
+		struct entry *entry = &ingest->entries[i];
+
+		if (!entry->read_by_worker)
+			continue;
+		entry->size = slot_at(ingest, entry->first_slot)->size;
+		/* An empty file has no chunk, however it got empty. */
+		if (!entry->size)
+			entry->slot_count = 0;
+	}
+}
+
 /* Reads one file and queues its chunks; *job is the job being filled. */
 static int ingest_file(struct store_ingest *ingest, const char *root,
 		       struct entry *entry, struct job **job, uint64_t *done,
@@ -777,11 +875,9 @@ static int ingest_file(struct store_ingest *ingest, const char *root,
 	int fd, ret = 0;
 
 	strbuf_addf(&path, "%s/%s", root, entry->path);
-	fd = open(path.buf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOATIME);
-	if (fd < 0 && errno == EPERM)
-		fd = open(path.buf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = ingest_open(root, entry->path, err);
 	if (fd < 0) {
-		ret = error_errno(err, -errno, "%s", path.buf);
+		ret = fd;
 		goto out;
 	}
 	entry->first_slot = ingest->slot_count;
@@ -824,6 +920,7 @@ static int ingest_file(struct store_ingest *ingest, const char *root,
 		(*job)->items[(*job)->count].offset = (*job)->used;
 		(*job)->items[(*job)->count].len = cut;
 		(*job)->items[(*job)->count].slot = slot;
+		(*job)->items[(*job)->count].file = NULL;
 		(*job)->count++;
 		(*job)->used += cut;
 		entry->slot_count++;
@@ -1146,6 +1243,7 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	}
 	error_clear(&ingest->error);
 	ingest->start_ns = time_now_ns();
+	ingest->root = real;
 	ret = ingest_walk(ingest, real, "", &total, err);
 	if (ret < 0)
 		goto out;
@@ -1165,6 +1263,13 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 			done += entry->size;
 			continue;
 		}
+		if (entry->size && entry->size < CHUNK_MIN) {
+			job = ingest_queue_small(ingest, entry, job);
+			done += entry->size;
+			if (progress)
+				progress(progress_ctx, done, total);
+			continue;
+		}
 		ret = ingest_file(ingest, real, entry, &job, &done, total, progress,
 				  progress_ctx, err);
 		if (ingest_failed(ingest))
@@ -1172,6 +1277,7 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	}
 	job = ingest_submit(ingest, job);
 	ingest_wait_idle(ingest);
+	ingest_settle_small(ingest);
 	pthread_mutex_lock(&ingest->lock);
 	job->next = ingest->free_jobs;
 	ingest->free_jobs = job;
@@ -1215,6 +1321,7 @@ out:
 	if (ret < 0)
 		ingest_discard_packs(ingest);
 	ingest_reset_folder(ingest);
+	ingest->root = NULL;
 	strbuf_release(&root);
 	free(real);
 	return ret;

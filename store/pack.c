@@ -142,10 +142,6 @@ int pack_writer_append(struct pack_writer *writer,
 		return error_errno(err, ret, "%s", writer->tmp_path);
 	*offset = writer->size + header_size;
 	writer->size += header_size + stored;
-	/* Start writeback now so the final fsync finds little left to do. */
-	if (writer->size / PACK_TARGET_SIZE !=
-	    (writer->size - header_size - stored) / PACK_TARGET_SIZE)
-		sync_file_range(writer->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	return 0;
 }
 
