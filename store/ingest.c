@@ -675,6 +675,23 @@ fail:
 	return err->code;
 }
 
+struct cache_loader {
+	struct store_ingest *ingest;
+	const char *root;
+	int ret;
+	struct error err;
+};
+
+static void *ingest_cache_loader(void *arg)
+{
+	struct cache_loader *loader = arg;
+
+	pthread_mutex_lock(&loader->ingest->lock);
+	loader->ret = ingest_load_stat_cache(loader->ingest, loader->root, &loader->err);
+	pthread_mutex_unlock(&loader->ingest->lock);
+	return NULL;
+}
+
 static struct entry *entry_add(struct store_ingest *ingest, const char *path,
 			       const struct stat *st)
 {
@@ -1230,6 +1247,9 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	struct strbuf root = STRBUF_INIT;
 	char *real = realpath(dir, NULL);
 	struct job *job = NULL;
+	struct cache_loader loader = { 0 };
+	pthread_t loader_thread;
+	bool loading;
 	uint64_t total = 0, done = 0;
 	struct stat st;
 	size_t i;
@@ -1244,13 +1264,20 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	error_clear(&ingest->error);
 	ingest->start_ns = time_now_ns();
 	ingest->root = real;
-	ret = ingest_walk(ingest, real, "", &total, err);
-	if (ret < 0)
-		goto out;
 	strbuf_addf(&root, "%s/", strcmp(real, "/") ? real : "");
-	pthread_mutex_lock(&ingest->lock);
-	ret = ingest_load_stat_cache(ingest, root.buf, err);
-	pthread_mutex_unlock(&ingest->lock);
+	/* The walk is all system calls, the cache load all SQLite: overlap them. */
+	loader.ingest = ingest;
+	loader.root = root.buf;
+	loading = !pthread_create(&loader_thread, NULL, ingest_cache_loader, &loader);
+	if (!loading)
+		ingest_cache_loader(&loader);
+	ret = ingest_walk(ingest, real, "", &total, err);
+	if (loading)
+		pthread_join(loader_thread, NULL);
+	if (ret == 0 && loader.ret < 0) {
+		*err = loader.err;
+		ret = loader.ret;
+	}
 	if (ret < 0)
 		goto out;
 	job = ingest_submit(ingest, NULL);
