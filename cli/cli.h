@@ -28,7 +28,7 @@ extern const struct cli_command cli_commands[];
 
 /* Prints "dstack: MESSAGE" on stderr; returns CLI_FAILED. */
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Prints the error and the command's usage on stderr; returns CLI_USAGE. */
+/* Prints one line naming the command and where its usage is; returns CLI_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* True (and help printed) when argv[1] is -h or --help. */

@@ -35,16 +35,13 @@ void cli_print_help(const struct cli_command *command)
 
 int cli_usage_error(const char *name, const char *fmt, ...)
 {
-	const struct cli_command *command = cli_command_find(name);
 	va_list ap;
 
-	fputs("dstack: ", stderr);
+	fprintf(stderr, "dstack: %s: ", name);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	if (command)
-		fprintf(stderr, "usage: %s\n", command->usage);
+	fprintf(stderr, " (see 'dstack help %s')\n", name);
 	return CLI_USAGE;
 }
 
