@@ -102,10 +102,10 @@ def assert_error(cp, *needles, rc=1, allow_warnings=False):
 
 
 def assert_usage_error(cp, *needles):
-    """Usage errors: exit 2, first stderr line "dstack: ...", nothing on stdout."""
+    """Usage errors: exit 2, one stderr line "dstack: ...", nothing on stdout."""
     assert cp.returncode == 2, describe(cp)
     lines = cp.stderr.splitlines()
-    assert lines and lines[0].startswith("dstack: "), describe(cp)
+    assert len(lines) == 1 and lines[0].startswith("dstack: "), describe(cp)
     assert cp.stdout == "", describe(cp)
     for needle in needles:
         assert needle.lower() in lines[0].lower(), describe(cp)
