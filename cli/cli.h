@@ -68,6 +68,9 @@ void cli_progress_finish(struct cli_progress *progress);
 /* Prints a store warning as "dstack: warning: ...". */
 void cli_warn(void *ctx, const char *line);
 
+int cmd_run(int argc, char **argv);
+int cmd_ps(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
 int cmd_tags(int argc, char **argv);
 int cmd_artifacts(int argc, char **argv);
 int cmd_rm(int argc, char **argv);

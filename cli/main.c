@@ -12,6 +12,18 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
+	{ "run", cmd_run, "dstack run WORKFLOW [ARGS...]",
+	  "run a workflow of the current repository and follow its output",
+	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
+	  "of the git repository around the current directory.  Its jobs run on\n"
+	  "this host in a snapshot of the repository: tracked files as they are now\n"
+	  "and untracked files git does not ignore.  ARGS replace ${{ run.args }}.\n"
+	  "Exits 0 when the run is done, 1 otherwise." },
+	{ "ps", cmd_ps, "dstack ps [-a]",
+	  "list the current repository's runs, newest first",
+	  "Without -a: the unfinished runs, or the newest finished one if none is\n"
+	  "live.  Outside a repository, the runs of every repository." },
+	{ "logs", cmd_logs, "dstack logs RUN", "print the output of a run's jobs", NULL },
 	{ "tags", cmd_tags,
 	  "dstack tags list\n"
 	  "dstack tags add TAG RUN\n"

@@ -377,15 +377,7 @@ bad:
 			 tag);
 }
 
-/* The columns run_from_row reads, in its order. */
-#define RUN_COLUMNS \
-	"SELECT r.id, r.name, coalesce(r.workflow, ''), r.status," \
-	" coalesce((SELECT name FROM tags t WHERE t.run = r.id ORDER BY created DESC LIMIT 1), '')," \
-	" r.submitted, coalesce(r.finished, 0)," \
-	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a" \
-	"  WHERE a.run = r.id ORDER BY path))"
-
-static void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
+void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 {
 	memset(run, 0, sizeof(*run));
 	run->id = sqlite3_column_int64(stmt, 0);
@@ -398,6 +390,44 @@ static void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	run->finished = sqlite3_column_int64(stmt, 6);
 	snprintf(run->artifacts, sizeof(run->artifacts), "%s",
 		 sqlite3_column_text(stmt, 7) ? (const char *)sqlite3_column_text(stmt, 7) : "");
+}
+
+int run_insert(struct store *store, const struct store_run_spec *spec,
+	       const char *status, int64_t *id, char name[64], struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int64_t now = time_now_ns();
+	int rc;
+
+	/* Within the write transaction: nobody takes this id meanwhile. */
+	stmt = catalog_stmt(store,
+			    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0) + 1",
+			    err);
+	if (!stmt)
+		return err->code;
+	rc = sqlite3_step(stmt);
+	*id = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_ROW)
+		return catalog_error(store, rc, "number run", err);
+	run_name_make(*id, name);
+	stmt = catalog_stmt(store,
+			    "INSERT INTO runs(id, name, workflow, provider, args, status, submitted,"
+			    " repo, commit_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, *id);
+	sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, spec->workflow, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 4, spec->provider, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 5, spec->args ? spec->args : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 6, status, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 7, now);
+	sqlite3_bind_text(stmt, 8, spec->repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 9, spec->commit, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record run", err);
 }
 
 static const char run_by_name_sql[] = RUN_COLUMNS " FROM runs r WHERE r.name = ?";
@@ -434,8 +464,9 @@ int store_run_add_data(struct store *store, const char *tag,
 		       const struct store_artifact_ref *artifacts, size_t count,
 		       struct store_run *out, struct error *err)
 {
+	static const struct store_run_spec data_spec = { 0 };
 	sqlite3_stmt *stmt;
-	int64_t now = time_now_ns(), run_id, next;
+	int64_t now = time_now_ns(), run_id;
 	char name[64];
 	size_t i;
 	int ret, rc;
@@ -461,28 +492,18 @@ int store_run_add_data(struct store *store, const char *tag,
 		ret = error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
 		goto out;
 	}
-	stmt = catalog_stmt(store,
-			    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0) + 1",
-			    err);
-	if (!stmt || sqlite3_step(stmt) != SQLITE_ROW)
-		goto fail;
-	next = sqlite3_column_int64(stmt, 0);
-	sqlite3_reset(stmt);
-	run_name_make(next, name);
-
-	stmt = catalog_stmt(store,
-			    "INSERT INTO runs(id, name, status, submitted, started, finished, exit_code)"
-			    " VALUES (?, ?, 'done', ?, ?, ?, 0)", err);
+	ret = run_insert(store, &data_spec, "done", &run_id, name, err);
+	if (ret < 0)
+		goto out;
+	stmt = catalog_stmt(store, "UPDATE runs SET started = submitted, finished = submitted,"
+			    " exit_code = 0 WHERE id = ?", err);
 	if (!stmt)
 		goto fail;
-	sqlite3_bind_int64(stmt, 1, next);
-	sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 3, now);
-	sqlite3_bind_int64(stmt, 4, now);
-	sqlite3_bind_int64(stmt, 5, now);
-	if ((rc = sqlite3_step(stmt)) != SQLITE_DONE)
+	sqlite3_bind_int64(stmt, 1, run_id);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
 		goto fail_rc;
-	run_id = next;
 	stmt = catalog_stmt(store, "INSERT INTO jobs(run, n, status, exit_code) VALUES (?, 0, 'done', 0)", err);
 	if (!stmt)
 		goto fail;

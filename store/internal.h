@@ -179,6 +179,17 @@ void catalog_finalize_all(struct store *store);
 
 /* Run names: adjective-animal-N. */
 void run_name_make(int64_t number, char out[64]);
+/* The columns run_from_row reads, in its order, from runs r. */
+#define RUN_COLUMNS \
+	"SELECT r.id, r.name, coalesce(r.workflow, ''), r.status," \
+	" coalesce((SELECT name FROM tags t WHERE t.run = r.id ORDER BY created DESC LIMIT 1), '')," \
+	" r.submitted, coalesce(r.finished, 0)," \
+	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a" \
+	"  WHERE a.run = r.id ORDER BY path))"
+void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
+/* Inserts a run row in the open transaction, named adjective-animal-ID. */
+int run_insert(struct store *store, const struct store_run_spec *spec,
+	       const char *status, int64_t *id, char name[64], struct error *err);
 
 /* Tree serialization, shared by ingest (to name trees) and fsck. */
 struct tree_hasher;

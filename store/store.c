@@ -129,6 +129,11 @@ void store_close(struct store *store)
 	free(store);
 }
 
+const char *store_home(const struct store *store)
+{
+	return store->home;
+}
+
 static int store_lock(struct store *store, int operation, struct error *err)
 {
 	if (store->gc_lock_fd < 0)

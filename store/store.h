@@ -28,6 +28,8 @@ enum store_open_mode {
 int store_open(struct store **out, const char *home, enum store_open_mode mode,
 	       struct error *err);
 void store_close(struct store *store);
+/* $DSTACK_HOME of an open store. */
+const char *store_home(const struct store *store);
 
 /* Called as bytes are stored or extracted; total is 0 when unknown. */
 typedef void store_progress_fn(void *ctx, uint64_t done, uint64_t total);
@@ -74,6 +76,43 @@ int store_run_add_data(struct store *store, const char *tag,
 		       const struct store_artifact_ref *artifacts, size_t count,
 		       struct store_run *out, struct error *err);
 
+typedef int store_run_fn(void *ctx, const struct store_run *run);
+
+/* What a run is started from; NULL fields are recorded as unknown. */
+struct store_run_spec {
+	const char *workflow;
+	const char *provider;
+	const char *args;	/* one shell-quoted line */
+	const char *repo;	/* remote URL, else the local path */
+	const char *commit;	/* full hash, " (dirty)" appended when so */
+};
+
+/* A new run in status "submitted" with job_count jobs numbered from 0. */
+int store_run_create(struct store *store, const struct store_run_spec *spec,
+		     int job_count, struct store_run *out, struct error *err);
+/*
+ * Moves a run or a job to a status word (DESIGN.md's); a final one (done,
+ * failed, stopped, aborted) records the finish time and exit_code
+ * (negative: none).
+ */
+int store_run_set_status(struct store *store, int64_t run, const char *status,
+			 int exit_code, struct error *err);
+int store_job_set_status(struct store *store, int64_t run, int job,
+			 const char *status, int exit_code, struct error *err);
+/* Appends output of a job to the run's logs. */
+int store_log_append(struct store *store, int64_t run, int job,
+		     const void *data, size_t len, struct error *err);
+typedef int store_log_fn(void *ctx, int job, const void *data, size_t len);
+/* Calls fn for each log row after *after, which it advances. */
+int store_run_logs(struct store *store, int64_t run, int64_t *after,
+		   store_log_fn *fn, void *ctx, struct error *err);
+/* Records a stored tree as artifact path of a job (inside an ingest). */
+int store_artifact_add(struct store *store, int64_t run, int job,
+		       const char *path, int64_t tree, struct error *err);
+/* Calls fn for each run of repo (all runs when NULL), newest first. */
+int store_run_list(struct store *store, const char *repo, store_run_fn *fn,
+		   void *ctx, struct error *err);
+
 /* Resolves "RUN" or ":TAG" to a run. */
 int store_run_find(struct store *store, const char *spec, struct store_run *out,
 		   struct error *err);
@@ -89,7 +128,6 @@ int store_tag_add(struct store *store, const char *tag, const char *run_spec,
 int store_tag_check_free(struct store *store, const char *tag,
 			 struct error *err);
 int store_tag_delete(struct store *store, const char *tag, struct error *err);
-typedef int store_run_fn(void *ctx, const struct store_run *run);
 /* Calls fn for each tagged run, by tag name; a non-zero return stops. */
 int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,
 		   struct error *err);

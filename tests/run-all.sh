@@ -12,6 +12,7 @@ trap 'rm -rf "$results"' EXIT
 # A small quarantine keeps the sanitized binary's memory near the plain
 # one's, so the end-to-end memory bound holds for both builds.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:quarantine_size_mb=16}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 for build in build build-asan; do

@@ -1,0 +1,139 @@
+/*
+ * cmd_run.c - `dstack run`, `dstack ps` and `dstack logs`: runs of the
+ * current repository's workflows, executed in this process.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "runner/runner.h"
+
+static int run_output(void *ctx, const void *data, size_t len)
+{
+	(void)ctx;
+	/* A closed stdout must not stop the job: its logs are kept anyway. */
+	if (fwrite(data, 1, len, stdout) == len)
+		fflush(stdout);
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct runner_request request = { .output = run_output, .warn = cli_warn };
+	struct store *store;
+	struct store_run run;
+	struct error err = { 0 };
+	char cwd[4096];
+	int ret;
+
+	if (cli_wants_help("run", argc > 2 ? 2 : argc, argv))
+		return CLI_OK;
+	if (argc < 2)
+		return cli_usage_error("run", "missing WORKFLOW");
+	if (argv[1][0] == '-')
+		return cli_usage_error("run", "unknown option '%s'", argv[1]);
+	if (!getcwd(cwd, sizeof(cwd)))
+		return cli_error("cannot find the current directory: %s", strerror(errno));
+	if (cli_open_store(&store, true) < 0)
+		return CLI_FAILED;
+	request.cwd = cwd;
+	request.workflow = argv[1];
+	/* Everything after the workflow is its arguments, options included. */
+	request.args = argv + 2;
+	request.arg_count = (size_t)argc - 2;
+	ret = runner_run(store, &request, &run, &err);
+	store_close(store);
+	if (ret < 0)
+		return cli_error("%s", err.message);
+	if (strcmp(run.status, "done"))
+		return cli_error("run %s %s", run.name, run.status);
+	return CLI_OK;
+}
+
+struct ps_ctx {
+	struct cli_table table;
+	bool all;
+	bool shown_finished;
+};
+
+static int ps_row(void *arg, const struct store_run *run)
+{
+	struct ps_ctx *ctx = arg;
+	char when[32];
+
+	/* Without -a: the live runs, or the newest finished one if none is live. */
+	if (!ctx->all && run->finished) {
+		if (ctx->shown_finished || ctx->table.rows > 1)
+			return 0;
+		ctx->shown_finished = true;
+	}
+	time_format_iso(run->submitted, when);
+	cli_table_add(&ctx->table, run->name, run->workflow[0] ? run->workflow : "-",
+		      run->status, when, run->tag[0] ? run->tag : "-",
+		      run->artifacts[0] ? run->artifacts : "-");
+	return 0;
+}
+
+int cmd_ps(int argc, char **argv)
+{
+	struct ps_ctx ctx = { 0 };
+	struct strbuf repo = STRBUF_INIT;
+	struct store *store;
+	struct error err = { 0 }, ignored = { 0 };
+	char cwd[4096];
+	int i, ret;
+
+	if (cli_wants_help("ps", argc, argv))
+		return CLI_OK;
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-a") || !strcmp(argv[i], "--all"))
+			ctx.all = true;
+		else
+			return cli_usage_error("ps", "unexpected '%s'", argv[i]);
+	}
+	/* In a repository, its runs; elsewhere, every run of the store. */
+	if (getcwd(cwd, sizeof(cwd)))
+		runner_repo_id(cwd, &repo, &ignored);
+	if (cli_open_store(&store, false) < 0) {
+		strbuf_release(&repo);
+		return CLI_FAILED;
+	}
+	cli_table_init(&ctx.table, 6, "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TAG", "ARTIFACTS");
+	ret = store_run_list(store, repo.len ? repo.buf : NULL, ps_row, &ctx, &err);
+	store_close(store);
+	strbuf_release(&repo);
+	cli_table_print(&ctx.table);
+	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
+}
+
+static int logs_row(void *ctx, int job, const void *data, size_t len)
+{
+	(void)ctx;
+	(void)job;
+	return fwrite(data, 1, len, stdout) == len ? 0 : -EIO;
+}
+
+int cmd_logs(int argc, char **argv)
+{
+	struct store *store;
+	struct store_run run;
+	struct error err = { 0 };
+	int64_t after = 0;
+	int ret;
+
+	if (cli_wants_help("logs", argc, argv))
+		return CLI_OK;
+	if (argc != 2 || argv[1][0] == '-')
+		return cli_usage_error("logs", "logs takes one RUN");
+	if (cli_open_store(&store, false) < 0)
+		return CLI_FAILED;
+	ret = store_run_find(store, argv[1], &run, &err);
+	if (ret == 0)
+		ret = store_run_logs(store, run.id, &after, logs_row, NULL, &err);
+	store_close(store);
+	if (ret == -EIO && !err.code)
+		return cli_error("cannot write the logs: %s", strerror(EIO));
+	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
+}

@@ -1,0 +1,39 @@
+/*
+ * providers.h - providers turn one workflow into jobs.  The built-in ones
+ * live here, in C; custom ones (.dstack/providers.yaml) speak the same
+ * protocol through files (see DESIGN.md) and come with the runner.
+ */
+#ifndef DSTACK_PROVIDERS_H
+#define DSTACK_PROVIDERS_H
+
+#include <stddef.h>
+
+#include "lib/lib.h"
+
+/* What a provider reads of a workflow; commands have ${{ run.args }} expanded. */
+struct provider_input {
+	const char *workflow;
+	char *const *commands;
+	size_t command_count;
+	const char *working_dir;	/* NULL: the repository root */
+	char *const *artifacts;
+	size_t artifact_count;
+};
+
+/* One job as a provider describes it. */
+struct job_spec {
+	char *script;		/* run by bash in the working directory */
+	char *working_dir;	/* relative to the snapshot root; NULL: root */
+	char **artifacts;	/* relative to working_dir */
+	size_t artifact_count;
+};
+
+/*
+ * The jobs of a built-in provider: -ENOENT when no built-in has that
+ * name, -EINVAL (naming the parameter) when the workflow does not suit it.
+ */
+int provider_builtin_jobs(const char *provider, const struct provider_input *in,
+			  struct job_spec **jobs, size_t *count, struct error *err);
+void job_specs_free(struct job_spec *jobs, size_t count);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * host.c - a job as a host process: bash runs the script in the job's
+ * directory, in a process group of its own (so stop can signal all of
+ * it), with stdout and stderr on one pipe whose bytes go to the caller as
+ * they come.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runner/internal.h"
+
+/*
+ * In the child, between fork and exec: only async-signal-safe calls.  The
+ * signal mask and dispositions are reset, since a caller's threads (the
+ * FUSE daemon's block every signal) would otherwise leave the job deaf
+ * to SIGTERM.
+ */
+static void host_child(const struct host_job *job, int out)
+{
+	static const char message[] = "dstack: cannot start bash\n";
+	char *const argv[] = { "bash", "-c", (char *)job->script, NULL };
+	sigset_t none;
+	int sig;
+
+	setpgid(0, 0);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
+		_exit(127);
+	if (out > STDERR_FILENO)
+		close(out);
+	if (chdir(job->dir) < 0)
+		_exit(127);
+	execve("/bin/bash", argv, job->env);
+	if (write(STDERR_FILENO, message, sizeof(message) - 1) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+int host_job_run(const struct host_job *job, int *status, struct error *err)
+{
+	char buf[65536];
+	int pipe_fds[2], wstatus, ret = 0;
+	pid_t pid;
+
+	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+		return error_errno(err, -errno, "pipe");
+	pid = fork();
+	if (pid < 0) {
+		ret = error_errno(err, -errno, "fork");
+		close(pipe_fds[0]);
+		close(pipe_fds[1]);
+		return ret;
+	}
+	if (pid == 0) {
+		close(pipe_fds[0]);
+		host_child(job, pipe_fds[1]);
+	}
+	close(pipe_fds[1]);
+	for (;;) {
+		struct pollfd pfd = { .fd = pipe_fds[0], .events = POLLIN };
+		ssize_t n;
+		int ready = poll(&pfd, 1, HOST_TICK_MS);
+
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready == 0) {
+			if (job->tick && ret == 0)
+				ret = job->tick(job->output_ctx);
+			continue;
+		}
+		n = read(pipe_fds[0], buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		/* Keep reading after a failed output: the job must not block. */
+		if (job->output && ret == 0)
+			ret = job->output(job->output_ctx, buf, (size_t)n);
+	}
+	close(pipe_fds[0]);
+	while (waitpid(pid, &wstatus, 0) < 0) {
+		if (errno != EINTR)
+			return error_errno(err, -errno, "waitpid");
+	}
+	*status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+	return ret < 0 ? ret : 0;
+}

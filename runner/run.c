@@ -1,0 +1,376 @@
+/*
+ * run.c - a run from start to end in this process: the workflow is
+ * loaded, its provider makes the jobs, each job runs in a fresh snapshot
+ * of the repository, its output goes to the catalog as it comes (flushed
+ * every HOST_TICK_MS at most, so a crash loses under a second), and its
+ * artifact folders are stored when it ends.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "providers/providers.h"
+#include "runner/internal.h"
+#include "runner/workflow.h"
+
+extern char **environ;
+
+/* Log bytes wait here until this many pile up or a tick passes. */
+#define LOG_FLUSH_BYTES (64u * 1024)
+
+struct job_output {
+	struct store *store;
+	const struct runner_request *request;
+	int64_t run;
+	int job;
+	struct strbuf pending;
+	struct error err;
+};
+
+static int job_output_flush(struct job_output *out)
+{
+	int ret;
+
+	if (!out->pending.len)
+		return 0;
+	ret = store_log_append(out->store, out->run, out->job, out->pending.buf,
+			       out->pending.len, &out->err);
+	strbuf_reset(&out->pending);
+	return ret;
+}
+
+static int job_output_tick(void *ctx)
+{
+	return job_output_flush(ctx);
+}
+
+static int job_output_write(void *ctx, const void *data, size_t len)
+{
+	struct job_output *out = ctx;
+
+	if (out->request->output)
+		out->request->output(out->request->output_ctx, data, len);
+	strbuf_add(&out->pending, data, len);
+	return out->pending.len >= LOG_FLUSH_BYTES ? job_output_flush(out) : 0;
+}
+
+/* A line of dstack's own in the job's log (and on the caller's output). */
+__attribute__((format(printf, 2, 3)))
+static void job_output_say(struct job_output *out, const char *fmt, ...)
+{
+	struct strbuf line = STRBUF_INIT;
+	va_list ap;
+
+	strbuf_addstr(&line, "dstack: ");
+	va_start(ap, fmt);
+	strbuf_vaddf(&line, fmt, ap);
+	va_end(ap);
+	strbuf_addstr(&line, "\n");
+	job_output_write(out, line.buf, line.len);
+	strbuf_release(&line);
+}
+
+/* An environment: the caller's, then the job's variables on top. */
+struct job_env {
+	char **vars;
+	size_t count;
+};
+
+static void job_env_set(struct job_env *env, const char *name, const char *value)
+{
+	struct strbuf var = STRBUF_INIT;
+	size_t len = strlen(name), i;
+
+	strbuf_addf(&var, "%s=%s", name, value);
+	for (i = 0; i < env->count; i++) {
+		if (!strncmp(env->vars[i], name, len) && env->vars[i][len] == '=') {
+			free(env->vars[i]);
+			env->vars[i] = var.buf;
+			return;
+		}
+	}
+	env->vars = xrealloc(env->vars, (env->count + 2) * sizeof(char *));
+	env->vars[env->count++] = var.buf;
+	env->vars[env->count] = NULL;
+}
+
+static void job_env_release(struct job_env *env)
+{
+	size_t i;
+
+	for (i = 0; i < env->count; i++)
+		free(env->vars[i]);
+	free(env->vars);
+}
+
+/*
+ * The host backend gives jobs the submitter's environment (PATH, HOME and
+ * the rest), then DESIGN.md's variables, then the workflow's env.
+ */
+static void job_env_build(struct job_env *env, const struct workflow *workflow,
+			  const char *run_name, int job)
+{
+	char job_id[96];
+	char **var;
+	size_t i;
+
+	memset(env, 0, sizeof(*env));
+	for (var = environ; *var; var++) {
+		char *eq = strchr(*var, '=');
+
+		if (eq) {
+			char *name = xstrdup(*var);
+
+			name[eq - *var] = '\0';
+			job_env_set(env, name, eq + 1);
+			free(name);
+		}
+	}
+	snprintf(job_id, sizeof(job_id), "%s/%d", run_name, job);
+	job_env_set(env, "RUN_NAME", run_name);
+	job_env_set(env, "JOB_ID", job_id);
+	job_env_set(env, "JOB_HOSTNAME", "127.0.0.1");
+	job_env_set(env, "PYTHONUNBUFFERED", "1");
+	for (i = 0; i < workflow->env_count; i++) {
+		char *name = xstrdup(workflow->env[i]);
+		char *eq = strchr(name, '=');
+		const char *value;
+
+		if (eq) {
+			*eq = '\0';
+			value = eq + 1;
+		} else {
+			value = getenv(name);
+		}
+		if (value)
+			job_env_set(env, name, value);
+		free(name);
+	}
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+			struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/* Stores each artifact folder of a finished job; false if one is missing. */
+static int job_store_artifacts(struct store *store, struct job_output *out,
+			       const char *dir, const struct job_spec *spec,
+			       bool *complete, struct error *err)
+{
+	struct store_ingest *ingest;
+	struct strbuf path = STRBUF_INIT;
+	size_t i;
+	int ret;
+
+	*complete = true;
+	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
+		struct stat st;
+		int64_t tree;
+
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i]);
+		if (lstat(path.buf, &st) < 0) {
+			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i]);
+			*complete = false;
+			continue;
+		}
+		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
+		if (ret == 0)
+			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i],
+						 tree, err);
+	}
+	store_ingest_end(ingest);
+	strbuf_release(&path);
+	return ret;
+}
+
+/* Runs one job to its end; *code gets its exit code (0 when done). */
+static int job_run(struct store *store, const struct runner_request *request,
+		   const struct snapshot_info *info, const struct workflow *workflow,
+		   const struct store_run *run, int n, const struct job_spec *spec,
+		   int *code, struct error *err)
+{
+	struct job_output out = { .store = store, .request = request, .run = run->id, .job = n };
+	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
+				 .output_ctx = &out, .script = spec->script };
+	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
+	struct job_env env;
+	bool complete;
+	size_t i;
+	int ret;
+
+	strbuf_addf(&root, "%s/work/%s-%d", store_home(store), run->name, n);
+	ret = fs_mkdir_p(root.buf, 0700);
+	if (ret < 0) {
+		error_errno(err, ret, "%s", root.buf);
+		goto out;
+	}
+	ret = store_job_set_status(store, run->id, n, "downloading", -1, err);
+	if (ret == 0)
+		ret = snapshot_copy(info, root.buf, err);
+	if (ret < 0)
+		goto out;
+	strbuf_addf(&dir, "%s%s%s", root.buf, spec->working_dir ? "/" : "",
+		    spec->working_dir ? spec->working_dir : "");
+	/* Artifact folders exist before the commands start, as dstack mounted them. */
+	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
+		struct strbuf path = STRBUF_INIT;
+
+		strbuf_addf(&path, "%s/%s", dir.buf, spec->artifacts[i]);
+		ret = fs_mkdir_p(path.buf, 0755);
+		if (ret < 0)
+			error_errno(err, ret, "%s", path.buf);
+		strbuf_release(&path);
+	}
+	if (ret < 0)
+		goto out;
+	job_env_build(&env, workflow, run->name, n);
+	host.dir = dir.buf;
+	host.env = env.vars;
+	ret = store_run_set_status(store, run->id, "running", -1, err);
+	if (ret == 0)
+		ret = store_job_set_status(store, run->id, n, "running", -1, err);
+	if (ret == 0)
+		ret = host_job_run(&host, code, err);
+	job_env_release(&env);
+	if (ret == 0 && *code)
+		job_output_say(&out, "job %d exited with status %d", n, *code);
+	if (ret == 0)
+		ret = store_job_set_status(store, run->id, n, "uploading", -1, err);
+	if (ret == 0)
+		ret = job_store_artifacts(store, &out, dir.buf, spec, &complete, err);
+	if (ret == 0 && !complete && !*code)
+		*code = 1;
+	if (job_output_flush(&out) < 0 && ret == 0) {
+		*err = out.err;
+		ret = err->code;
+	}
+	if (ret == 0)
+		ret = store_job_set_status(store, run->id, n, *code ? "failed" : "done", *code, err);
+out:
+	nftw(root.buf, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	strbuf_release(&out.pending);
+	strbuf_release(&root);
+	strbuf_release(&dir);
+	return ret;
+}
+
+/* The jobs of a workflow, with ${{ run.args }} expanded in its commands. */
+static int runner_jobs(const struct workflow *workflow, char *const *args,
+		       size_t arg_count, struct job_spec **jobs, size_t *count,
+		       struct error *err)
+{
+	struct provider_input in = {
+		.workflow = workflow->name,
+		.command_count = workflow->command_count,
+		.working_dir = workflow->working_dir,
+		.artifact_count = workflow->artifact_count,
+	};
+	char **commands = xcalloc(workflow->command_count + 1, sizeof(char *));
+	char **artifacts = xcalloc(workflow->artifact_count + 1, sizeof(char *));
+	size_t i;
+	int ret;
+
+	for (i = 0; i < workflow->command_count; i++)
+		commands[i] = workflow_expand_args(workflow->commands[i], args, arg_count);
+	for (i = 0; i < workflow->artifact_count; i++)
+		artifacts[i] = workflow->artifacts[i].path;
+	in.commands = commands;
+	in.artifacts = artifacts;
+	if (workflow->provider_repo)
+		ret = error_set(err, -EINVAL,
+				"workflow '%s': providers from other repositories are not supported yet",
+				workflow->name);
+	else
+		ret = provider_builtin_jobs(workflow->provider, &in, jobs, count, err);
+	for (i = 0; i < workflow->command_count; i++)
+		free(commands[i]);
+	free(commands);
+	free(artifacts);
+	/* An unknown provider means the workflow cannot start. */
+	return ret == -ENOENT ? (err->code = -EINVAL) : ret;
+}
+
+int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err)
+{
+	struct snapshot_info info;
+	int ret = snapshot_describe(cwd, &info, err);
+
+	if (ret == 0)
+		strbuf_addstr(out, info.repo);
+	snapshot_info_release(&info);
+	return ret;
+}
+
+int runner_run(struct store *store, const struct runner_request *request,
+	       struct store_run *run, struct error *err)
+{
+	struct workflow_set set = { 0 };
+	const struct workflow *workflow;
+	struct job_spec *jobs = NULL;
+	struct snapshot_info info;
+	struct store_run_spec spec = { 0 };
+	char *args = NULL, commit[64];
+	size_t count = 0, i;
+	int code = 0, first_failure = 0, ret;
+
+	ret = snapshot_describe(request->cwd, &info, err);
+	if (ret < 0)
+		return ret;
+	ret = workflow_set_load(info.root, &set, request->warn, request->warn_ctx, err);
+	if (ret < 0)
+		goto out;
+	workflow = workflow_set_find(&set, request->workflow);
+	if (!workflow) {
+		ret = error_set(err, -ENOENT, "no workflow '%s' in %s/.dstack", request->workflow,
+				info.root);
+		goto out;
+	}
+	ret = runner_jobs(workflow, request->args, request->arg_count, &jobs, &count, err);
+	if (ret < 0)
+		goto out;
+	args = workflow_expand_args("${{ run.args }}", request->args, request->arg_count);
+	snprintf(commit, sizeof(commit), "%s%s", info.commit, info.dirty ? " (dirty)" : "");
+	spec.workflow = workflow->name;
+	spec.provider = workflow->provider;
+	spec.args = args;
+	spec.repo = info.repo;
+	spec.commit = commit;
+	ret = store_run_create(store, &spec, (int)count, run, err);
+	if (ret < 0)
+		goto out;
+	ret = store_run_set_status(store, run->id, "downloading", -1, err);
+	for (i = 0; i < count && ret == 0; i++) {
+		ret = job_run(store, request, &info, workflow, run, (int)i, &jobs[i], &code, err);
+		if (ret == 0 && code && !first_failure)
+			first_failure = code;
+	}
+	if (ret < 0) {
+		/* The run cannot go on; record why it stopped as best we can. */
+		struct error ignored = { 0 };
+
+		store_run_set_status(store, run->id, "failed", -1, &ignored);
+		goto out;
+	}
+	ret = store_run_set_status(store, run->id, first_failure ? "failed" : "done",
+				   first_failure, err);
+	if (ret == 0)
+		ret = store_run_find(store, run->name, run, err);
+out:
+	job_specs_free(jobs, count);
+	workflow_set_release(&set);
+	snapshot_info_release(&info);
+	free(args);
+	return ret;
+}

@@ -1,0 +1,38 @@
+/*
+ * runner.h - running workflows: load the repository's workflows, ask the
+ * provider for jobs, snapshot the repository, run the jobs on the host,
+ * keep their logs and store their artifacts.
+ */
+#ifndef DSTACK_RUNNER_H
+#define DSTACK_RUNNER_H
+
+#include <stddef.h>
+
+#include "store/store.h"
+
+struct runner_request {
+	const char *cwd;		/* inside the user's git repository */
+	const char *workflow;
+	char *const *args;
+	size_t arg_count;
+	/* Hears every piece of job output as it comes, when not NULL. */
+	int (*output)(void *ctx, const void *data, size_t len);
+	void *output_ctx;
+	/* Hears warnings ("FILE:LINE:COL: ..."), when not NULL. */
+	void (*warn)(void *ctx, const char *line);
+	void *warn_ctx;
+};
+
+/*
+ * Runs a workflow to its end in this process.  Fails before anything runs
+ * for an unknown workflow (-ENOENT) or one that cannot start (-EINVAL);
+ * once the run exists, *run describes it and a failing job is no error:
+ * run->status says "failed".
+ */
+int runner_run(struct store *store, const struct runner_request *request,
+	       struct store_run *run, struct error *err);
+
+/* The identity runs of the repository around cwd are recorded under. */
+int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err);
+
+#endif

@@ -1,0 +1,228 @@
+/*
+ * snapshot.c - the repository as a job sees it, through libgit2: tracked
+ * files as they are in the working tree (uncommitted edits in, deleted
+ * files out) plus untracked files git does not ignore.  The user's
+ * checkout is only read.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <git2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runner/internal.h"
+
+static int snapshot_git_error(struct error *err, const char *what)
+{
+	const git_error *e = git_error_last();
+
+	return error_set(err, -EIO, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
+}
+
+/* origin's URL, else the first remote's, else NULL. */
+static char *snapshot_remote_url(git_repository *repo)
+{
+	git_strarray names = { 0 };
+	git_remote *remote = NULL;
+	char *url = NULL;
+	const char *pick = NULL;
+	size_t i;
+
+	if (git_remote_list(&names, repo) < 0)
+		return NULL;
+	for (i = 0; i < names.count; i++)
+		if (!strcmp(names.strings[i], "origin"))
+			pick = names.strings[i];
+	if (!pick && names.count)
+		pick = names.strings[0];
+	if (pick && git_remote_lookup(&remote, repo, pick) == 0 && git_remote_url(remote))
+		url = xstrdup(git_remote_url(remote));
+	git_remote_free(remote);
+	git_strarray_dispose(&names);
+	return url;
+}
+
+/*
+ * Opens the repository around cwd.  libgit2 is started here and stopped
+ * in snapshot_close (it counts), so its global state is freed each time.
+ */
+static int snapshot_open(const char *cwd, git_repository **repo, struct error *err)
+{
+	int ret = 0;
+
+	git_libgit2_init();
+	if (git_repository_open_ext(repo, cwd, 0, NULL) < 0) {
+		ret = error_set(err, -ENOENT, "%s: not in a git repository", cwd);
+	} else if (git_repository_is_bare(*repo)) {
+		git_repository_free(*repo);
+		ret = error_set(err, -EINVAL, "%s: a bare repository has no files to run", cwd);
+	}
+	if (ret < 0)
+		git_libgit2_shutdown();
+	return ret;
+}
+
+static void snapshot_close(git_repository *repo)
+{
+	git_repository_free(repo);
+	git_libgit2_shutdown();
+}
+
+static int snapshot_status(git_repository *repo, git_status_list **list,
+			   struct error *err)
+{
+	git_status_options options;
+
+	git_status_options_init(&options, GIT_STATUS_OPTIONS_VERSION);
+	options.show = GIT_STATUS_SHOW_INDEX_AND_WORKDIR;
+	options.flags = GIT_STATUS_OPT_INCLUDE_UNTRACKED |
+			GIT_STATUS_OPT_RECURSE_UNTRACKED_DIRS |
+			GIT_STATUS_OPT_EXCLUDE_SUBMODULES;
+	if (git_status_list_new(list, repo, &options) < 0)
+		return snapshot_git_error(err, "git status");
+	return 0;
+}
+
+int snapshot_describe(const char *cwd, struct snapshot_info *info,
+		      struct error *err)
+{
+	git_repository *repo;
+	git_status_list *status = NULL;
+	git_oid head;
+	size_t len;
+	int ret;
+
+	memset(info, 0, sizeof(*info));
+	ret = snapshot_open(cwd, &repo, err);
+	if (ret < 0)
+		return ret;
+	info->root = xstrdup(git_repository_workdir(repo));
+	len = strlen(info->root);
+	if (len > 1 && info->root[len - 1] == '/')
+		info->root[len - 1] = '\0';
+	info->repo = snapshot_remote_url(repo);
+	if (!info->repo)
+		info->repo = xstrdup(info->root);
+	if (git_reference_name_to_id(&head, repo, "HEAD") == 0)
+		git_oid_tostr(info->commit, sizeof(info->commit), &head);
+	ret = snapshot_status(repo, &status, err);
+	if (ret == 0)
+		info->dirty = git_status_list_entrycount(status) > 0;
+	git_status_list_free(status);
+	snapshot_close(repo);
+	if (ret < 0)
+		snapshot_info_release(info);
+	return ret;
+}
+
+void snapshot_info_release(struct snapshot_info *info)
+{
+	free(info->root);
+	free(info->repo);
+	memset(info, 0, sizeof(*info));
+}
+
+/* Copies root/path to dest/path, parents created; a vanished file is skipped. */
+static int snapshot_copy_file(const char *root, const char *dest, const char *path,
+			      struct error *err)
+{
+	struct strbuf from = STRBUF_INIT, to = STRBUF_INIT;
+	char buf[65536];
+	struct stat st;
+	int in = -1, out = -1, ret = 0;
+	char *slash;
+
+	strbuf_addf(&from, "%s/%s", root, path);
+	strbuf_addf(&to, "%s/%s", dest, path);
+	if (lstat(from.buf, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)))
+		goto out;
+	slash = strrchr(to.buf, '/');
+	*slash = '\0';
+	ret = fs_mkdir_p(to.buf, 0755);
+	*slash = '/';
+	if (ret < 0) {
+		error_errno(err, ret, "%s", to.buf);
+		goto out;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		ssize_t n = readlink(from.buf, buf, sizeof(buf) - 1);
+
+		if (n < 0 || (buf[n] = '\0', symlink(buf, to.buf) < 0))
+			ret = error_errno(err, -errno, "%s", to.buf);
+		goto out;
+	}
+	in = open(from.buf, O_RDONLY | O_CLOEXEC);
+	out = open(to.buf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 07777);
+	if (in < 0 || out < 0) {
+		ret = error_errno(err, -errno, "%s", in < 0 ? from.buf : to.buf);
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = error_errno(err, -errno, "%s", from.buf);
+			break;
+		}
+		if (n == 0)
+			break;
+		ret = fs_write_all(out, buf, (size_t)n);
+		if (ret < 0) {
+			error_errno(err, ret, "%s", to.buf);
+			break;
+		}
+	}
+out:
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	strbuf_release(&from);
+	strbuf_release(&to);
+	return ret;
+}
+
+int snapshot_copy(const struct snapshot_info *info, const char *dest,
+		  struct error *err)
+{
+	git_repository *repo;
+	git_index *index = NULL;
+	git_status_list *status = NULL;
+	size_t i, count;
+	int ret;
+
+	ret = snapshot_open(info->root, &repo, err);
+	if (ret < 0)
+		return ret;
+	if (git_repository_index(&index, repo) < 0) {
+		ret = snapshot_git_error(err, "git index");
+		goto out;
+	}
+	count = git_index_entrycount(index);
+	for (i = 0; i < count && ret == 0; i++) {
+		const git_index_entry *entry = git_index_get_byindex(index, i);
+
+		if (entry && (entry->mode & S_IFMT) != GIT_FILEMODE_COMMIT)
+			ret = snapshot_copy_file(info->root, dest, entry->path, err);
+	}
+	if (ret == 0)
+		ret = snapshot_status(repo, &status, err);
+	count = status ? git_status_list_entrycount(status) : 0;
+	for (i = 0; i < count && ret == 0; i++) {
+		const git_status_entry *entry = git_status_byindex(status, i);
+
+		if ((entry->status & GIT_STATUS_WT_NEW) && entry->index_to_workdir)
+			ret = snapshot_copy_file(info->root, dest,
+						 entry->index_to_workdir->new_file.path, err);
+	}
+out:
+	git_status_list_free(status);
+	git_index_free(index);
+	snapshot_close(repo);
+	return ret;
+}

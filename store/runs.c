@@ -1,0 +1,190 @@
+/*
+ * runs.c - the life of a run in the catalog: created with its jobs,
+ * moved through the status words, logs appended while jobs write them,
+ * artifacts recorded as trees, and listed back.
+ *
+ * Times are nanoseconds since the epoch.  Logs are stored as they come,
+ * in rows numbered per run, so a reader can follow a live run by asking
+ * for the rows after the last one it saw.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+static bool status_is_final(const char *status)
+{
+	return !strcmp(status, "done") || !strcmp(status, "failed") ||
+	       !strcmp(status, "stopped") || !strcmp(status, "aborted");
+}
+
+int store_run_create(struct store *store, const struct store_run_spec *spec,
+		     int job_count, struct store_run *out, struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int64_t id;
+	char name[64];
+	int ret, rc, n;
+
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		return ret;
+	ret = run_insert(store, spec, "submitted", &id, name, err);
+	for (n = 0; ret == 0 && n < job_count; n++) {
+		stmt = catalog_stmt(store, "INSERT INTO jobs(run, n, status) VALUES (?, ?, 'submitted')", err);
+		if (!stmt) {
+			ret = err->code;
+			break;
+		}
+		sqlite3_bind_int64(stmt, 1, id);
+		sqlite3_bind_int(stmt, 2, n);
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE)
+			ret = catalog_error(store, rc, "record job", err);
+	}
+	if (ret < 0) {
+		catalog_rollback(store);
+		return ret;
+	}
+	ret = catalog_commit(store, err);
+	return ret < 0 ? ret : store_run_find(store, name, out, err);
+}
+
+/*
+ * Runs an UPDATE whose parameters are ?1 status, ?2 now, ?3 exit code
+ * (NULL when negative), ?4 run and ?5 job; the SQL names those it uses.
+ */
+static int run_update(struct store *store, const char *sql, const char *status,
+		      int exit_code, int64_t run, int job, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, sql, err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, status, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, time_now_ns());
+	if (exit_code >= 0)
+		sqlite3_bind_int(stmt, 3, exit_code);
+	sqlite3_bind_int64(stmt, 4, run);
+	if (job >= 0)
+		sqlite3_bind_int(stmt, 5, job);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "update status", err);
+}
+
+int store_run_set_status(struct store *store, int64_t run, const char *status,
+			 int exit_code, struct error *err)
+{
+	if (status_is_final(status))
+		return run_update(store,
+				  "UPDATE runs SET status = ?1, finished = ?2, exit_code = ?3,"
+				  " started = coalesce(started, ?2) WHERE id = ?4",
+				  status, exit_code, run, -1, err);
+	return run_update(store,
+			  "UPDATE runs SET status = ?1, started = coalesce(started, ?2) WHERE id = ?4",
+			  status, -1, run, -1, err);
+}
+
+int store_job_set_status(struct store *store, int64_t run, int job,
+			 const char *status, int exit_code, struct error *err)
+{
+	return run_update(store,
+			  "UPDATE jobs SET status = ?1, exit_code = ?3 WHERE run = ?4 AND n = ?5",
+			  status, exit_code, run, job, err);
+}
+
+int store_log_append(struct store *store, int64_t run, int job,
+		     const void *data, size_t len, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"INSERT INTO logs(run, seq, job, time, data) VALUES"
+		" (?1, (SELECT coalesce(max(seq), 0) + 1 FROM logs WHERE run = ?1), ?2, ?3, ?4)",
+		err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int(stmt, 2, job);
+	sqlite3_bind_int64(stmt, 3, time_now_ns());
+	sqlite3_bind_blob(stmt, 4, data, (int)len, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "append log", err);
+}
+
+int store_run_logs(struct store *store, int64_t run, int64_t *after,
+		   store_log_fn *fn, void *ctx, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT seq, job, data FROM logs WHERE run = ? AND seq > ? ORDER BY seq", err);
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int64(stmt, 2, *after);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		*after = sqlite3_column_int64(stmt, 0);
+		ret = fn(ctx, sqlite3_column_int(stmt, 1), sqlite3_column_blob(stmt, 2),
+			 (size_t)sqlite3_column_bytes(stmt, 2));
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "read logs", err);
+	return ret;
+}
+
+int store_artifact_add(struct store *store, int64_t run, int job,
+		       const char *path, int64_t tree, struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int rc;
+
+	if (!path_is_contained(path))
+		return error_set(err, -EINVAL, "artifact path '%s': must be relative, without '..'",
+				 path);
+	stmt = catalog_stmt(store, "INSERT OR REPLACE INTO artifacts(run, job, path, tree)"
+			    " VALUES (?, ?, ?, ?)", err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int(stmt, 2, job);
+	sqlite3_bind_text(stmt, 3, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 4, tree);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record artifact", err);
+}
+
+static const char run_list_sql[] = RUN_COLUMNS " FROM runs r WHERE ?1 IS NULL OR r.repo = ?1"
+				   " ORDER BY r.id DESC";
+
+int store_run_list(struct store *store, const char *repo, store_run_fn *fn,
+		   void *ctx, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, run_list_sql, err);
+	struct store_run run;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	if (repo)
+		sqlite3_bind_text(stmt, 1, repo, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		run_from_row(stmt, &run);
+		ret = fn(ctx, &run);
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "list runs", err);
+	return ret;
+}

@@ -1,0 +1,189 @@
+"""`dstack run`, `ps` and `logs` on real git repositories with the built-in
+bash provider, as a user meets them: the job's output, its exit status,
+its snapshot of the repository, its environment and its artifacts."""
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_error, assert_ok, parse_table
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A committed repository with a few workflows."""
+    root = tmp_path / "repo"
+    (root / ".dstack").mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    (root / ".dstack" / "workflows.yaml").write_text(textwrap.dedent("""\
+        workflows:
+          - name: hello
+            help: |
+              Says hello and leaves a file.
+            provider: bash
+            commands:
+              - echo "hello from $RUN_NAME job $JOB_ID"
+              - echo done > output/result.txt
+            artifacts:
+              - ./output
+
+          - name: print-args
+            provider: bash
+            commands:
+              - printf '<%s>\\n' ${{ run.args }}
+
+          - name: fails
+            provider: bash
+            commands:
+              - echo before
+              - exit 3
+              - echo never
+
+          - name: lost-artifact
+            provider: bash
+            commands:
+              - rmdir missing
+            artifacts:
+              - missing
+
+          - name: env
+            provider: bash
+            env:
+              - GREETING=hi there
+              - FROM_SUBMITTER
+            commands:
+              - echo "G=$GREETING S=$FROM_SUBMITTER U=$PYTHONUNBUFFERED H=$JOB_HOSTNAME"
+
+          - name: snapshot
+            provider: bash
+            working_dir: src
+            commands:
+              - ls -a .. | sort | tr '\\n' ' '
+              - echo
+              - cat tracked.txt
+              - echo scribble > tracked.txt
+            artifacts:
+              - out
+        """))
+    (root / ".gitignore").write_text("ignored.txt\n")
+    (root / "src").mkdir()
+    (root / "src" / "tracked.txt").write_text("committed\n")
+    (root / "gone.txt").write_text("deleted later\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+def runs(ds, cwd, *flags):
+    cp = assert_ok(ds("ps", *flags, cwd=cwd))
+    return parse_table(cp.stdout)
+
+
+def test_run_follows_output_and_stores_artifacts(ds, repo, tmp_path):
+    cp = ds("run", "hello", cwd=repo)
+    assert_ok(cp)
+    [run] = runs(ds, repo)
+    assert run["WORKFLOW"] == "hello" and run["STATUS"] == "done"
+    assert f"hello from {run['RUN']} job {run['RUN']}/0\n" in cp.stdout
+    assert run["ARTIFACTS"] == "output"
+    logs = assert_ok(ds("logs", run["RUN"]))
+    assert f"hello from {run['RUN']}" in logs.stdout
+    out = tmp_path / "got"
+    assert_ok(ds("artifacts", "download", run["RUN"], "-o", out))
+    assert (out / "output" / "result.txt").read_text() == "done\n"
+    # The user's checkout is untouched.
+    assert not (repo / "output").exists()
+
+
+def test_run_args_reach_the_command_word_for_word(ds, repo):
+    cp = assert_ok(ds("run", "print-args", "-l", "Hello, world!", "it's", cwd=repo))
+    assert cp.stdout == "<-l>\n<Hello, world!>\n<it's>\n"
+
+
+def test_failing_job_fails_the_run(ds, repo):
+    cp = ds("run", "fails", cwd=repo)
+    assert_error(cp, "failed")
+    assert "before\n" in cp.stdout and "never" not in cp.stdout
+    [run] = runs(ds, repo)
+    assert run["STATUS"] == "failed"
+
+
+def test_missing_artifact_fails_the_job_naming_it(ds, repo):
+    cp = ds("run", "lost-artifact", cwd=repo)
+    assert_error(cp, "failed")
+    [run] = runs(ds, repo)
+    logs = assert_ok(ds("logs", run["RUN"])).stdout
+    assert "artifact path 'missing' does not exist" in logs
+
+
+def test_environment_of_a_job(ds, repo):
+    cp = assert_ok(ds("run", "env", cwd=repo, env={"FROM_SUBMITTER": "sub"}))
+    assert "G=hi there S=sub U=1 H=127.0.0.1\n" in cp.stdout
+
+
+def test_snapshot_is_the_working_tree_as_git_sees_it(ds, repo, tmp_path):
+    (repo / "src" / "tracked.txt").write_text("edited, not committed\n")
+    (repo / "untracked.txt").write_text("new\n")
+    (repo / "ignored.txt").write_text("ignored\n")
+    (repo / "gone.txt").unlink()
+    cp = assert_ok(ds("run", "snapshot", cwd=repo / "src"))
+    listing, content = cp.stdout.splitlines()[:2]
+    names = listing.split()
+    assert "untracked.txt" in names and ".dstack" in names and "src" in names
+    assert "ignored.txt" not in names and "gone.txt" not in names and ".git" not in names
+    assert content == "edited, not committed"
+    # The job wrote to its copy, not to the user's file.
+    assert (repo / "src" / "tracked.txt").read_text() == "edited, not committed\n"
+
+
+def test_ps_lists_live_or_newest_and_all_with_a(ds, repo):
+    assert_ok(ds("run", "hello", cwd=repo))
+    ds("run", "fails", cwd=repo)
+    latest = runs(ds, repo)
+    assert [r["WORKFLOW"] for r in latest] == ["fails"]
+    every = runs(ds, repo, "-a")
+    assert [r["WORKFLOW"] for r in every] == ["fails", "hello"]
+    assert every[0]["RUN"] != every[1]["RUN"]
+
+
+def test_unknown_workflow_and_outside_a_repository(ds, repo, tmp_path):
+    assert_error(ds("run", "nope", cwd=repo), "no workflow 'nope'")
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert_error(ds("run", "hello", cwd=outside), "not in a git repository")
+
+
+def test_bad_workflow_file_names_file_line_and_column(ds, repo):
+    (repo / ".dstack" / "workflows.yaml").write_text(textwrap.dedent("""\
+        workflows:
+          - name: bad
+            provider: bash
+            commands: [true]
+            deps:
+              - run: other
+        """))
+    cp = ds("run", "bad", cwd=repo)
+    assert_error(cp, ".dstack/workflows.yaml:6:", 'expected "workflow" or "tag"')
+
+
+def test_unknown_provider_cannot_start(ds, repo):
+    (repo / ".dstack" / "workflows.yaml").write_text(textwrap.dedent("""\
+        workflows:
+          - name: odd
+            provider: no-such-provider
+        """))
+    assert_error(ds("run", "odd", cwd=repo), "unknown provider 'no-such-provider'")
+    assert runs(ds, repo) == []
+
+
+def test_logs_of_unknown_run(ds):
+    assert_error(ds("logs", "no-such-run-1"), "no run 'no-such-run-1'")
