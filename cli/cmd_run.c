@@ -22,28 +22,40 @@ static int run_output(void *ctx, const void *data, size_t len)
 int cmd_run(int argc, char **argv)
 {
 	struct runner_request request = { .output = run_output, .warn = cli_warn };
+	const char *tag = NULL;
 	struct store *store;
 	struct store_run run;
 	struct error err = { 0 };
 	char cwd[4096];
-	int ret;
+	int i = 1, ret;
 
-	if (cli_wants_help("run", argc > 2 ? 2 : argc, argv))
-		return CLI_OK;
-	if (argc < 2)
+	/* Options come before WORKFLOW; everything after it is its arguments. */
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			cli_print_help(cli_command_find("run"));
+			return CLI_OK;
+		}
+		if ((!strcmp(argv[i], "-t") || !strcmp(argv[i], "--tag")) && i + 1 < argc)
+			tag = argv[++i];
+		else
+			return cli_usage_error("run", "unknown option '%s'", argv[i]);
+	}
+	if (i >= argc)
 		return cli_usage_error("run", "missing WORKFLOW");
-	if (argv[1][0] == '-')
-		return cli_usage_error("run", "unknown option '%s'", argv[1]);
+	if (tag && store_tag_name_check(tag, &err) < 0)
+		return cli_usage_error("run", "%s", err.message);
 	if (!getcwd(cwd, sizeof(cwd)))
 		return cli_error("cannot find the current directory: %s", strerror(errno));
 	if (cli_open_store(&store, true) < 0)
 		return CLI_FAILED;
 	request.cwd = cwd;
-	request.workflow = argv[1];
-	/* Everything after the workflow is its arguments, options included. */
-	request.args = argv + 2;
-	request.arg_count = (size_t)argc - 2;
+	request.workflow = argv[i];
+	request.args = argv + i + 1;
+	request.arg_count = (size_t)(argc - i - 1);
 	ret = runner_run(store, &request, &run, &err);
+	/* -t moves the tag to this run, as dstack did. */
+	if (ret == 0 && tag)
+		ret = store_tag_move(store, tag, run.name, &err);
 	store_close(store);
 	if (ret < 0)
 		return cli_error("%s", err.message);

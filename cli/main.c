@@ -12,13 +12,15 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
-	{ "run", cmd_run, "dstack run WORKFLOW [ARGS...]",
+	{ "run", cmd_run, "dstack run [-t TAG] WORKFLOW [ARGS...]",
 	  "run a workflow of the current repository and follow its output",
 	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
 	  "of the git repository around the current directory.  Its jobs run on\n"
 	  "this host in a snapshot of the repository: tracked files as they are now\n"
 	  "and untracked files git does not ignore.  ARGS replace ${{ run.args }}.\n"
-	  "Exits 0 when the run is done, 1 otherwise." },
+	  "The artifacts of the workflow's deps are put in place, read-only, first.\n"
+	  "-t TAG tags the run (moving TAG if it exists).  Exits 0 when the run is\n"
+	  "done, 1 otherwise." },
 	{ "ps", cmd_ps, "dstack ps [-a]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"

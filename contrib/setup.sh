@@ -36,20 +36,25 @@ build() {
 }
 
 run_example() {
-	local dstack=build/cli/dstack
+	local dstack=$top/build/cli/dstack
 	example_home=$(mktemp -d /tmp/dstack-example-home.XXXXXX)
 	example_out=$(mktemp -d /tmp/dstack-example-out.XXXXXX)
-	trap 'rm -rf "$example_home" "$example_out"' EXIT
+	example_repo=$(mktemp -d /tmp/dstack-example-repo.XXXXXX)
+	trap 'rm -rf "$example_home" "$example_out" "$example_repo"' EXIT
 	export DSTACK_HOME=$example_home
+	cp -a examples/pipeline/. "$example_repo"
+	git -C "$example_repo" init -q
+	git -C "$example_repo" add -A
+	git -C "$example_repo" -c user.name=example -c user.email=example@localhost \
+		commit -q -m "example pipeline"
 	set -x
 	$dstack tags add hello -a examples/hello-data
-	$dstack tags list
-	$dstack artifacts list :hello
 	$dstack artifacts download :hello -o "$example_out"
 	diff -r examples/hello-data "$example_out/hello-data"
+	(cd "$example_repo" && $dstack run prepare && $dstack run train && $dstack ps -a)
 	$dstack fsck
 	{ set +x; } 2>/dev/null
-	echo "example: stored, listed and fetched back examples/hello-data byte for byte"
+	echo "example: stored and fetched back examples/hello-data; ran examples/pipeline (prepare, then train on its data)"
 }
 
 case "${1:-example}" in

@@ -31,6 +31,9 @@ struct host_job {
 	const char *dir;
 	const char *script;
 	char *const *env;	/* "K=V", NULL-terminated */
+	/* Made read-only in the job's own mount namespace (where allowed). */
+	char *const *read_only;
+	size_t read_only_count;
 	int (*output)(void *ctx, const void *data, size_t len);
 	/* Called when output pauses, at least every HOST_TICK_MS. */
 	int (*tick)(void *ctx);

@@ -151,6 +151,15 @@ static void job_env_build(struct job_env *env, const struct workflow *workflow,
 	}
 }
 
+static int make_writable(const char *path, const struct stat *st, int flag,
+			 struct FTW *ftw)
+{
+	(void)ftw;
+	if (flag == FTW_D && !(st->st_mode & S_IWUSR))
+		chmod(path, (st->st_mode & 07777) | S_IRWXU);
+	return 0;
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag,
 			struct FTW *ftw)
 {
@@ -195,12 +204,109 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 	return ret;
 }
 
+/* The runs whose artifacts a workflow's jobs get: its deps, resolved. */
+struct dep_runs {
+	int64_t *ids;
+	size_t count;
+};
+
+static int deps_resolve(struct store *store, const struct workflow *workflow,
+			const char *repo, struct dep_runs *deps, struct error *err)
+{
+	struct strbuf spec = STRBUF_INIT;
+	struct store_run run;
+	struct error why = { 0 };
+	size_t i;
+	int ret = 0;
+
+	deps->ids = xcalloc(workflow->dep_count + 1, sizeof(*deps->ids));
+	for (i = 0; i < workflow->dep_count && ret == 0; i++) {
+		const struct workflow_dep *dep = &workflow->deps[i];
+
+		error_clear(&why);
+		if (dep->kind == WORKFLOW_DEP_TAG) {
+			strbuf_reset(&spec);
+			strbuf_addf(&spec, ":%s", dep->name);
+			ret = store_run_find(store, spec.buf, &run, &why);
+		} else if (strchr(dep->name, '/')) {
+			ret = error_set(&why, -EINVAL, "deps on other repositories ('%s') are not supported",
+					dep->name);
+		} else {
+			ret = store_run_latest_done(store, repo, dep->name, &run, &why);
+		}
+		if (ret < 0) {
+			/* A missing dep means the workflow cannot start. */
+			ret = error_set(err, -EINVAL, "%s:%d:%d: workflow '%s': deps[%zu]: %s",
+					dep->position.file, dep->position.line, dep->position.column,
+					workflow->name, i, why.message);
+			break;
+		}
+		deps->ids[deps->count++] = run.id;
+	}
+	strbuf_release(&spec);
+	return ret;
+}
+
+struct artifact_names {
+	const char *dir;
+	char **paths;
+	size_t count;
+};
+
+/* Collects DIR/PATH for each artifact path of a run (its root entries). */
+static int artifact_name_add(void *ctx, const struct store_entry *entry)
+{
+	struct artifact_names *names = ctx;
+	struct strbuf path = STRBUF_INIT;
+	size_t i;
+
+	if (*entry->path)
+		return 0;
+	strbuf_addf(&path, "%s/%s", names->dir, entry->artifact);
+	for (i = 0; i < names->count; i++) {
+		if (!strcmp(names->paths[i], path.buf)) {
+			strbuf_release(&path);
+			return 0;
+		}
+	}
+	names->paths = xrealloc(names->paths, (names->count + 1) * sizeof(char *));
+	names->paths[names->count++] = path.buf;
+	return 0;
+}
+
+/* Writes the deps' artifacts into the job's directory; names them in ro. */
+static int deps_materialize(struct store *store, const struct dep_runs *deps,
+			    const char *dir, struct artifact_names *ro,
+			    struct error *err)
+{
+	size_t i;
+	int ret = 0;
+
+	ro->dir = dir;
+	for (i = 0; i < deps->count && ret == 0; i++) {
+		ret = store_run_download(store, deps->ids[i], dir, NULL, NULL, err);
+		if (ret == 0)
+			ret = store_run_entries(store, deps->ids[i], artifact_name_add, ro, err);
+	}
+	return ret;
+}
+
+static void artifact_names_release(struct artifact_names *names)
+{
+	size_t i;
+
+	for (i = 0; i < names->count; i++)
+		free(names->paths[i]);
+	free(names->paths);
+}
+
 /* Runs one job to its end; *code gets its exit code (0 when done). */
 static int job_run(struct store *store, const struct runner_request *request,
 		   const struct snapshot_info *info, const struct workflow *workflow,
-		   const struct store_run *run, int n, const struct job_spec *spec,
-		   int *code, struct error *err)
+		   const struct dep_runs *deps, const struct store_run *run, int n,
+		   const struct job_spec *spec, int *code, struct error *err)
 {
+	struct artifact_names ro = { 0 };
 	struct job_output out = { .store = store, .request = request, .run = run->id, .job = n };
 	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
 				 .output_ctx = &out, .script = spec->script };
@@ -233,11 +339,15 @@ static int job_run(struct store *store, const struct runner_request *request,
 			error_errno(err, ret, "%s", path.buf);
 		strbuf_release(&path);
 	}
+	if (ret == 0)
+		ret = deps_materialize(store, deps, dir.buf, &ro, err);
 	if (ret < 0)
 		goto out;
 	job_env_build(&env, workflow, run->name, n);
 	host.dir = dir.buf;
 	host.env = env.vars;
+	host.read_only = ro.paths;
+	host.read_only_count = ro.count;
 	ret = store_run_set_status(store, run->id, "running", -1, err);
 	if (ret == 0)
 		ret = store_job_set_status(store, run->id, n, "running", -1, err);
@@ -259,6 +369,9 @@ static int job_run(struct store *store, const struct runner_request *request,
 	if (ret == 0)
 		ret = store_job_set_status(store, run->id, n, *code ? "failed" : "done", *code, err);
 out:
+	artifact_names_release(&ro);
+	/* Deps were written read-only: give write access back to remove them. */
+	nftw(root.buf, make_writable, 16, FTW_PHYS);
 	nftw(root.buf, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	strbuf_release(&out.pending);
 	strbuf_release(&root);
@@ -319,6 +432,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct workflow_set set = { 0 };
 	const struct workflow *workflow;
 	struct job_spec *jobs = NULL;
+	struct dep_runs deps = { 0 };
 	struct snapshot_info info;
 	struct store_run_spec spec = { 0 };
 	char *args = NULL, commit[64];
@@ -338,6 +452,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 		goto out;
 	}
 	ret = runner_jobs(workflow, request->args, request->arg_count, &jobs, &count, err);
+	if (ret == 0)
+		ret = deps_resolve(store, workflow, info.repo, &deps, err);
 	if (ret < 0)
 		goto out;
 	args = workflow_expand_args("${{ run.args }}", request->args, request->arg_count);
@@ -352,7 +468,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 		goto out;
 	ret = store_run_set_status(store, run->id, "downloading", -1, err);
 	for (i = 0; i < count && ret == 0; i++) {
-		ret = job_run(store, request, &info, workflow, run, (int)i, &jobs[i], &code, err);
+		ret = job_run(store, request, &info, workflow, &deps, run, (int)i, &jobs[i],
+			      &code, err);
 		if (ret == 0 && code && !first_failure)
 			first_failure = code;
 	}
@@ -369,6 +486,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 		ret = store_run_find(store, run->name, run, err);
 out:
 	job_specs_free(jobs, count);
+	free(deps.ids);
 	workflow_set_release(&set);
 	snapshot_info_release(&info);
 	free(args);

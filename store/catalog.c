@@ -358,7 +358,7 @@ void catalog_rollback(struct store *store)
 }
 
 /* Tag names travel in paths (/dstack/tags/T) and shell words. */
-static int tag_name_check(const char *tag, struct error *err)
+int store_tag_name_check(const char *tag, struct error *err)
 {
 	const char *p;
 
@@ -471,7 +471,7 @@ int store_run_add_data(struct store *store, const char *tag,
 	size_t i;
 	int ret, rc;
 
-	ret = tag_name_check(tag, err);
+	ret = store_tag_name_check(tag, err);
 	if (ret < 0)
 		return ret;
 	for (i = 0; i < count; i++)
@@ -592,7 +592,7 @@ int store_tag_check_free(struct store *store, const char *tag,
 			 struct error *err)
 {
 	sqlite3_stmt *stmt;
-	int ret = tag_name_check(tag, err), rc;
+	int ret = store_tag_name_check(tag, err), rc;
 
 	if (ret < 0)
 		return ret;
@@ -609,44 +609,80 @@ int store_tag_check_free(struct store *store, const char *tag,
 	return 0;
 }
 
-int store_tag_add(struct store *store, const char *tag, const char *run_spec,
-		  struct error *err)
+/* Inserts tag for run_spec in the open transaction. */
+static int tag_insert(struct store *store, const char *tag, const char *run_spec,
+		      struct error *err)
 {
 	struct store_run run;
 	sqlite3_stmt *stmt;
 	int ret, rc;
 
-	ret = tag_name_check(tag, err);
-	if (ret < 0)
-		return ret;
-	ret = catalog_begin(store, err);
-	if (ret < 0)
-		return ret;
 	ret = store_run_find(store, run_spec, &run, err);
 	if (ret < 0)
-		goto out;
+		return ret;
 	stmt = catalog_stmt(store, "INSERT INTO tags(name, run, created) VALUES (?, ?, ?)", err);
-	if (!stmt) {
-		ret = err->code;
-		goto out;
-	}
+	if (!stmt)
+		return err->code;
 	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(stmt, 2, run.id);
 	sqlite3_bind_int64(stmt, 3, time_now_ns());
 	rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
-	if (rc == SQLITE_CONSTRAINT) {
-		ret = error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
-		goto out;
-	}
-	if (rc != SQLITE_DONE) {
-		ret = catalog_error(store, rc, "add tag", err);
-		goto out;
+	if (rc == SQLITE_CONSTRAINT)
+		return error_set(err, -EEXIST, "tag '%s' already exists (delete it first)", tag);
+	if (rc != SQLITE_DONE)
+		return catalog_error(store, rc, "add tag", err);
+	return 0;
+}
+
+int store_tag_add(struct store *store, const char *tag, const char *run_spec,
+		  struct error *err)
+{
+	int ret = store_tag_name_check(tag, err);
+
+	if (ret < 0)
+		return ret;
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		return ret;
+	ret = tag_insert(store, tag, run_spec, err);
+	if (ret < 0) {
+		catalog_rollback(store);
+		return ret;
 	}
 	return catalog_commit(store, err);
-out:
-	catalog_rollback(store);
-	return ret;
+}
+
+int store_tag_move(struct store *store, const char *tag, const char *run_spec,
+		   struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int ret, rc;
+
+	ret = store_tag_name_check(tag, err);
+	if (ret < 0)
+		return ret;
+	ret = catalog_begin(store, err);
+	if (ret < 0)
+		return ret;
+	stmt = catalog_stmt(store, "DELETE FROM tags WHERE name = ?", err);
+	if (!stmt) {
+		catalog_rollback(store);
+		return err->code;
+	}
+	sqlite3_bind_text(stmt, 1, tag, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE) {
+		catalog_rollback(store);
+		return catalog_error(store, rc, "move tag", err);
+	}
+	ret = tag_insert(store, tag, run_spec, err);
+	if (ret < 0) {
+		catalog_rollback(store);
+		return ret;
+	}
+	return catalog_commit(store, err);
 }
 
 int store_tag_delete(struct store *store, const char *tag, struct error *err)

@@ -163,6 +163,33 @@ int store_artifact_add(struct store *store, int64_t run, int job,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record artifact", err);
 }
 
+static const char run_latest_done_sql[] =
+	RUN_COLUMNS " FROM runs r WHERE r.workflow = ?1 AND r.status = 'done'"
+	" AND (?2 IS NULL OR r.repo = ?2) ORDER BY r.id DESC LIMIT 1";
+
+int store_run_latest_done(struct store *store, const char *repo,
+			  const char *workflow, struct store_run *out,
+			  struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, run_latest_done_sql, err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, workflow, -1, SQLITE_STATIC);
+	if (repo)
+		sqlite3_bind_text(stmt, 2, repo, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		run_from_row(stmt, out);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc != SQLITE_DONE)
+		return catalog_error(store, rc, "find run", err);
+	return error_set(err, -ENOENT, "no done run of workflow '%s'", workflow);
+}
+
 static const char run_list_sql[] = RUN_COLUMNS " FROM runs r WHERE ?1 IS NULL OR r.repo = ?1"
 				   " ORDER BY r.id DESC";
 

@@ -34,6 +34,16 @@ const char *store_home(const struct store *store);
 /* Called as bytes are stored or extracted; total is 0 when unknown. */
 typedef void store_progress_fn(void *ctx, uint64_t done, uint64_t total);
 
+/*
+ * Writes the artifacts of run under out (created if missing) as OUT/PATH
+ * for each artifact path, byte for byte with modes and symlinks; where two
+ * jobs wrote one path the higher-numbered job's file wins.  Never follows
+ * a symlink out of out.
+ */
+int store_run_download(struct store *store, int64_t run, const char *out,
+		       store_progress_fn *progress, void *progress_ctx,
+		       struct error *err);
+
 /* Reports one problem per call, as a line without newline. */
 typedef void store_report_fn(void *ctx, const char *line);
 
@@ -109,6 +119,10 @@ int store_run_logs(struct store *store, int64_t run, int64_t *after,
 /* Records a stored tree as artifact path of a job (inside an ingest). */
 int store_artifact_add(struct store *store, int64_t run, int job,
 		       const char *path, int64_t tree, struct error *err);
+/* The newest done run of workflow in repo (any repo when NULL). */
+int store_run_latest_done(struct store *store, const char *repo,
+			  const char *workflow, struct store_run *out,
+			  struct error *err);
 /* Calls fn for each run of repo (all runs when NULL), newest first. */
 int store_run_list(struct store *store, const char *repo, store_run_fn *fn,
 		   void *ctx, struct error *err);
@@ -127,6 +141,11 @@ int store_tag_add(struct store *store, const char *tag, const char *run_spec,
  */
 int store_tag_check_free(struct store *store, const char *tag,
 			 struct error *err);
+/* Points tag at a run, whether or not it named another before. */
+int store_tag_move(struct store *store, const char *tag, const char *run_spec,
+		   struct error *err);
+/* -EINVAL, with the rules in the message, for a name a tag cannot have. */
+int store_tag_name_check(const char *tag, struct error *err);
 int store_tag_delete(struct store *store, const char *tag, struct error *err);
 /* Calls fn for each tagged run, by tag name; a non-zero return stops. */
 int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,

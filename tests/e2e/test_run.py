@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_error, assert_ok, parse_table
+from conftest import assert_error, assert_ok, assert_usage_error, parse_table
 
 
 def git(repo, *args):
@@ -187,3 +187,77 @@ def test_unknown_provider_cannot_start(ds, repo):
 
 def test_logs_of_unknown_run(ds):
     assert_error(ds("logs", "no-such-run-1"), "no run 'no-such-run-1'")
+
+
+PIPELINE = textwrap.dedent("""\
+    workflows:
+      - name: prepare
+        provider: bash
+        commands:
+          - mkdir -p data
+          - echo "rows $RUN_NAME" > data/rows.txt
+        artifacts:
+          - data
+
+      - name: train
+        provider: bash
+        deps:
+          - workflow: prepare
+        commands:
+          - cat data/rows.txt
+          - if { echo tamper >> data/rows.txt; } 2>/dev/null; then echo WRITABLE; else echo READ-ONLY; fi
+          - mkdir -p model && cp data/rows.txt model/seen.txt
+        artifacts:
+          - model
+
+      - name: evaluate
+        provider: bash
+        deps:
+          - tag: best
+        commands:
+          - cat model/seen.txt
+    """)
+
+
+@pytest.fixture
+def pipeline(repo):
+    (repo / ".dstack" / "workflows.yaml").write_text(PIPELINE)
+    git(repo, "commit", "-q", "-am", "pipeline")
+    return repo
+
+
+def test_deps_by_workflow_arrive_read_only(ds, pipeline, tmp_path):
+    cp = ds("run", "train", cwd=pipeline)
+    assert_error(cp, ".dstack/workflows.yaml:13:9:", "deps[0]",
+                 "no done run of workflow 'prepare'")
+    assert runs(ds, pipeline) == []
+
+    assert_ok(ds("run", "prepare", cwd=pipeline))
+    [prepared] = runs(ds, pipeline)
+    cp = assert_ok(ds("run", "train", cwd=pipeline))
+    assert cp.stdout.splitlines()[:2] == [f"rows {prepared['RUN']}", "READ-ONLY"]
+    [trained] = runs(ds, pipeline)
+    out = tmp_path / "model"
+    assert_ok(ds("artifacts", "download", trained["RUN"], "-o", out))
+    assert (out / "model" / "seen.txt").read_text() == f"rows {prepared['RUN']}\n"
+    # The upstream run's artifacts are unchanged.
+    again = tmp_path / "data"
+    assert_ok(ds("artifacts", "download", prepared["RUN"], "-o", again))
+    assert (again / "data" / "rows.txt").read_text() == f"rows {prepared['RUN']}\n"
+
+
+def test_tag_option_moves_the_tag_and_deps_by_tag_follow_it(ds, pipeline):
+    assert_error(ds("run", "evaluate", cwd=pipeline), "deps[0]", "no tag 'best'")
+    assert_ok(ds("run", "prepare", cwd=pipeline))
+    assert_ok(ds("run", "-t", "best", "train", cwd=pipeline))
+    first = assert_ok(ds("run", "evaluate", cwd=pipeline)).stdout
+    assert_ok(ds("run", "prepare", cwd=pipeline))
+    assert_ok(ds("run", "-t", "best", "train", cwd=pipeline))
+    tags = parse_table(assert_ok(ds("tags", "list")).stdout)
+    assert [t["TAG"] for t in tags] == ["best"]
+    every = runs(ds, pipeline, "-a")
+    newest_train = next(r for r in every if r["WORKFLOW"] == "train")
+    assert tags[0]["RUN"] == newest_train["RUN"]
+    second = assert_ok(ds("run", "evaluate", cwd=pipeline)).stdout
+    assert first != second
+    assert_usage_error(ds("run", "-t", "bad/tag", "prepare", cwd=pipeline))
