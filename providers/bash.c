@@ -11,27 +11,38 @@
 static int provider_bash(const struct provider_input *in, struct job_spec **jobs,
 			 size_t *count, struct error *err)
 {
-	struct strbuf script = STRBUF_INIT;
 	struct job_spec *job;
 	size_t i;
 
 	if (!in->command_count)
 		return error_set(err, -EINVAL, "workflow '%s': provider bash needs 'commands'",
 				 in->workflow);
-	/* errexit: a failing command ends the job with its status. */
-	strbuf_addstr(&script, "set -e\n");
-	for (i = 0; i < in->command_count; i++)
-		strbuf_addf(&script, "%s\n", in->commands[i]);
 	job = xcalloc(1, sizeof(*job));
-	job->script = script.buf;
+	job->script = job_script(in->commands, in->command_count);
 	job->working_dir = in->working_dir ? xstrdup(in->working_dir) : NULL;
 	job->artifacts = xcalloc(in->artifact_count + 1, sizeof(char *));
 	for (i = 0; i < in->artifact_count; i++)
 		job->artifacts[i] = xstrdup(in->artifacts[i]);
 	job->artifact_count = in->artifact_count;
+	job->ports = xcalloc(in->port_count + 1, sizeof(int));
+	for (i = 0; i < in->port_count; i++)
+		job->ports[i] = in->ports[i];
+	job->port_count = in->port_count;
 	*jobs = job;
 	*count = 1;
 	return 0;
+}
+
+char *job_script(char *const *commands, size_t count)
+{
+	struct strbuf script = STRBUF_INIT;
+	size_t i;
+
+	/* errexit: a failing command ends the job with its status. */
+	strbuf_addstr(&script, "set -e\n");
+	for (i = 0; i < count; i++)
+		strbuf_addf(&script, "%s\n", commands[i]);
+	return script.buf;
 }
 
 int provider_builtin_jobs(const char *provider, const struct provider_input *in,
@@ -53,6 +64,11 @@ void job_specs_free(struct job_spec *jobs, size_t count)
 		for (j = 0; j < jobs[i].artifact_count; j++)
 			free(jobs[i].artifacts[j]);
 		free(jobs[i].artifacts);
+		for (j = 0; j < jobs[i].env_count; j++)
+			free(jobs[i].env[j]);
+		free(jobs[i].env);
+		free(jobs[i].ports);
+		free(jobs[i].depends_on);
 	}
 	free(jobs);
 }

@@ -18,6 +18,8 @@ struct provider_input {
 	const char *working_dir;	/* NULL: the repository root */
 	char *const *artifacts;
 	size_t artifact_count;
+	const int *ports;	/* port numbers the job opens, 0: any free port */
+	size_t port_count;
 };
 
 /* One job as a provider describes it. */
@@ -26,7 +28,16 @@ struct job_spec {
 	char *working_dir;	/* relative to the snapshot root; NULL: root */
 	char **artifacts;	/* relative to working_dir */
 	size_t artifact_count;
+	char **env;		/* "K=V" from the provider, under the workflow's env */
+	size_t env_count;
+	int *ports;		/* passed on as PORT_0..; 0: a free port is chosen */
+	size_t port_count;
+	size_t *depends_on;	/* indexes of jobs that must be done first */
+	size_t depends_on_count;
 };
+
+/* A job's script: bash stops at the first command that fails. */
+char *job_script(char *const *commands, size_t count);
 
 /*
  * The jobs of a built-in provider: -ENOENT when no built-in has that

@@ -6,12 +6,15 @@
 
 #include <stdbool.h>
 
+#include "providers/providers.h"
 #include "runner/runner.h"
+#include "runner/workflow.h"
 
 struct snapshot_info {
 	char *root;		/* the repository's working tree */
 	char *repo;		/* remote URL (origin, else the first), else root */
 	char commit[41];	/* HEAD, empty in a repository without commits */
+	char *branch;		/* HEAD's branch, NULL when detached or unborn */
 	bool dirty;		/* uncommitted changes or untracked files */
 };
 
@@ -42,5 +45,44 @@ struct host_job {
 #define HOST_TICK_MS 250
 /* *status: the exit code, or 128 + signal. */
 int host_job_run(const struct host_job *job, int *status, struct error *err);
+
+/* An environment: "K=V" strings, NULL-terminated; a later name wins. */
+struct job_env {
+	char **vars;
+	size_t count;
+};
+void job_env_set(struct job_env *env, const char *name, const char *value);
+void job_env_put(struct job_env *env, const char *var);	/* "K=V" */
+void job_env_release(struct job_env *env);
+
+/* Output of job (or -1: the provider) of a run, on its way to the logs. */
+struct job_output {
+	struct store *store;
+	const struct runner_request *request;
+	int64_t run;
+	int job;
+	struct strbuf pending;
+	struct error err;
+};
+int job_output_write(void *ctx, const void *data, size_t len);
+int job_output_tick(void *ctx);
+int job_output_flush(struct job_output *out);
+/* A "dstack: ..." line of our own in the job's output. */
+void job_output_say(struct job_output *out, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Custom providers (custom.c). */
+/* Checks the workflow's parameters against the provider's schema, if any. */
+int custom_provider_validate(const char *root, const struct provider_def *def,
+			     const struct workflow *workflow, struct error *err);
+/*
+ * Runs the provider for a run that exists; its output goes to the run's
+ * logs.  -EPROTO when the provider fails or writes bad jobs: the message
+ * names the provider and the field.
+ */
+int custom_provider_jobs(struct store *store, const struct runner_request *request,
+			 const struct provider_def *def, const struct snapshot_info *info,
+			 const struct workflow *workflow, const struct store_run *run,
+			 struct job_spec **jobs, size_t *count, struct error *err);
 
 #endif

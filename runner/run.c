@@ -5,8 +5,11 @@
  * every HOST_TICK_MS at most, so a crash loses under a second), and its
  * artifact folders are stored when it ends.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,124 +21,13 @@
 
 extern char **environ;
 
-/* Log bytes wait here until this many pile up or a tick passes. */
-#define LOG_FLUSH_BYTES (64u * 1024)
-
-struct job_output {
-	struct store *store;
-	const struct runner_request *request;
-	int64_t run;
-	int job;
-	struct strbuf pending;
-	struct error err;
-};
-
-static int job_output_flush(struct job_output *out)
-{
-	int ret;
-
-	if (!out->pending.len)
-		return 0;
-	ret = store_log_append(out->store, out->run, out->job, out->pending.buf,
-			       out->pending.len, &out->err);
-	strbuf_reset(&out->pending);
-	return ret;
-}
-
-static int job_output_tick(void *ctx)
-{
-	return job_output_flush(ctx);
-}
-
-static int job_output_write(void *ctx, const void *data, size_t len)
-{
-	struct job_output *out = ctx;
-
-	if (out->request->output)
-		out->request->output(out->request->output_ctx, data, len);
-	strbuf_add(&out->pending, data, len);
-	return out->pending.len >= LOG_FLUSH_BYTES ? job_output_flush(out) : 0;
-}
-
-/* A line of dstack's own in the job's log (and on the caller's output). */
-__attribute__((format(printf, 2, 3)))
-static void job_output_say(struct job_output *out, const char *fmt, ...)
-{
-	struct strbuf line = STRBUF_INIT;
-	va_list ap;
-
-	strbuf_addstr(&line, "dstack: ");
-	va_start(ap, fmt);
-	strbuf_vaddf(&line, fmt, ap);
-	va_end(ap);
-	strbuf_addstr(&line, "\n");
-	job_output_write(out, line.buf, line.len);
-	strbuf_release(&line);
-}
-
-/* An environment: the caller's, then the job's variables on top. */
-struct job_env {
-	char **vars;
-	size_t count;
-};
-
-static void job_env_set(struct job_env *env, const char *name, const char *value)
-{
-	struct strbuf var = STRBUF_INIT;
-	size_t len = strlen(name), i;
-
-	strbuf_addf(&var, "%s=%s", name, value);
-	for (i = 0; i < env->count; i++) {
-		if (!strncmp(env->vars[i], name, len) && env->vars[i][len] == '=') {
-			free(env->vars[i]);
-			env->vars[i] = var.buf;
-			return;
-		}
-	}
-	env->vars = xrealloc(env->vars, (env->count + 2) * sizeof(char *));
-	env->vars[env->count++] = var.buf;
-	env->vars[env->count] = NULL;
-}
-
-static void job_env_release(struct job_env *env)
+/* Sets "K=V" entries; a bare "K" takes K from this process's environment. */
+static void job_env_set_all(struct job_env *env, char *const *vars, size_t count)
 {
 	size_t i;
 
-	for (i = 0; i < env->count; i++)
-		free(env->vars[i]);
-	free(env->vars);
-}
-
-/*
- * The host backend gives jobs the submitter's environment (PATH, HOME and
- * the rest), then DESIGN.md's variables, then the workflow's env.
- */
-static void job_env_build(struct job_env *env, const struct workflow *workflow,
-			  const char *run_name, int job)
-{
-	char job_id[96];
-	char **var;
-	size_t i;
-
-	memset(env, 0, sizeof(*env));
-	for (var = environ; *var; var++) {
-		char *eq = strchr(*var, '=');
-
-		if (eq) {
-			char *name = xstrdup(*var);
-
-			name[eq - *var] = '\0';
-			job_env_set(env, name, eq + 1);
-			free(name);
-		}
-	}
-	snprintf(job_id, sizeof(job_id), "%s/%d", run_name, job);
-	job_env_set(env, "RUN_NAME", run_name);
-	job_env_set(env, "JOB_ID", job_id);
-	job_env_set(env, "JOB_HOSTNAME", "127.0.0.1");
-	job_env_set(env, "PYTHONUNBUFFERED", "1");
-	for (i = 0; i < workflow->env_count; i++) {
-		char *name = xstrdup(workflow->env[i]);
+	for (i = 0; i < count; i++) {
+		char *name = xstrdup(vars[i]);
 		char *eq = strchr(name, '=');
 		const char *value;
 
@@ -149,6 +41,58 @@ static void job_env_build(struct job_env *env, const struct workflow *workflow,
 			job_env_set(env, name, value);
 		free(name);
 	}
+}
+
+/*
+ * A free TCP port on the loopback: bound, read back and closed.  Another
+ * process may take it before the job does; the kernel's allocator makes
+ * that unlikely, and the job then fails plainly on bind.
+ */
+static int job_free_port(struct error *err)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	socklen_t len = sizeof(addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
+		port = ntohs(addr.sin_port);
+	if (port < 0)
+		error_errno(err, -errno, "cannot find a free port");
+	if (fd >= 0)
+		close(fd);
+	return port < 0 ? err->code : port;
+}
+
+static int job_env_build(struct job_env *env, const struct workflow *workflow,
+			 const struct job_spec *spec, const char *run_name, int job,
+			 struct error *err)
+{
+	char job_id[96], name[32], value[16];
+	char **var;
+	size_t i;
+
+	memset(env, 0, sizeof(*env));
+	for (var = environ; *var; var++)
+		job_env_put(env, *var);
+	snprintf(job_id, sizeof(job_id), "%s/%d", run_name, job);
+	job_env_set(env, "RUN_NAME", run_name);
+	job_env_set(env, "JOB_ID", job_id);
+	job_env_set(env, "JOB_HOSTNAME", "127.0.0.1");
+	job_env_set(env, "PYTHONUNBUFFERED", "1");
+	for (i = 0; i < spec->port_count; i++) {
+		int port = spec->ports[i] ? spec->ports[i] : job_free_port(err);
+
+		if (port < 0)
+			return port;
+		snprintf(name, sizeof(name), "PORT_%zu", i);
+		snprintf(value, sizeof(value), "%d", port);
+		job_env_set(env, name, value);
+	}
+	job_env_set_all(env, spec->env, spec->env_count);
+	job_env_set_all(env, workflow->env, workflow->env_count);
+	return 0;
 }
 
 static int make_writable(const char *path, const struct stat *st, int flag,
@@ -343,7 +287,11 @@ static int job_run(struct store *store, const struct runner_request *request,
 		ret = deps_materialize(store, deps, dir.buf, &ro, err);
 	if (ret < 0)
 		goto out;
-	job_env_build(&env, workflow, run->name, n);
+	ret = job_env_build(&env, workflow, spec, run->name, n, err);
+	if (ret < 0) {
+		job_env_release(&env);
+		goto out;
+	}
 	host.dir = dir.buf;
 	host.env = env.vars;
 	host.read_only = ro.paths;
@@ -392,8 +340,14 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 	};
 	char **commands = xcalloc(workflow->command_count + 1, sizeof(char *));
 	char **artifacts = xcalloc(workflow->artifact_count + 1, sizeof(char *));
+	/* ports: N asks for N free ports, written as N zeros. */
+	int *free_ports = xcalloc((size_t)workflow->port_free_count + 1, sizeof(int));
 	size_t i;
 	int ret;
+
+	in.ports = workflow->port_free_count ? free_ports : workflow->ports;
+	in.port_count = workflow->port_free_count ? (size_t)workflow->port_free_count
+						  : workflow->port_count;
 
 	for (i = 0; i < workflow->command_count; i++)
 		commands[i] = workflow_expand_args(workflow->commands[i], args, arg_count);
@@ -411,6 +365,7 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 		free(commands[i]);
 	free(commands);
 	free(artifacts);
+	free(free_ports);
 	/* An unknown provider means the workflow cannot start. */
 	return ret == -ENOENT ? (err->code = -EINVAL) : ret;
 }
@@ -426,23 +381,86 @@ int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err)
 	return ret;
 }
 
+/*
+ * The order jobs run in: each after the jobs it depends on (Kahn's
+ * algorithm, lowest index first among the ready ones).
+ */
+static int jobs_order(const struct job_spec *jobs, size_t count, size_t *order,
+		      struct error *err)
+{
+	bool *placed = xcalloc(count + 1, sizeof(bool));
+	size_t done = 0, i, j;
+
+	while (done < count) {
+		for (i = 0; i < count; i++) {
+			bool ready = !placed[i];
+
+			for (j = 0; ready && j < jobs[i].depends_on_count; j++)
+				ready = placed[jobs[i].depends_on[j]];
+			if (ready)
+				break;
+		}
+		if (i == count) {
+			free(placed);
+			return error_set(err, -EPROTO, "the jobs' depends_on make a cycle");
+		}
+		placed[i] = true;
+		order[done++] = i;
+	}
+	free(placed);
+	return 0;
+}
+
+/* The first job i depends on that did not end done, or -1. */
+static int job_blocked_by(const struct job_spec *job, const int *codes)
+{
+	size_t j;
+
+	for (j = 0; j < job->depends_on_count; j++)
+		if (codes[job->depends_on[j]])
+			return (int)job->depends_on[j];
+	return -1;
+}
+
+/* A provider that failed fails the run: its reason goes to the logs. */
+static int run_provider_failed(struct store *store, const struct runner_request *request,
+			       const struct store_run *run, const char *reason,
+			       struct error *err)
+{
+	struct job_output out = { .store = store, .request = request, .run = run->id, .job = -1 };
+	int ret;
+
+	job_output_say(&out, "%s", reason);
+	ret = job_output_flush(&out);
+	strbuf_release(&out.pending);
+	if (ret < 0) {
+		*err = out.err;
+		return ret;
+	}
+	return store_run_set_status(store, run->id, "failed", 1, err);
+}
+
 int runner_run(struct store *store, const struct runner_request *request,
 	       struct store_run *run, struct error *err)
 {
 	struct workflow_set set = { 0 };
+	struct provider_def_set defs = { 0 };
+	const struct provider_def *def;
 	const struct workflow *workflow;
 	struct job_spec *jobs = NULL;
 	struct dep_runs deps = { 0 };
 	struct snapshot_info info;
 	struct store_run_spec spec = { 0 };
 	char *args = NULL, commit[64];
-	size_t count = 0, i;
-	int code = 0, first_failure = 0, ret;
+	size_t count = 0, i, *order = NULL;
+	int *codes = NULL, first_failure = 0, ret;
 
 	ret = snapshot_describe(request->cwd, &info, err);
 	if (ret < 0)
 		return ret;
 	ret = workflow_set_load(info.root, &set, request->warn, request->warn_ctx, err);
+	if (ret == 0)
+		ret = provider_def_set_load(info.root, &defs, request->warn, request->warn_ctx, err);
 	if (ret < 0)
 		goto out;
 	workflow = workflow_set_find(&set, request->workflow);
@@ -451,7 +469,12 @@ int runner_run(struct store *store, const struct runner_request *request,
 				info.root);
 		goto out;
 	}
-	ret = runner_jobs(workflow, request->args, request->arg_count, &jobs, &count, err);
+	/* A provider of the repository wins over a built-in of the same name. */
+	def = workflow->provider_repo ? NULL : provider_def_set_find(&defs, workflow->provider);
+	if (def)
+		ret = custom_provider_validate(info.root, def, workflow, err);
+	else
+		ret = runner_jobs(workflow, request->args, request->arg_count, &jobs, &count, err);
 	if (ret == 0)
 		ret = deps_resolve(store, workflow, info.repo, &deps, err);
 	if (ret < 0)
@@ -463,15 +486,39 @@ int runner_run(struct store *store, const struct runner_request *request,
 	spec.args = args;
 	spec.repo = info.repo;
 	spec.commit = commit;
-	ret = store_run_create(store, &spec, (int)count, run, err);
+	ret = store_run_create(store, &spec, def ? 0 : (int)count, run, err);
 	if (ret < 0)
 		goto out;
 	ret = store_run_set_status(store, run->id, "downloading", -1, err);
+	if (ret == 0 && def) {
+		ret = custom_provider_jobs(store, request, def, &info, workflow, run, &jobs, &count,
+					   err);
+		if (ret == 0)
+			ret = store_run_add_jobs(store, run->id, (int)count, err);
+	}
+	order = xcalloc(count + 1, sizeof(*order));
+	codes = xcalloc(count + 1, sizeof(*codes));
+	if (ret == 0 && (ret = jobs_order(jobs, count, order, err)) < 0)
+		err->code = ret = -EPROTO;
+	if (ret == -EPROTO) {
+		ret = run_provider_failed(store, request, run, err->message, err);
+		if (ret == 0)
+			ret = store_run_find(store, run->name, run, err);
+		goto out;
+	}
 	for (i = 0; i < count && ret == 0; i++) {
-		ret = job_run(store, request, &info, workflow, &deps, run, (int)i, &jobs[i],
-			      &code, err);
-		if (ret == 0 && code && !first_failure)
-			first_failure = code;
+		size_t n = order[i];
+		int blocker = job_blocked_by(&jobs[n], codes);
+
+		if (blocker >= 0) {
+			codes[n] = 1;
+			ret = store_job_set_status(store, run->id, (int)n, "failed", -1, err);
+			continue;
+		}
+		ret = job_run(store, request, &info, workflow, &deps, run, (int)n, &jobs[n],
+			      &codes[n], err);
+		if (ret == 0 && codes[n] && !first_failure)
+			first_failure = codes[n];
 	}
 	if (ret < 0) {
 		/* The run cannot go on; record why it stopped as best we can. */
@@ -486,7 +533,10 @@ int runner_run(struct store *store, const struct runner_request *request,
 		ret = store_run_find(store, run->name, run, err);
 out:
 	job_specs_free(jobs, count);
+	free(order);
+	free(codes);
 	free(deps.ids);
+	provider_def_set_release(&defs);
 	workflow_set_release(&set);
 	snapshot_info_release(&info);
 	free(args);

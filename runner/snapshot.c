@@ -91,6 +91,7 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 {
 	git_repository *repo;
 	git_status_list *status = NULL;
+	git_reference *ref = NULL;
 	git_oid head;
 	size_t len;
 	int ret;
@@ -108,6 +109,9 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 		info->repo = xstrdup(info->root);
 	if (git_reference_name_to_id(&head, repo, "HEAD") == 0)
 		git_oid_tostr(info->commit, sizeof(info->commit), &head);
+	if (git_repository_head(&ref, repo) == 0 && git_reference_is_branch(ref))
+		info->branch = xstrdup(git_reference_shorthand(ref));
+	git_reference_free(ref);
 	ret = snapshot_status(repo, &status, err);
 	if (ret == 0)
 		info->dirty = git_status_list_entrycount(status) > 0;
@@ -122,6 +126,7 @@ void snapshot_info_release(struct snapshot_info *info)
 {
 	free(info->root);
 	free(info->repo);
+	free(info->branch);
 	memset(info, 0, sizeof(*info));
 }
 

@@ -2,6 +2,9 @@
  * workflow.c - reading .dstack/workflows.yaml and .dstack/workflows/NAME.yaml
  * into struct workflow, and expanding ${{ run.args }} in commands.
  *
+ * The same loader reads .dstack/providers.yaml into struct provider_def,
+ * and a provider's schema file into JSON.
+ *
  * Files are loaded with libyaml's document API, so every node keeps the
  * line and column it was written at, and errors and warnings can name
  * them.  The files dstack 0.0.x read were loaded with PyYAML, so where
@@ -29,6 +32,7 @@
 
 #define WORKFLOW_FILE ".dstack/workflows.yaml"
 #define WORKFLOW_DIR ".dstack/workflows"
+#define PROVIDER_FILE ".dstack/providers.yaml"
 
 /*
  * Anchors and aliases can make a document recursive ("&a [*a]") or
@@ -37,11 +41,20 @@
 #define JSON_DEPTH_LIMIT 64
 #define JSON_NODE_LIMIT 100000
 
-/* State of one workflow_set_load call. */
+/*
+ * State of one workflow_set_load, provider_def_set_load or
+ * workflow_yaml_file_to_json call.
+ */
 struct loader {
-	struct workflow_set *set;
-	/* Where each workflow's name was written, parallel to
-	 * set->workflows: a duplicate's error names both places. */
+	struct workflow_set *set;		/* workflows being loaded... */
+	struct provider_def_set *providers;	/* ...or providers */
+	/* Where the names of the files read are kept, for positions to
+	 * point into; NULL: the caller's path string is used as it is. */
+	char ***files;
+	size_t *file_count;
+	/* Where each workflow's (or provider's) name was written, parallel
+	 * to set->workflows (providers->defs): a duplicate's error names
+	 * both places. */
 	struct workflow_position *name_positions;
 	workflow_warn_fn *warn;
 	void *warn_ctx;
@@ -50,6 +63,7 @@ struct loader {
 	yaml_document_t *document;
 	const yaml_node_t *name_node;	/* the current item's name value */
 	size_t json_nodes;		/* nodes copied into JSON, this item */
+	struct strbuf *json;		/* workflow_yaml_file_to_json's output */
 };
 
 /* libyaml counts from 0; people and editors from 1. */
@@ -386,22 +400,23 @@ static void json_add_scalar(struct strbuf *json, const yaml_node_t *node)
 }
 
 /*
- * Appends node, written under the workflow's key top, as JSON.  Past the
- * bounds the error points at top: the node where the count ran out may
- * be anywhere an alias leads.
+ * Appends node, written under the workflow's key top (named field in
+ * messages; "" and the document's root node for a whole file), as JSON.
+ * Past the bounds the error points at top: the node where the count ran
+ * out may be anywhere an alias leads.
  */
 static int json_add_node(struct loader *ld, struct strbuf *json,
-			 const yaml_node_t *node, const yaml_node_t *top, int depth)
+			 const yaml_node_t *node, const char *field,
+			 const yaml_node_t *top, int depth)
 {
-	const char *field = scalar_text(top);
 	const yaml_node_item_t *item;
 	const yaml_node_pair_t *pair;
 	int ret;
 
 	if (depth > JSON_DEPTH_LIMIT || ++ld->json_nodes > JSON_NODE_LIMIT)
 		return loader_fail(ld, top,
-				   "%s: nested too deeply or too large (a recursive alias?)",
-				   field);
+				   "%s%snested too deeply or too large (a recursive alias?)",
+				   field, field_separator(field));
 	switch (node->type) {
 	case YAML_SCALAR_NODE:
 		json_add_scalar(json, node);
@@ -412,8 +427,8 @@ static int json_add_node(struct loader *ld, struct strbuf *json,
 		     item < node->data.sequence.items.top; item++) {
 			if (item != node->data.sequence.items.start)
 				strbuf_addstr(json, ",");
-			ret = json_add_node(ld, json, loader_node(ld, *item), top,
-					    depth + 1);
+			ret = json_add_node(ld, json, loader_node(ld, *item), field,
+					    top, depth + 1);
 			if (ret)
 				return ret;
 		}
@@ -433,7 +448,7 @@ static int json_add_node(struct loader *ld, struct strbuf *json,
 			json_add_string(json, scalar_text(key), key->data.scalar.length);
 			strbuf_addstr(json, ":");
 			ret = json_add_node(ld, json, loader_node(ld, pair->value),
-					    top, depth + 1);
+					    field, top, depth + 1);
 			if (ret)
 				return ret;
 		}
@@ -1091,7 +1106,7 @@ static int workflow_item_parse(struct loader *ld, const yaml_node_t *item,
 				strbuf_addstr(&data, ",");
 			json_add_string(&data, scalar_text(key), key->data.scalar.length);
 			strbuf_addstr(&data, ":");
-			ret = json_add_node(ld, &data, value, key, 0);
+			ret = json_add_node(ld, &data, value, scalar_text(key), key, 0);
 			if (ret)
 				goto out;
 		}
@@ -1143,11 +1158,18 @@ static int loader_add(struct loader *ld, struct workflow *wf)
 	return 0;
 }
 
-static const char *const top_keys[] = { "workflows", NULL };
+/* Parses and keeps one item of the document's list; index counts from 0. */
+typedef int loader_item_fn(struct loader *ld, const yaml_node_t *item,
+			   size_t index);
 
-/* The document of one file: {workflows: [...]}, or nothing at all. */
-static int workflow_document_load(struct loader *ld, const yaml_node_t *root)
+/*
+ * The document of one file: {LIST_KEY: [...]}, or nothing at all.  Other
+ * top-level keys warn; each item of the list goes to item_fn.
+ */
+static int loader_list_document(struct loader *ld, const yaml_node_t *root,
+				const char *list_key, loader_item_fn *item_fn)
 {
+	const char *const top_keys[] = { list_key, NULL };
 	const yaml_node_pair_t *pair;
 	const yaml_node_item_t *item;
 	int ret;
@@ -1155,7 +1177,8 @@ static int workflow_document_load(struct loader *ld, const yaml_node_t *root)
 	if (!root || node_is_null(root))
 		return 0;
 	if (root->type != YAML_MAPPING_NODE)
-		return loader_fail(ld, root, "expected a mapping with a \"workflows\" list");
+		return loader_fail(ld, root, "expected a mapping with a \"%s\" list",
+				   list_key);
 	ret = mapping_check_keys(ld, root, "");
 	if (ret)
 		return ret;
@@ -1164,31 +1187,44 @@ static int workflow_document_load(struct loader *ld, const yaml_node_t *root)
 		const yaml_node_t *key = loader_node(ld, pair->key);
 		const yaml_node_t *list = loader_node(ld, pair->value);
 
-		if (strcmp(scalar_text(key), "workflows")) {
+		if (strcmp(scalar_text(key), list_key)) {
 			loader_warn_unknown(ld, key, "", top_keys);
 			continue;
 		}
 		if (node_is_null(list))
 			continue;
 		if (list->type != YAML_SEQUENCE_NODE)
-			return loader_fail(ld, list, "workflows: expected a list");
+			return loader_fail(ld, list, "%s: expected a list", list_key);
 		for (item = list->data.sequence.items.start;
 		     item < list->data.sequence.items.top; item++) {
-			struct workflow wf;
-
-			memset(&wf, 0, sizeof(wf));
-			ret = workflow_item_parse(ld, loader_node(ld, *item),
-						  (size_t)(item - list->data.sequence.items.start),
-						  &wf);
-			if (!ret)
-				ret = loader_add(ld, &wf);
-			if (ret) {
-				workflow_release(&wf);
+			ret = item_fn(ld, loader_node(ld, *item),
+				      (size_t)(item - list->data.sequence.items.start));
+			if (ret)
 				return ret;
-			}
 		}
 	}
 	return 0;
+}
+
+static int workflow_item_load(struct loader *ld, const yaml_node_t *item,
+			      size_t index)
+{
+	struct workflow wf;
+	int ret;
+
+	memset(&wf, 0, sizeof(wf));
+	ret = workflow_item_parse(ld, item, index, &wf);
+	if (!ret)
+		ret = loader_add(ld, &wf);
+	if (ret)
+		workflow_release(&wf);
+	return ret;
+}
+
+/* The document of a workflows file: {workflows: [...]}, or nothing at all. */
+static int workflow_document_load(struct loader *ld, const yaml_node_t *root)
+{
+	return loader_list_document(ld, root, "workflows", workflow_item_load);
 }
 
 /* libyaml's own words for a syntax error, at its place in text. */
@@ -1246,11 +1282,18 @@ static int file_read(const char *path, struct strbuf *out)
 	return ret;
 }
 
-/* Loads the workflows of one file; a file that is not there has none. */
-static int workflow_file_load(struct loader *ld, const char *root,
-			      const char *relative)
+/* Makes sense of the root node of a file's document (NULL: none). */
+typedef int loader_document_fn(struct loader *ld, const yaml_node_t *root);
+
+/*
+ * Loads the single document of the file at relative (to root) and hands
+ * it to document_fn.  A file that is not there is nothing to load when
+ * missing_ok, an error otherwise.
+ */
+static int loader_file_load(struct loader *ld, const char *root,
+			    const char *relative, bool missing_ok,
+			    loader_document_fn *document_fn)
 {
-	struct workflow_set *set = ld->set;
 	struct strbuf path = STRBUF_INIT, text = STRBUF_INIT;
 	yaml_document_t document, extra;
 	yaml_parser_t parser;
@@ -1259,7 +1302,7 @@ static int workflow_file_load(struct loader *ld, const char *root,
 	strbuf_addf(&path, "%s/%s", root, relative);
 	ret = file_read(path.buf, &text);
 	strbuf_release(&path);
-	if (ret == -ENOENT) {
+	if (ret == -ENOENT && missing_ok) {
 		ret = 0;
 		goto out;
 	}
@@ -1267,9 +1310,14 @@ static int workflow_file_load(struct loader *ld, const char *root,
 		error_errno(ld->err, ret, "%s: cannot read", relative);
 		goto out;
 	}
-	set->files = xrealloc(set->files, (set->file_count + 1) * sizeof(*set->files));
-	set->files[set->file_count] = xstrdup(relative);
-	ld->file = set->files[set->file_count++];
+	if (ld->files) {
+		*ld->files = xrealloc(*ld->files,
+				      (*ld->file_count + 1) * sizeof(**ld->files));
+		(*ld->files)[*ld->file_count] = xstrdup(relative);
+		ld->file = (*ld->files)[(*ld->file_count)++];
+	} else {
+		ld->file = relative;
+	}
 
 	if (!yaml_parser_initialize(&parser)) {
 		ret = error_errno(ld->err, -ENOMEM, "%s", relative);
@@ -1282,7 +1330,7 @@ static int workflow_file_load(struct loader *ld, const char *root,
 		goto out_parser;
 	}
 	ld->document = &document;
-	ret = workflow_document_load(ld, yaml_document_get_root_node(&document));
+	ret = document_fn(ld, yaml_document_get_root_node(&document));
 	yaml_document_delete(&document);
 	ld->document = NULL;
 	if (ret)
@@ -1301,6 +1349,13 @@ out_parser:
 out:
 	strbuf_release(&text);
 	return ret;
+}
+
+/* Loads the workflows of one file; a file that is not there has none. */
+static int workflow_file_load(struct loader *ld, const char *root,
+			      const char *relative)
+{
+	return loader_file_load(ld, root, relative, true, workflow_document_load);
 }
 
 static int compare_names(const void *a, const void *b)
@@ -1369,6 +1424,8 @@ int workflow_set_load(const char *root, struct workflow_set *set,
 	memset(set, 0, sizeof(*set));
 	memset(&ld, 0, sizeof(ld));
 	ld.set = set;
+	ld.files = &set->files;
+	ld.file_count = &set->file_count;
 	ld.warn = warn;
 	ld.warn_ctx = warn_ctx;
 	ld.err = err;
@@ -1408,6 +1465,241 @@ const struct workflow *workflow_set_find(const struct workflow_set *set,
 		if (!strcmp(set->workflows[i].name, name))
 			return &set->workflows[i];
 	return NULL;
+}
+
+/* .dstack/providers.yaml */
+
+static const char *const provider_def_keys[] = {
+	"name", "image", "commands", "schema", NULL
+};
+
+/* Frees what a provider owns, parsed fully or only in part. */
+static void provider_def_release(struct provider_def *def)
+{
+	size_t i;
+
+	free(def->name);
+	free(def->image);
+	for (i = 0; i < def->command_count; i++)
+		free(def->commands[i]);
+	free(def->commands);
+	free(def->schema);
+	memset(def, 0, sizeof(*def));
+}
+
+/*
+ * A schema's path: relative to the repository root and inside it.  A
+ * leading "./" goes; an absolute path or a ".." component is refused, as
+ * the runner reads the file from the snapshot of the repository.
+ */
+static int schema_path(struct loader *ld, const yaml_node_t *node, char **out)
+{
+	const char *text, *p;
+	int ret;
+
+	ret = string_value(ld, node, "schema", false, out);
+	if (ret || !*out)
+		return ret;
+	text = *out;
+	while (text[0] == '.' && text[1] == '/') {
+		text += 2;
+		while (*text == '/')
+			text++;
+	}
+	if (!*text)
+		return loader_fail(ld, node, "schema: empty path");
+	if (text[0] == '/')
+		return loader_fail(ld, node,
+				   "schema: '%s' is not relative to the repository root",
+				   *out);
+	for (p = text; p; p = strchr(p, '/')) {
+		if (*p == '/')
+			p++;
+		if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || !p[2]))
+			return loader_fail(ld, node,
+					   "schema: '%s' leaves the repository", *out);
+	}
+	memmove(*out, text, strlen(text) + 1);
+	return 0;
+}
+
+/* Fills def from one item of the providers list. */
+static int provider_item_parse(struct loader *ld, const yaml_node_t *item,
+			       size_t index, struct provider_def *def)
+{
+	const yaml_node_t *commands = NULL;
+	const yaml_node_pair_t *pair;
+	int ret;
+
+	if (item->type != YAML_MAPPING_NODE)
+		return loader_fail(ld, item,
+				   "providers[%zu]: expected a mapping with \"name\" and \"commands\"",
+				   index);
+	pair = item->data.mapping.pairs.start;
+	def->position = loader_position(ld, pair < item->data.mapping.pairs.top ?
+					    loader_node(ld, pair->key)->start_mark :
+					    item->start_mark);
+	ld->name_node = NULL;
+	ret = mapping_check_keys(ld, item, "");
+	if (ret)
+		return ret;
+	for (pair = item->data.mapping.pairs.start;
+	     pair < item->data.mapping.pairs.top; pair++) {
+		const yaml_node_t *key = loader_node(ld, pair->key);
+		const yaml_node_t *value = loader_node(ld, pair->value);
+		const char *name = scalar_text(key);
+
+		if (!strcmp(name, "name")) {
+			ret = string_value(ld, value, "name", true, &def->name);
+			if (!ret && !*def->name)
+				ret = loader_fail(ld, value, "name: expected a name");
+			ld->name_node = value;
+		} else if (!strcmp(name, "image")) {
+			ret = string_value(ld, value, "image", false, &def->image);
+		} else if (!strcmp(name, "commands")) {
+			commands = value;
+			ret = string_list_value(ld, value, "commands", &def->commands,
+						&def->command_count);
+			if (!ret && !def->command_count)
+				ret = loader_fail(ld, value,
+						  "commands: expected at least one command");
+		} else if (!strcmp(name, "schema")) {
+			ret = schema_path(ld, value, &def->schema);
+		} else {
+			loader_warn_unknown(ld, key, "", provider_def_keys);
+		}
+		if (ret)
+			return ret;
+	}
+	if (!def->name)
+		return loader_fail(ld, item, "missing key \"name\"");
+	if (!commands)
+		return loader_fail(ld, item, "provider '%s': missing key \"commands\"",
+				   def->name);
+	return 0;
+}
+
+/* Adds a parsed provider to the set unless its name is taken. */
+static int provider_add(struct loader *ld, struct provider_def *def)
+{
+	struct provider_def_set *set = ld->providers;
+	size_t i;
+
+	for (i = 0; i < set->count; i++) {
+		const struct workflow_position *first = &ld->name_positions[i];
+
+		if (!strcmp(set->defs[i].name, def->name))
+			return loader_fail(ld, ld->name_node,
+					   "provider '%s' is defined twice (first at %s:%d:%d)",
+					   def->name, first->file, first->line,
+					   first->column);
+	}
+	set->defs = xrealloc(set->defs, (set->count + 1) * sizeof(*set->defs));
+	ld->name_positions = xrealloc(ld->name_positions,
+				      (set->count + 1) * sizeof(*ld->name_positions));
+	ld->name_positions[set->count] = loader_position(ld, ld->name_node->start_mark);
+	set->defs[set->count++] = *def;
+	return 0;
+}
+
+static int provider_item_load(struct loader *ld, const yaml_node_t *item,
+			      size_t index)
+{
+	struct provider_def def;
+	int ret;
+
+	memset(&def, 0, sizeof(def));
+	ret = provider_item_parse(ld, item, index, &def);
+	if (!ret)
+		ret = provider_add(ld, &def);
+	if (ret)
+		provider_def_release(&def);
+	return ret;
+}
+
+static int provider_document_load(struct loader *ld, const yaml_node_t *root)
+{
+	return loader_list_document(ld, root, "providers", provider_item_load);
+}
+
+int provider_def_set_load(const char *root, struct provider_def_set *set,
+			  workflow_warn_fn *warn, void *warn_ctx,
+			  struct error *err)
+{
+	struct loader ld;
+	int ret;
+
+	memset(set, 0, sizeof(*set));
+	memset(&ld, 0, sizeof(ld));
+	ld.providers = set;
+	ld.files = &set->files;
+	ld.file_count = &set->file_count;
+	ld.warn = warn;
+	ld.warn_ctx = warn_ctx;
+	ld.err = err;
+	ret = loader_file_load(&ld, root, PROVIDER_FILE, true,
+			       provider_document_load);
+	free(ld.name_positions);
+	if (ret)
+		provider_def_set_release(set);
+	return ret;
+}
+
+void provider_def_set_release(struct provider_def_set *set)
+{
+	size_t i;
+
+	for (i = 0; i < set->count; i++)
+		provider_def_release(&set->defs[i]);
+	free(set->defs);
+	for (i = 0; i < set->file_count; i++)
+		free(set->files[i]);
+	free(set->files);
+	memset(set, 0, sizeof(*set));
+}
+
+const struct provider_def *provider_def_set_find(const struct provider_def_set *set,
+						 const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < set->count; i++)
+		if (!strcmp(set->defs[i].name, name))
+			return &set->defs[i];
+	return NULL;
+}
+
+/* A schema file: any one YAML document, as JSON. */
+static int json_document_load(struct loader *ld, const yaml_node_t *root)
+{
+	yaml_mark_t start;
+
+	if (!root) {
+		memset(&start, 0, sizeof(start));
+		return loader_fail_at(ld, start, "expected a YAML document, found none");
+	}
+	ld->json_nodes = 0;
+	return json_add_node(ld, ld->json, root, "", root, 0);
+}
+
+int workflow_yaml_file_to_json(const char *root, const char *path, char **json,
+			       struct error *err)
+{
+	struct strbuf out = STRBUF_INIT;
+	struct loader ld;
+	int ret;
+
+	memset(&ld, 0, sizeof(ld));
+	ld.err = err;
+	ld.json = &out;
+	*json = NULL;
+	ret = loader_file_load(&ld, root, path, false, json_document_load);
+	if (!ret) {
+		*json = out.buf;
+		out.buf = NULL;
+	}
+	strbuf_release(&out);
+	return ret;
 }
 
 /*

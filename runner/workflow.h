@@ -102,4 +102,48 @@ int workflow_parse_size(const char *text, uint64_t *bytes);
  */
 char *workflow_expand_args(const char *text, char *const *args, size_t count);
 
+/* A provider defined in .dstack/providers.yaml. */
+struct provider_def {
+	char *name;
+	char *image;		/* NULL when not given */
+	char **commands;	/* at least one */
+	size_t command_count;
+	char *schema;		/* path relative to the repository root (a
+				 * leading "./" dropped), NULL when not given */
+	struct workflow_position position;	/* of the item's first key */
+};
+
+struct provider_def_set {
+	char **files;		/* loaded files (none or providers.yaml) */
+	size_t file_count;
+	struct provider_def *defs;
+	size_t count;
+};
+
+/*
+ * Loads .dstack/providers.yaml (missing: an empty set).  `providers:` is
+ * a list of {name, image, commands, schema}.  Errors are
+ * "FILE:LINE:COL: REASON": a missing name or commands, commands that are
+ * not a list of strings (one string is a list of one), a name defined
+ * twice (naming both places), values of the wrong type, a schema path
+ * that is absolute or leaves the repository.  Unknown keys warn, with the
+ * closest known key when there is one, as for workflows.
+ */
+int provider_def_set_load(const char *root, struct provider_def_set *set,
+			  workflow_warn_fn *warn, void *warn_ctx,
+			  struct error *err);
+void provider_def_set_release(struct provider_def_set *set);
+const struct provider_def *provider_def_set_find(const struct provider_def_set *set,
+						 const char *name);
+
+/*
+ * Reads the YAML file at path (relative to root) and returns its single
+ * document as JSON text (malloc'd) in *json, scalars converted as for
+ * workflow.data_json.  For provider schema files.  Errors name the file,
+ * line and column; an empty file, a second document or a missing file
+ * is an error.
+ */
+int workflow_yaml_file_to_json(const char *root, const char *path, char **json,
+			       struct error *err);
+
 #endif

@@ -19,31 +19,54 @@ static bool status_is_final(const char *status)
 	       !strcmp(status, "stopped") || !strcmp(status, "aborted");
 }
 
+/* Inserts jobs 0..count-1 of run in the open transaction. */
+static int jobs_insert(struct store *store, int64_t run, int count, struct error *err)
+{
+	sqlite3_stmt *stmt;
+	int n, rc;
+
+	for (n = 0; n < count; n++) {
+		stmt = catalog_stmt(store, "INSERT INTO jobs(run, n, status) VALUES (?, ?, 'submitted')", err);
+		if (!stmt)
+			return err->code;
+		sqlite3_bind_int64(stmt, 1, run);
+		sqlite3_bind_int(stmt, 2, n);
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE)
+			return catalog_error(store, rc, "record job", err);
+	}
+	return 0;
+}
+
+int store_run_add_jobs(struct store *store, int64_t run, int count,
+		       struct error *err)
+{
+	int ret = catalog_begin(store, err);
+
+	if (ret < 0)
+		return ret;
+	ret = jobs_insert(store, run, count, err);
+	if (ret < 0) {
+		catalog_rollback(store);
+		return ret;
+	}
+	return catalog_commit(store, err);
+}
+
 int store_run_create(struct store *store, const struct store_run_spec *spec,
 		     int job_count, struct store_run *out, struct error *err)
 {
-	sqlite3_stmt *stmt;
 	int64_t id;
 	char name[64];
-	int ret, rc, n;
+	int ret;
 
 	ret = catalog_begin(store, err);
 	if (ret < 0)
 		return ret;
 	ret = run_insert(store, spec, "submitted", &id, name, err);
-	for (n = 0; ret == 0 && n < job_count; n++) {
-		stmt = catalog_stmt(store, "INSERT INTO jobs(run, n, status) VALUES (?, ?, 'submitted')", err);
-		if (!stmt) {
-			ret = err->code;
-			break;
-		}
-		sqlite3_bind_int64(stmt, 1, id);
-		sqlite3_bind_int(stmt, 2, n);
-		rc = sqlite3_step(stmt);
-		sqlite3_reset(stmt);
-		if (rc != SQLITE_DONE)
-			ret = catalog_error(store, rc, "record job", err);
-	}
+	if (ret == 0)
+		ret = jobs_insert(store, id, job_count, err);
 	if (ret < 0) {
 		catalog_rollback(store);
 		return ret;

@@ -100,6 +100,9 @@ struct store_run_spec {
 /* A new run in status "submitted" with job_count jobs numbered from 0. */
 int store_run_create(struct store *store, const struct store_run_spec *spec,
 		     int job_count, struct store_run *out, struct error *err);
+/* Adds jobs 0..count-1 to a run created without them (custom providers). */
+int store_run_add_jobs(struct store *store, int64_t run, int count,
+		       struct error *err);
 /*
  * Moves a run or a job to a status word (DESIGN.md's); a final one (done,
  * failed, stopped, aborted) records the finish time and exit_code

@@ -1,7 +1,8 @@
 /*
  * test_workflow.c - loading .dstack/workflows.yaml and .dstack/workflows/:
  * a file written for dstack 0.0.x, the exact text and place of errors and
- * warnings, workflow.data as JSON, sizes, and ${{ run.args }}.
+ * warnings, workflow.data as JSON, sizes, and ${{ run.args }}; then
+ * .dstack/providers.yaml and provider schema files as JSON.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -529,6 +530,272 @@ static void test_expand_args(void)
 	check_expand(__LINE__, "", hello, 2, "");
 }
 
+/* The seed's providers.yaml, plus a provider with a schema. */
+static const char providers_yaml[] =
+	"providers:\n"
+	"  - name: curl\n"
+	"    image: python:3.9\n"
+	"    commands:\n"
+	"      - pip3 install -r providers/curl/requirements.txt\n"
+	"      - PYTHONPATH=providers python3 providers/curl/main.py\n"
+	"\n"
+	"  - name: curl-checked\n"
+	"    commands: PYTHONPATH=providers python3 providers/curl/main.py\n"
+	"    schema: ./providers/curl/schema.yaml\n";
+
+/* The seed's schema for the curl provider. */
+static const char schema_yaml[] =
+	"type: object\n"
+	"additionalProperties: false\n"
+	"properties:\n"
+	"  url:\n"
+	"    type: string\n"
+	"  output:\n"
+	"    type: string\n"
+	"  artifacts:\n"
+	"    type: array\n"
+	"    items:\n"
+	"      type: string\n"
+	"required:\n"
+	"  - url\n"
+	"  - output\n";
+
+static const char schema_json[] =
+	"{\"type\":\"object\","
+	"\"additionalProperties\":false,"
+	"\"properties\":{"
+	"\"url\":{\"type\":\"string\"},"
+	"\"output\":{\"type\":\"string\"},"
+	"\"artifacts\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},"
+	"\"required\":[\"url\",\"output\"]}";
+
+static void test_providers(void)
+{
+	char *root = repo_create();
+	struct warnings warnings = { STRBUF_INIT, 0 };
+	struct error err = { 0 };
+	struct strbuf schema_dir = STRBUF_INIT;
+	struct provider_def_set set;
+	const struct provider_def *def;
+	char *json = NULL;
+
+	strbuf_addf(&schema_dir, "%s/providers/curl", root);
+	/* no providers.yaml: an empty set */
+	CHECK(provider_def_set_load(root, &set, collect_warning, &warnings, &err) == 0);
+	CHECK(set.count == 0 && set.file_count == 0 && set.defs == NULL);
+	provider_def_set_release(&set);
+
+	repo_write(root, ".dstack/providers.yaml", providers_yaml);
+	CHECK(provider_def_set_load(root, &set, collect_warning, &warnings, &err) == 0);
+	CHECK(warnings.count == 0);
+	CHECK(set.file_count == 1);
+	CHECK(set.count == 2);
+	if (set.file_count != 1 || set.count != 2) {
+		fprintf(stderr, "load: %s\n", err.message);
+		goto out;
+	}
+	CHECK(!strcmp(set.files[0], ".dstack/providers.yaml"));
+
+	def = provider_def_set_find(&set, "curl");
+	CHECK(def == &set.defs[0]);
+	CHECK(!strcmp(def->name, "curl"));
+	CHECK(!strcmp(def->image, "python:3.9"));
+	CHECK(def->command_count == 2);
+	CHECK(!strcmp(def->commands[0],
+		      "pip3 install -r providers/curl/requirements.txt"));
+	CHECK(!strcmp(def->commands[1],
+		      "PYTHONPATH=providers python3 providers/curl/main.py"));
+	CHECK(def->schema == NULL);
+	CHECK(def->position.file == set.files[0]);
+	CHECK(def->position.line == 2 && def->position.column == 5);
+
+	def = provider_def_set_find(&set, "curl-checked");
+	CHECK(def == &set.defs[1]);
+	CHECK(def->image == NULL);
+	CHECK(def->command_count == 1);
+	CHECK(!strcmp(def->commands[0],
+		      "PYTHONPATH=providers python3 providers/curl/main.py"));
+	CHECK(!strcmp(def->schema, "providers/curl/schema.yaml"));
+	CHECK(def->position.line == 8 && def->position.column == 5);
+	/* the schema as the runner reads it, from the path given */
+	CHECK(fs_mkdir_p(schema_dir.buf, 0755) == 0);
+	repo_write(root, "providers/curl/schema.yaml", schema_yaml);
+	CHECK(workflow_yaml_file_to_json(root, def->schema, &json, &err) == 0);
+	CHECK(json && !strcmp(json, schema_json));
+	free(json);
+
+	CHECK(provider_def_set_find(&set, "bash") == NULL);
+out:
+	provider_def_set_release(&set);
+	CHECK(set.count == 0 && set.defs == NULL && set.files == NULL);
+	strbuf_release(&schema_dir);
+	strbuf_release(&warnings.lines);
+	repo_remove(root);
+}
+
+/* As check_load, for yaml as .dstack/providers.yaml. */
+static void check_providers(int line, const char *yaml, const char *error,
+			    const char *warning_lines)
+{
+	char *root = repo_create();
+	struct warnings warnings = { STRBUF_INIT, 0 };
+	struct error err = { 0 };
+	struct provider_def_set set;
+	int ret;
+
+	repo_write(root, ".dstack/providers.yaml", yaml);
+	ret = provider_def_set_load(root, &set, collect_warning, &warnings, &err);
+	if (error ? ret != -EINVAL || strcmp(err.message, error) : ret != 0) {
+		fprintf(stderr, "line %d: got %d \"%s\", want \"%s\"\n", line, ret,
+			err.message, error ? error : "");
+		check_failures++;
+	}
+	if (strcmp(warnings.lines.buf ? warnings.lines.buf : "", warning_lines)) {
+		fprintf(stderr, "line %d: warnings \"%s\", want \"%s\"\n", line,
+			warnings.lines.buf ? warnings.lines.buf : "", warning_lines);
+		check_failures++;
+	}
+	if (error)
+		CHECK(set.count == 0 && set.defs == NULL && set.files == NULL);
+	provider_def_set_release(&set);
+	strbuf_release(&warnings.lines);
+	repo_remove(root);
+}
+
+#define PHEAD "providers:\n  - name: curl\n"
+
+static void test_provider_errors(void)
+{
+	check_providers(__LINE__, PHEAD "    image: python:3.9\n",
+			".dstack/providers.yaml:2:5: provider 'curl': missing key"
+			" \"commands\"", "");
+	check_providers(__LINE__, "providers:\n  - image: python:3.9\n"
+			"    commands: [x]\n",
+			".dstack/providers.yaml:2:5: missing key \"name\"", "");
+	check_providers(__LINE__, PHEAD "    commands: [a]\n"
+			"  - name: other\n    commands: [b]\n"
+			"  - commands: [c]\n    name: curl\n",
+			".dstack/providers.yaml:7:11: provider 'curl' is defined twice"
+			" (first at .dstack/providers.yaml:2:11)", "");
+	check_providers(__LINE__, PHEAD "    commands:\n      pip3: install\n",
+			".dstack/providers.yaml:4:7: commands: expected a list of"
+			" strings", "");
+	check_providers(__LINE__, PHEAD "    commands:\n      - echo a: b\n",
+			".dstack/providers.yaml:4:9: commands[0]: expected a string"
+			" (quote it if it contains \": \")", "");
+	check_providers(__LINE__, PHEAD "    commands:\n      - ok\n      - [x]\n",
+			".dstack/providers.yaml:5:9: commands[1]: expected a string", "");
+	check_providers(__LINE__, PHEAD "    commands: []\n",
+			".dstack/providers.yaml:3:15: commands: expected at least one"
+			" command", "");
+	check_providers(__LINE__, PHEAD "    commands:\n",
+			".dstack/providers.yaml:3:14: commands: expected at least one"
+			" command", "");
+	check_providers(__LINE__, "providers:\n  - name: [curl]\n    commands: [x]\n",
+			".dstack/providers.yaml:2:11: name: expected a string", "");
+	check_providers(__LINE__, "providers:\n  - name: ''\n    commands: [x]\n",
+			".dstack/providers.yaml:2:11: name: expected a name", "");
+	check_providers(__LINE__, PHEAD "    image: {name: python}\n    commands: [x]\n",
+			".dstack/providers.yaml:3:12: image: expected a string", "");
+	check_providers(__LINE__, PHEAD "    commands: [x]\n    schema: [a.yaml]\n",
+			".dstack/providers.yaml:4:13: schema: expected a string", "");
+	check_providers(__LINE__, PHEAD "    commands: [x]\n    schema: /etc/s.yaml\n",
+			".dstack/providers.yaml:4:13: schema: '/etc/s.yaml' is not"
+			" relative to the repository root", "");
+	check_providers(__LINE__, PHEAD "    commands: [x]\n    schema: a/../../s.yaml\n",
+			".dstack/providers.yaml:4:13: schema: 'a/../../s.yaml' leaves"
+			" the repository", "");
+	check_providers(__LINE__, PHEAD "    commands: [x]\n    schema: ./\n",
+			".dstack/providers.yaml:4:13: schema: empty path", "");
+	check_providers(__LINE__, PHEAD "    commands: [a]\n    commands: [b]\n",
+			".dstack/providers.yaml:4:5: key 'commands' is given twice"
+			" (first at 3:5)", "");
+	check_providers(__LINE__, "providers: {name: curl}\n",
+			".dstack/providers.yaml:1:12: providers: expected a list", "");
+	check_providers(__LINE__, "providers:\n  - curl\n",
+			".dstack/providers.yaml:2:5: providers[0]: expected a mapping"
+			" with \"name\" and \"commands\"", "");
+	check_providers(__LINE__, "- name: curl\n",
+			".dstack/providers.yaml:1:1: expected a mapping with a"
+			" \"providers\" list", "");
+	check_providers(__LINE__, PHEAD "    commands: [x\n",
+			".dstack/providers.yaml:4:1: did not find expected ',' or ']'"
+			" (while parsing a flow sequence at 3:15)", "");
+}
+
+static void test_provider_warnings(void)
+{
+	check_providers(__LINE__, PHEAD "    imgae: python:3.9\n    commands: [x]\n"
+			"    shema: s.yaml\n    url: https://x\n", NULL,
+			".dstack/providers.yaml:3:5: unknown key 'imgae'"
+			" (did you mean 'image'?)\n"
+			".dstack/providers.yaml:5:5: unknown key 'shema'"
+			" (did you mean 'schema'?)\n"
+			".dstack/providers.yaml:6:5: unknown key 'url'\n");
+	check_providers(__LINE__, "provider:\n  - name: curl\n", NULL,
+			".dstack/providers.yaml:1:1: unknown key 'provider'"
+			" (did you mean 'providers'?)\n");
+	/* nothing at all, an empty list */
+	check_providers(__LINE__, "# none yet\n", NULL, "");
+	check_providers(__LINE__, "providers:\n", NULL, "");
+}
+
+/* Writes yaml at relative and compares workflow_yaml_file_to_json's
+ * JSON, or with want_json NULL its error. */
+static void check_to_json(int line, const char *relative, const char *yaml,
+			  const char *want_json, const char *want_error)
+{
+	char *root = repo_create(), *json = (char *)"unset";
+	struct error err = { 0 };
+	int ret;
+
+	if (yaml) {
+		struct strbuf dir = STRBUF_INIT;
+
+		strbuf_addf(&dir, "%s/%s", root, relative);
+		*strrchr(dir.buf, '/') = '\0';
+		CHECK(fs_mkdir_p(dir.buf, 0755) == 0);
+		strbuf_release(&dir);
+		repo_write(root, relative, yaml);
+	}
+	ret = workflow_yaml_file_to_json(root, relative, &json, &err);
+	if (want_json ? ret != 0 || strcmp(json, want_json) :
+			ret >= 0 || json != NULL || strcmp(err.message, want_error)) {
+		fprintf(stderr, "line %d: got %d \"%s\" \"%s\", want \"%s\"\n", line,
+			ret, ret ? "" : json, err.message,
+			want_json ? want_json : want_error);
+		check_failures++;
+	}
+	if (!ret)
+		free(json);
+	repo_remove(root);
+}
+
+static void test_yaml_file_to_json(void)
+{
+	check_to_json(__LINE__, "providers/curl/schema.yaml", schema_yaml,
+		      schema_json, NULL);
+	check_to_json(__LINE__, "s.yaml",
+		      "- {minimum: 1, maximum: 1.5e3, enum: [\"1\", yes, ~]}\n"
+		      "- 'text: \"quoted\"'\n",
+		      "[{\"minimum\":1,\"maximum\":1.5e3,\"enum\":[\"1\",true,null]},"
+		      "\"text: \\\"quoted\\\"\"]", NULL);
+	check_to_json(__LINE__, "s.yaml", "true\n", "true", NULL);
+	check_to_json(__LINE__, "missing.yaml", NULL, NULL,
+		      "missing.yaml: cannot read: No such file or directory");
+	check_to_json(__LINE__, "s.yaml", "", NULL,
+		      "s.yaml:1:1: expected a YAML document, found none");
+	check_to_json(__LINE__, "s.yaml", "type: object\ntype: array\n", NULL,
+		      "s.yaml:2:1: key 'type' is given twice (first at 1:1)");
+	check_to_json(__LINE__, "s.yaml", "type: object\nrequired: [a\n", NULL,
+		      "s.yaml:3:1: did not find expected ',' or ']'"
+		      " (while parsing a flow sequence at 2:11)");
+	check_to_json(__LINE__, "s.yaml", "type: object\n---\ntype: array\n", NULL,
+		      "s.yaml:2:1: expected one YAML document, found a second");
+	check_to_json(__LINE__, "s.yaml", "a: &x [*x]\n", NULL,
+		      "s.yaml:1:1: nested too deeply or too large (a recursive alias?)");
+}
+
 int main(void)
 {
 	RUN_TEST(test_realistic_files);
@@ -539,5 +806,9 @@ int main(void)
 	RUN_TEST(test_data_json);
 	RUN_TEST(test_parse_size);
 	RUN_TEST(test_expand_args);
+	RUN_TEST(test_providers);
+	RUN_TEST(test_provider_errors);
+	RUN_TEST(test_provider_warnings);
+	RUN_TEST(test_yaml_file_to_json);
 	return check_failures ? 1 : 0;
 }

@@ -1,0 +1,489 @@
+/*
+ * custom.c - custom providers, the seed's mechanism: a provider defined in
+ * .dstack/providers.yaml runs its commands on the host in a snapshot of
+ * the repository, reads the workflow from the JSON file named by
+ * DSTACK_WORKFLOW and writes its jobs, as JSON, to the file named by
+ * DSTACK_JOBS.  Its output goes to the run's logs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lib/json.h"
+#include "runner/internal.h"
+
+extern char **environ;
+
+/* Python versions whose user site directory gets the dstack module. */
+#define PYTHON_MINOR_FIRST 6
+#define PYTHON_MINOR_LAST 14
+
+int custom_provider_validate(const char *root, const struct provider_def *def,
+			     const struct workflow *workflow, struct error *err)
+{
+	struct json *schema = NULL, *data = NULL;
+	struct error why = { 0 };
+	char *text = NULL;
+	int ret;
+
+	if (!def->schema)
+		return 0;
+	ret = workflow_yaml_file_to_json(root, def->schema, &text, err);
+	if (ret < 0)
+		return ret;
+	ret = json_parse(text, strlen(text), &schema, err);
+	if (ret == 0)
+		ret = json_parse(workflow->data_json, strlen(workflow->data_json), &data, err);
+	if (ret == 0 && json_schema_validate(schema, data, &why) < 0)
+		ret = error_set(err, -EINVAL, "%s:%d:%d: workflow '%s': %s (provider '%s', %s)",
+				workflow->position.file, workflow->position.line,
+				workflow->position.column, workflow->name, why.message,
+				def->name, def->schema);
+	json_free(schema);
+	json_free(data);
+	free(text);
+	return ret;
+}
+
+/*
+ * A user site directory holding the dstack module for every Python 3 we
+ * may meet: PYTHONUSERBASE points here, so `import dstack` works even
+ * when a provider's command replaces PYTHONPATH, as the seed's does.
+ */
+static int python_user_base(struct store *store, struct strbuf *base, struct error *err)
+{
+	struct strbuf dir = STRBUF_INIT, link = STRBUF_INIT;
+	int minor, ret = 0;
+
+	strbuf_addf(base, "%s/python", store_home(store));
+	for (minor = PYTHON_MINOR_FIRST; minor <= PYTHON_MINOR_LAST && ret == 0; minor++) {
+		strbuf_reset(&dir);
+		strbuf_addf(&dir, "%s/lib/python3.%d/site-packages", base->buf, minor);
+		ret = fs_mkdir_p(dir.buf, 0755);
+		if (ret < 0) {
+			error_errno(err, ret, "%s", dir.buf);
+			break;
+		}
+		strbuf_reset(&link);
+		strbuf_addf(&link, "%s/dstack", dir.buf);
+		if (symlink(DSTACK_PYTHON_DIR "/dstack", link.buf) < 0 && errno != EEXIST)
+			ret = error_errno(err, -errno, "%s", link.buf);
+	}
+	strbuf_release(&dir);
+	strbuf_release(&link);
+	return ret;
+}
+
+/* DESIGN.md's DSTACK_WORKFLOW object. */
+static void workflow_file_json(struct strbuf *out, const struct workflow *workflow,
+			       const struct store_run *run, const struct snapshot_info *info,
+			       char *const *args, size_t arg_count)
+{
+	size_t i;
+
+	strbuf_addf(out, "{\"data\": %s, \"workflow\": ", workflow->data_json);
+	json_add_string(out, workflow->name);
+	strbuf_addstr(out, ", \"run_name\": ");
+	json_add_string(out, run->name);
+	strbuf_addstr(out, ", \"args\": [");
+	for (i = 0; i < arg_count; i++) {
+		strbuf_addstr(out, i ? ", " : "");
+		json_add_string(out, args[i]);
+	}
+	strbuf_addstr(out, "], \"tag\": ");
+	if (run->tag[0])
+		json_add_string(out, run->tag);
+	else
+		strbuf_addstr(out, "null");
+	strbuf_addstr(out, ", \"repo\": {\"url\": ");
+	json_add_string(out, info->repo);
+	strbuf_addstr(out, ", \"branch\": ");
+	if (info->branch)
+		json_add_string(out, info->branch);
+	else
+		strbuf_addstr(out, "null");
+	strbuf_addstr(out, ", \"commit\": ");
+	json_add_string(out, info->commit);
+	strbuf_addf(out, ", \"dirty\": %s}}\n", info->dirty ? "true" : "false");
+}
+
+/* Runs argv (output discarded), for tools the runner itself needs. */
+static int run_quietly(const char *program, char *const *argv, int *status,
+		       struct error *err)
+{
+	pid_t pid = fork();
+	int wstatus;
+
+	if (pid < 0)
+		return error_errno(err, -errno, "fork");
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+		}
+		execv(program, argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &wstatus, 0) < 0)
+		if (errno != EINTR)
+			return error_errno(err, -errno, "waitpid");
+	*status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+	return 0;
+}
+
+static int write_file(const char *path, const char *text, struct error *err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), ret;
+
+	if (fd < 0)
+		return error_errno(err, -errno, "%s", path);
+	ret = fs_write_all(fd, text, strlen(text));
+	close(fd);
+	return ret < 0 ? error_errno(err, ret, "%s", path) : 0;
+}
+
+static int read_file(const char *path, struct strbuf *out, struct error *err)
+{
+	char buf[65536];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return error_errno(err, -errno, "%s", path);
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			ret = error_errno(err, -errno, "%s", path);
+		if (n <= 0)
+			break;
+		strbuf_add(out, buf, (size_t)n);
+	}
+	close(fd);
+	return ret;
+}
+
+/*
+ * A Python environment for providers, made once per store: the seed's
+ * providers run `pip3 install`, which Debian's system Python refuses
+ * (PEP 668), as a container's Python would not.  It sees the system's
+ * packages (PyYAML) and, through a .pth file, the dstack module.
+ */
+static int python_venv(struct store *store, struct strbuf *bin, struct error *err)
+{
+	struct strbuf dir = STRBUF_INIT, path = STRBUF_INIT;
+	struct stat st;
+	int lock = -1, ret = 0, minor;
+
+	strbuf_addf(&dir, "%s/python/venv", store_home(store));
+	strbuf_addf(bin, "%s/bin", dir.buf);
+	strbuf_addf(&path, "%s/python/venv.lock", store_home(store));
+	lock = open(path.buf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0) {
+		ret = error_errno(err, -errno, "%s", path.buf);
+		goto out;
+	}
+	strbuf_reset(&path);
+	strbuf_addf(&path, "%s/bin/python3", dir.buf);
+	if (stat(path.buf, &st) < 0) {
+		char *const argv[] = { "python3", "-m", "venv", "--system-site-packages",
+				       dir.buf, NULL };
+		int status = 0;
+
+		ret = run_quietly("/usr/bin/python3", argv, &status, err);
+		if (ret == 0 && status)
+			ret = error_set(err, -ENOEXEC,
+					"cannot make a Python environment for providers in %s"
+					" (Debian: python3-venv)", dir.buf);
+		if (ret < 0)
+			goto out;
+	}
+	for (minor = PYTHON_MINOR_FIRST; minor <= PYTHON_MINOR_LAST; minor++) {
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/lib/python3.%d/site-packages", dir.buf, minor);
+		if (stat(path.buf, &st) == 0) {
+			strbuf_addstr(&path, "/dstack.pth");
+			ret = write_file(path.buf, DSTACK_PYTHON_DIR "\n", err);
+			break;
+		}
+	}
+out:
+	if (lock >= 0)
+		close(lock);
+	strbuf_release(&dir);
+	strbuf_release(&path);
+	return ret;
+}
+
+/* A list of strings, copied; NULL text names what was expected. */
+static int json_strings(const struct json *value, char ***out, size_t *count)
+{
+	size_t i;
+
+	if (value->type != JSON_ARRAY)
+		return -EINVAL;
+	for (i = 0; i < value->count; i++)
+		if (value->items[i].type != JSON_STRING)
+			return -EINVAL;
+	*out = xcalloc(value->count + 1, sizeof(char *));
+	for (i = 0; i < value->count; i++)
+		(*out)[i] = xstrdup(value->items[i].string);
+	*count = value->count;
+	return 0;
+}
+
+static void free_strings(char **strings, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		free(strings[i]);
+	free(strings);
+}
+
+/* One job object of DSTACK_JOBS; errors name the field. */
+static int job_from_json(const struct json *object, size_t index, size_t total,
+			 struct job_spec *job, struct error *err)
+{
+	static const char *const known[] = {
+		"image", "commands", "env", "ports", "working_dir", "artifacts",
+		"resources", "depends_on", "master", NULL,
+	};
+	const struct json *value;
+	char **commands = NULL;
+	size_t i, command_count = 0;
+	long long number;
+
+	if (object->type != JSON_OBJECT)
+		return error_set(err, -EINVAL, "jobs[%zu]: expected an object", index);
+	for (i = 0; i < object->count; i++) {
+		const char *const *k = known;
+
+		while (*k && strcmp(*k, object->keys[i]))
+			k++;
+		if (!*k)
+			return error_set(err, -EINVAL, "jobs[%zu]: unknown field '%s'", index,
+					 object->keys[i]);
+	}
+	for (i = 0; i < object->count; i++) {
+		const char *key = object->keys[i];
+		const struct json *v = &object->items[i];
+
+		/* commands last, when nothing else can fail: see below. */
+		if (v->type == JSON_NULL || !strcmp(key, "commands"))
+			continue;
+		if (!strcmp(key, "image")) {
+			/* Images matter on container backends; the host runs jobs as they are. */
+			if (v->type != JSON_STRING)
+				return error_set(err, -EINVAL, "jobs[%zu].image: expected a string", index);
+		} else if (!strcmp(key, "working_dir")) {
+			if (v->type != JSON_STRING || (*v->string && !path_is_contained(v->string)))
+				return error_set(err, -EINVAL,
+						 "jobs[%zu].working_dir: expected a relative path", index);
+			job->working_dir = *v->string ? xstrdup(v->string) : NULL;
+		} else if (!strcmp(key, "artifacts")) {
+			if (json_strings(v, &job->artifacts, &job->artifact_count) < 0)
+				return error_set(err, -EINVAL, "jobs[%zu].artifacts: expected a list of strings",
+						 index);
+		} else if (!strcmp(key, "env")) {
+			size_t j;
+
+			if (v->type != JSON_OBJECT)
+				return error_set(err, -EINVAL, "jobs[%zu].env: expected an object", index);
+			job->env = xcalloc(v->count + 1, sizeof(char *));
+			for (j = 0; j < v->count; j++) {
+				struct strbuf var = STRBUF_INIT;
+
+				if (v->items[j].type != JSON_STRING)
+					return error_set(err, -EINVAL, "jobs[%zu].env.%s: expected a string",
+							 index, v->keys[j]);
+				strbuf_addf(&var, "%s=%s", v->keys[j], v->items[j].string);
+				job->env[job->env_count++] = var.buf;
+			}
+		} else if (!strcmp(key, "ports")) {
+			size_t j;
+
+			if (json_integer(v, &number) && number >= 0 && number <= 64) {
+				job->ports = xcalloc((size_t)number + 1, sizeof(int));
+				job->port_count = (size_t)number;
+				continue;
+			}
+			if (v->type != JSON_ARRAY)
+				return error_set(err, -EINVAL,
+						 "jobs[%zu].ports: expected a count or a list of ports", index);
+			job->ports = xcalloc(v->count + 1, sizeof(int));
+			for (j = 0; j < v->count; j++) {
+				if (!json_integer(&v->items[j], &number) || number < 1 || number > 65535)
+					return error_set(err, -EINVAL, "jobs[%zu].ports[%zu]: expected a port number",
+							 index, j);
+				job->ports[job->port_count++] = (int)number;
+			}
+		} else if (!strcmp(key, "depends_on")) {
+			size_t j;
+
+			if (v->type != JSON_ARRAY)
+				return error_set(err, -EINVAL, "jobs[%zu].depends_on: expected a list of job indexes",
+						 index);
+			job->depends_on = xcalloc(v->count + 1, sizeof(size_t));
+			for (j = 0; j < v->count; j++) {
+				if (!json_integer(&v->items[j], &number) || number < 0 ||
+				    (size_t)number >= total || (size_t)number == index)
+					return error_set(err, -EINVAL,
+							 "jobs[%zu].depends_on[%zu]: expected the index of another job",
+							 index, j);
+				job->depends_on[job->depends_on_count++] = (size_t)number;
+			}
+		} else if (!strcmp(key, "master")) {
+			/* Workers start once their master runs: that needs jobs side by side. */
+			return error_set(err, -EINVAL,
+					 "jobs[%zu].master: master and worker jobs are not supported yet", index);
+		} else if (!strcmp(key, "resources")) {
+			if (v->type != JSON_OBJECT)
+				return error_set(err, -EINVAL, "jobs[%zu].resources: expected an object", index);
+		}
+	}
+	for (i = 0; i < job->artifact_count; i++)
+		if (!path_is_contained(job->artifacts[i]))
+			return error_set(err, -EINVAL,
+					 "jobs[%zu].artifacts[%zu]: '%s' must be a relative path on the host backend",
+					 index, i, job->artifacts[i]);
+	value = json_get(object, "commands");
+	if (!value || value->type == JSON_NULL)
+		return error_set(err, -EINVAL, "jobs[%zu]: missing field 'commands'", index);
+	if (json_strings(value, &commands, &command_count) < 0 || !command_count) {
+		free_strings(commands, command_count);
+		return error_set(err, -EINVAL, "jobs[%zu].commands: expected a list of strings",
+				 index);
+	}
+	job->script = job_script(commands, command_count);
+	free_strings(commands, command_count);
+	return 0;
+}
+
+static int jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
+			  size_t *count, struct error *err)
+{
+	struct json *root = NULL;
+	size_t i;
+	int ret = json_parse(text, len, &root, err);
+
+	if (ret < 0)
+		return ret;
+	if (root->type != JSON_ARRAY || !root->count) {
+		json_free(root);
+		return error_set(err, -EINVAL, "expected a non-empty list of jobs");
+	}
+	*jobs = xcalloc(root->count, sizeof(**jobs));
+	*count = root->count;
+	for (i = 0; i < root->count && ret == 0; i++)
+		ret = job_from_json(&root->items[i], i, root->count, &(*jobs)[i], err);
+	json_free(root);
+	if (ret < 0) {
+		job_specs_free(*jobs, *count);
+		*jobs = NULL;
+		*count = 0;
+	}
+	return ret;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+			struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+int custom_provider_jobs(struct store *store, const struct runner_request *request,
+			 const struct provider_def *def, const struct snapshot_info *info,
+			 const struct workflow *workflow, const struct store_run *run,
+			 struct job_spec **jobs, size_t *count, struct error *err)
+{
+	struct job_output out = { .store = store, .request = request, .run = run->id, .job = -1 };
+	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
+				 .output_ctx = &out };
+	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT, in = STRBUF_INIT,
+		      jobs_path = STRBUF_INIT, text = STRBUF_INIT, base = STRBUF_INIT,
+		      venv = STRBUF_INIT, path_var = STRBUF_INIT;
+	struct job_env env = { 0 };
+	char **var;
+	int status = 0, ret;
+
+	strbuf_addf(&root, "%s/work/%s-provider", store_home(store), run->name);
+	strbuf_addf(&dir, "%s/repo", root.buf);
+	strbuf_addf(&in, "%s/workflow.json", root.buf);
+	strbuf_addf(&jobs_path, "%s/jobs.json", root.buf);
+	ret = fs_mkdir_p(dir.buf, 0700);
+	if (ret < 0) {
+		error_errno(err, ret, "%s", dir.buf);
+		goto out;
+	}
+	ret = snapshot_copy(info, dir.buf, err);
+	if (ret == 0)
+		ret = python_user_base(store, &base, err);
+	if (ret == 0)
+		ret = python_venv(store, &venv, err);
+	if (ret < 0)
+		goto out;
+	workflow_file_json(&text, workflow, run, info, request->args, request->arg_count);
+	ret = write_file(in.buf, text.buf, err);
+	if (ret < 0)
+		goto out;
+	for (var = environ; *var; var++)
+		job_env_put(&env, *var);
+	job_env_set(&env, "DSTACK_WORKFLOW", in.buf);
+	job_env_set(&env, "DSTACK_JOBS", jobs_path.buf);
+	job_env_set(&env, "RUN_NAME", run->name);
+	job_env_set(&env, "PYTHONUNBUFFERED", "1");
+	job_env_set(&env, "PYTHONUSERBASE", base.buf);
+	strbuf_addf(&path_var, "%s:%s", venv.buf, getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+	job_env_set(&env, "PATH", path_var.buf);
+	job_env_set(&env, "VIRTUAL_ENV", venv.buf);
+	host.dir = dir.buf;
+	host.env = env.vars;
+	host.script = job_script(def->commands, def->command_count);
+	ret = host_job_run(&host, &status, err);
+	free((char *)host.script);
+	if (ret == 0 && status)
+		ret = error_set(err, -EPROTO, "provider '%s' exited with status %d", def->name, status);
+	strbuf_reset(&text);
+	if (ret == 0 && (ret = read_file(jobs_path.buf, &text, err)) < 0) {
+		error_clear(err);
+		ret = error_set(err, -EPROTO, "provider '%s' wrote no jobs to DSTACK_JOBS", def->name);
+	}
+	if (ret == 0 && jobs_from_json(text.buf ? text.buf : "", text.len, jobs, count, err) < 0) {
+		struct error why = *err;
+
+		error_clear(err);
+		ret = error_set(err, -EPROTO, "provider '%s': DSTACK_JOBS: %s", def->name, why.message);
+	}
+	if (job_output_flush(&out) < 0 && ret == 0) {
+		*err = out.err;
+		ret = err->code;
+	}
+out:
+	job_env_release(&env);
+	nftw(root.buf, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	strbuf_release(&out.pending);
+	strbuf_release(&root);
+	strbuf_release(&dir);
+	strbuf_release(&in);
+	strbuf_release(&jobs_path);
+	strbuf_release(&text);
+	strbuf_release(&base);
+	strbuf_release(&venv);
+	strbuf_release(&path_var);
+	return ret;
+}
