@@ -63,6 +63,12 @@ def repo(tmp_path):
             commands:
               - echo "G=$GREETING S=$FROM_SUBMITTER U=$PYTHONUNBUFFERED H=$JOB_HOSTNAME"
 
+          - name: ports
+            provider: bash
+            ports: 2
+            commands:
+              - echo "$PORT_0 $PORT_1"
+
           - name: snapshot
             provider: bash
             working_dir: src
@@ -261,3 +267,9 @@ def test_tag_option_moves_the_tag_and_deps_by_tag_follow_it(ds, pipeline):
     second = assert_ok(ds("run", "evaluate", cwd=pipeline)).stdout
     assert first != second
     assert_usage_error(ds("run", "-t", "bad/tag", "prepare", cwd=pipeline))
+
+
+def test_ports_count_hands_out_free_ports(ds, repo):
+    cp = assert_ok(ds("run", "ports", cwd=repo))
+    first, second = (int(p) for p in cp.stdout.split())
+    assert first > 0 and second > 0 and first != second
