@@ -419,6 +419,7 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 		      venv = STRBUF_INIT, path_var = STRBUF_INIT;
 	struct job_env env = { 0 };
 	char **var;
+	bool stopped;
 	int status = 0, ret;
 
 	strbuf_addf(&root, "%s/work/%s-provider", store_home(store), run->name);
@@ -454,9 +455,11 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 	host.dir = dir.buf;
 	host.env = env.vars;
 	host.script = job_script(def->commands, def->command_count);
-	ret = host_job_run(&host, &status, err);
+	ret = host_job_run(&host, &status, &stopped, err);
 	free((char *)host.script);
-	if (ret == 0 && status)
+	if (ret == 0 && stopped)
+		ret = error_set(err, -EPROTO, "provider '%s' was stopped", def->name);
+	else if (ret == 0 && status)
 		ret = error_set(err, -EPROTO, "provider '%s' exited with status %d", def->name, status);
 	strbuf_reset(&text);
 	if (ret == 0 && (ret = read_file(jobs_path.buf, &text, err)) < 0) {

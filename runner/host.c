@@ -69,12 +69,16 @@ static void host_child(const struct host_job *job, int out)
 	_exit(127);
 }
 
-int host_job_run(const struct host_job *job, int *status, struct error *err)
+int host_job_run(const struct host_job *job, int *status, bool *stopped,
+		 struct error *err)
 {
 	char buf[65536];
 	int pipe_fds[2], wstatus, ret = 0;
+	int64_t term_sent = 0;
+	bool kill_sent = false;
 	pid_t pid;
 
+	*stopped = false;
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
 		return error_errno(err, -errno, "pipe");
 	pid = fork();
@@ -88,11 +92,25 @@ int host_job_run(const struct host_job *job, int *status, struct error *err)
 		close(pipe_fds[0]);
 		host_child(job, pipe_fds[1]);
 	}
+	/* Both sides set the group: a stop may come before the child runs. */
+	setpgid(pid, pid);
 	close(pipe_fds[1]);
 	for (;;) {
 		struct pollfd pfd = { .fd = pipe_fds[0], .events = POLLIN };
 		ssize_t n;
-		int ready = poll(&pfd, 1, HOST_TICK_MS);
+		int ready;
+
+		/* SIGTERM to the whole group, SIGKILL if it lingers. */
+		if (runner_stopping && !term_sent) {
+			kill(-pid, SIGTERM);
+			term_sent = time_now_ns();
+			*stopped = true;
+		} else if (term_sent && !kill_sent &&
+			   time_now_ns() - term_sent > HOST_STOP_GRACE_NS) {
+			kill(-pid, SIGKILL);
+			kill_sent = true;
+		}
+		ready = poll(&pfd, 1, HOST_TICK_MS);
 
 		if (ready < 0 && errno == EINTR)
 			continue;

@@ -4,6 +4,7 @@
 #ifndef DSTACK_RUNNER_INTERNAL_H
 #define DSTACK_RUNNER_INTERNAL_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "providers/providers.h"
@@ -43,8 +44,16 @@ struct host_job {
 	void *output_ctx;
 };
 #define HOST_TICK_MS 250
-/* *status: the exit code, or 128 + signal. */
-int host_job_run(const struct host_job *job, int *status, struct error *err);
+/* How long a stopped job has between SIGTERM and SIGKILL. */
+#define HOST_STOP_GRACE_NS (10ll * 1000000000)
+/*
+ * *status: the exit code, or 128 + signal.  When runner_stopping is set
+ * meanwhile, the job's process group is stopped and *stopped set.
+ */
+int host_job_run(const struct host_job *job, int *status, bool *stopped,
+		 struct error *err);
+/* Set by the signals that stop a run in this process (SIGINT, SIGTERM, SIGHUP). */
+extern volatile sig_atomic_t runner_stopping;
 
 /* An environment: "K=V" strings, NULL-terminated; a later name wins. */
 struct job_env {

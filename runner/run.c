@@ -244,11 +244,49 @@ static void artifact_names_release(struct artifact_names *names)
 	free(names->paths);
 }
 
-/* Runs one job to its end; *code gets its exit code (0 when done). */
+volatile sig_atomic_t runner_stopping;
+
+static void runner_on_signal(int sig)
+{
+	(void)sig;
+	runner_stopping = 1;
+}
+
+/*
+ * While a run executes in this process, Ctrl-C (or SIGTERM, SIGHUP) stops
+ * it as `dstack stop` would, instead of leaving its jobs behind.
+ */
+static void runner_catch_signals(struct sigaction old[3])
+{
+	static const int signals[3] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction action = { .sa_handler = runner_on_signal, .sa_flags = SA_RESTART };
+	int i;
+
+	runner_stopping = 0;
+	sigemptyset(&action.sa_mask);
+	for (i = 0; i < 3; i++)
+		sigaction(signals[i], &action, &old[i]);
+}
+
+static void runner_release_signals(const struct sigaction old[3])
+{
+	static const int signals[3] = { SIGINT, SIGTERM, SIGHUP };
+	int i;
+
+	for (i = 0; i < 3; i++)
+		sigaction(signals[i], &old[i], NULL);
+}
+
+/*
+ * Runs one job to its end; *code gets its exit code (0 when done), and
+ * *stopped whether a signal stopped it (it is "stopped" then, whatever
+ * its code; what it stored so far is kept).
+ */
 static int job_run(struct store *store, const struct runner_request *request,
 		   const struct snapshot_info *info, const struct workflow *workflow,
 		   const struct dep_runs *deps, const struct store_run *run, int n,
-		   const struct job_spec *spec, int *code, struct error *err)
+		   const struct job_spec *spec, int *code, bool *stopped,
+		   struct error *err)
 {
 	struct artifact_names ro = { 0 };
 	struct job_output out = { .store = store, .request = request, .run = run->id, .job = n };
@@ -300,9 +338,11 @@ static int job_run(struct store *store, const struct runner_request *request,
 	if (ret == 0)
 		ret = store_job_set_status(store, run->id, n, "running", -1, err);
 	if (ret == 0)
-		ret = host_job_run(&host, code, err);
+		ret = host_job_run(&host, code, stopped, err);
 	job_env_release(&env);
-	if (ret == 0 && *code)
+	if (ret == 0 && *stopped)
+		job_output_say(&out, "job %d stopped", n);
+	else if (ret == 0 && *code)
 		job_output_say(&out, "job %d exited with status %d", n, *code);
 	if (ret == 0)
 		ret = store_job_set_status(store, run->id, n, "uploading", -1, err);
@@ -314,7 +354,9 @@ static int job_run(struct store *store, const struct runner_request *request,
 		*err = out.err;
 		ret = err->code;
 	}
-	if (ret == 0)
+	if (ret == 0 && *stopped)
+		ret = store_job_set_status(store, run->id, n, "stopped", -1, err);
+	else if (ret == 0)
 		ret = store_job_set_status(store, run->id, n, *code ? "failed" : "done", *code, err);
 out:
 	artifact_names_release(&ro);
@@ -454,10 +496,13 @@ int runner_run(struct store *store, const struct runner_request *request,
 	char *args = NULL, commit[64];
 	size_t count = 0, i, *order = NULL;
 	int *codes = NULL, first_failure = 0, ret;
+	struct sigaction old_signals[3];
+	bool stopped = false;
 
 	ret = snapshot_describe(request->cwd, &info, err);
 	if (ret < 0)
 		return ret;
+	runner_catch_signals(old_signals);
 	ret = workflow_set_load(info.root, &set, request->warn, request->warn_ctx, err);
 	if (ret == 0)
 		ret = provider_def_set_load(info.root, &defs, request->warn, request->warn_ctx, err);
@@ -500,6 +545,12 @@ int runner_run(struct store *store, const struct runner_request *request,
 	codes = xcalloc(count + 1, sizeof(*codes));
 	if (ret == 0 && (ret = jobs_order(jobs, count, order, err)) < 0)
 		err->code = ret = -EPROTO;
+	if (ret == -EPROTO && runner_stopping) {
+		ret = store_run_set_status(store, run->id, "stopped", -1, err);
+		if (ret == 0)
+			ret = store_run_find(store, run->name, run, err);
+		goto out;
+	}
 	if (ret == -EPROTO) {
 		ret = run_provider_failed(store, request, run, err->message, err);
 		if (ret == 0)
@@ -510,14 +561,19 @@ int runner_run(struct store *store, const struct runner_request *request,
 		size_t n = order[i];
 		int blocker = job_blocked_by(&jobs[n], codes);
 
+		if (stopped || runner_stopping) {
+			stopped = true;
+			ret = store_job_set_status(store, run->id, (int)n, "stopped", -1, err);
+			continue;
+		}
 		if (blocker >= 0) {
 			codes[n] = 1;
 			ret = store_job_set_status(store, run->id, (int)n, "failed", -1, err);
 			continue;
 		}
 		ret = job_run(store, request, &info, workflow, &deps, run, (int)n, &jobs[n],
-			      &codes[n], err);
-		if (ret == 0 && codes[n] && !first_failure)
+			      &codes[n], &stopped, err);
+		if (ret == 0 && !stopped && codes[n] && !first_failure)
 			first_failure = codes[n];
 	}
 	if (ret < 0) {
@@ -527,11 +583,15 @@ int runner_run(struct store *store, const struct runner_request *request,
 		store_run_set_status(store, run->id, "failed", -1, &ignored);
 		goto out;
 	}
-	ret = store_run_set_status(store, run->id, first_failure ? "failed" : "done",
-				   first_failure, err);
+	if (stopped)
+		ret = store_run_set_status(store, run->id, "stopped", -1, err);
+	else
+		ret = store_run_set_status(store, run->id, first_failure ? "failed" : "done",
+					   first_failure, err);
 	if (ret == 0)
 		ret = store_run_find(store, run->name, run, err);
 out:
+	runner_release_signals(old_signals);
 	job_specs_free(jobs, count);
 	free(order);
 	free(codes);

@@ -2,13 +2,14 @@
 bash provider, as a user meets them: the job's output, its exit status,
 its snapshot of the repository, its environment and its artifacts."""
 import os
+import signal
 import subprocess
 import textwrap
-from pathlib import Path
+import time
 
 import pytest
 
-from conftest import assert_error, assert_ok, assert_usage_error, parse_table
+from conftest import BIN, assert_error, assert_ok, assert_usage_error, parse_table
 
 
 def git(repo, *args):
@@ -68,6 +69,15 @@ def repo(tmp_path):
             ports: 2
             commands:
               - echo "$PORT_0 $PORT_1"
+
+          - name: sleepy
+            provider: bash
+            commands:
+              - echo started
+              - sleep 1000$RUN_NAME_SUFFIX &
+              - wait
+            artifacts:
+              - partial
 
           - name: snapshot
             provider: bash
@@ -273,3 +283,24 @@ def test_ports_count_hands_out_free_ports(ds, repo):
     cp = assert_ok(ds("run", "ports", cwd=repo))
     first, second = (int(p) for p in cp.stdout.split())
     assert first > 0 and second > 0 and first != second
+
+
+def test_ctrl_c_stops_the_run_and_its_processes(ds, repo):
+    marker = "4242"  # makes this test's sleep easy to find
+    env = dict(os.environ, DSTACK_HOME=str(ds.home), RUN_NAME_SUFFIX=marker)
+    proc = subprocess.Popen([str(BIN), "run", "sleepy"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "started\n"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "stopped" in err
+    [run] = runs(ds, repo)
+    assert run["STATUS"] == "stopped"
+    left = subprocess.run(["pgrep", "-f", "sleep 1000" + marker], stdout=subprocess.PIPE, text=True)
+    assert left.stdout == "", "the job's processes outlived the stop"
