@@ -88,12 +88,53 @@ static int ps_row(void *arg, const struct store_run *run)
 	return 0;
 }
 
+static int ps_job_row(void *ctx, const struct store_job *job)
+{
+	char n[16], code[16];
+
+	snprintf(n, sizeof(n), "%d", job->n);
+	snprintf(code, sizeof(code), "%d", job->exit_code);
+	cli_table_add(ctx, n, job->status, job->exit_code < 0 ? "-" : code);
+	return 0;
+}
+
+/* `ps RUN`: the run, its jobs, and where it came from. */
+static int ps_run(const char *name)
+{
+	struct ps_ctx ctx = { .all = true };
+	struct cli_table jobs;
+	struct store *store;
+	struct store_run run;
+	struct error err = { 0 };
+	int ret;
+
+	if (cli_open_store(&store, false) < 0)
+		return CLI_FAILED;
+	ret = store_run_find(store, name, &run, &err);
+	if (ret < 0) {
+		store_close(store);
+		return cli_error("%s", err.message);
+	}
+	cli_table_init(&ctx.table, 6, "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TAG", "ARTIFACTS");
+	ps_row(&ctx, &run);
+	cli_table_init(&jobs, 3, "JOB", "STATUS", "EXIT");
+	ret = store_run_jobs(store, run.id, ps_job_row, &jobs, &err);
+	store_close(store);
+	cli_table_print(&ctx.table);
+	printf("\n");
+	cli_table_print(&jobs);
+	printf("\nprovider: %s\nargs: %s\nrepo: %s\ncommit: %s\n", run.provider, run.args,
+	       run.repo, run.commit);
+	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
+}
+
 int cmd_ps(int argc, char **argv)
 {
 	struct ps_ctx ctx = { 0 };
 	struct strbuf repo = STRBUF_INIT;
 	struct store *store;
 	struct error err = { 0 }, ignored = { 0 };
+	const char *name = NULL;
 	char cwd[4096];
 	int i, ret;
 
@@ -102,9 +143,13 @@ int cmd_ps(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-a") || !strcmp(argv[i], "--all"))
 			ctx.all = true;
+		else if (argv[i][0] != '-' && !name)
+			name = argv[i];
 		else
 			return cli_usage_error("ps", "unexpected '%s'", argv[i]);
 	}
+	if (name)
+		return ps_run(name);
 	/* In a repository, its runs; elsewhere, every run of the store. */
 	if (getcwd(cwd, sizeof(cwd)))
 		runner_repo_id(cwd, &repo, &ignored);

@@ -21,10 +21,11 @@ const struct cli_command cli_commands[] = {
 	  "The artifacts of the workflow's deps are put in place, read-only, first.\n"
 	  "-t TAG tags the run (moving TAG if it exists).  Exits 0 when the run is\n"
 	  "done, 1 otherwise." },
-	{ "ps", cmd_ps, "dstack ps [-a]",
+	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"
-	  "live.  Outside a repository, the runs of every repository." },
+	  "live.  Outside a repository, the runs of every repository.  With RUN:\n"
+	  "that run, its jobs, and its provider, arguments, repository and commit." },
 	{ "logs", cmd_logs, "dstack logs RUN", "print the output of a run's jobs", NULL },
 	{ "tags", cmd_tags,
 	  "dstack tags list\n"

@@ -390,6 +390,11 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	run->finished = sqlite3_column_int64(stmt, 6);
 	snprintf(run->artifacts, sizeof(run->artifacts), "%s",
 		 sqlite3_column_text(stmt, 7) ? (const char *)sqlite3_column_text(stmt, 7) : "");
+	snprintf(run->commit, sizeof(run->commit), "%s", sqlite3_column_text(stmt, 8));
+	snprintf(run->repo, sizeof(run->repo), "%s", sqlite3_column_text(stmt, 9));
+	snprintf(run->args, sizeof(run->args), "%s", sqlite3_column_text(stmt, 10));
+	run->exit_code = sqlite3_column_int(stmt, 11);
+	snprintf(run->provider, sizeof(run->provider), "%s", sqlite3_column_text(stmt, 12));
 }
 
 int run_insert(struct store *store, const struct store_run_spec *spec,
@@ -706,7 +711,9 @@ static const char tag_list_sql[] =
 	"SELECT r.id, r.name, coalesce(r.workflow, ''), r.status, g.name,"
 	" r.submitted, coalesce(r.finished, 0),"
 	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a"
-	"  WHERE a.run = r.id ORDER BY path))"
+	"  WHERE a.run = r.id ORDER BY path)),"
+	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1),"
+	" coalesce(r.provider, '')"
 	" FROM tags g JOIN runs r ON g.run = r.id ORDER BY g.name";
 
 int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,

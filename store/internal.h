@@ -185,7 +185,9 @@ void run_name_make(int64_t number, char out[64]);
 	" coalesce((SELECT name FROM tags t WHERE t.run = r.id ORDER BY created DESC LIMIT 1), '')," \
 	" r.submitted, coalesce(r.finished, 0)," \
 	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a" \
-	"  WHERE a.run = r.id ORDER BY path))"
+	"  WHERE a.run = r.id ORDER BY path))," \
+	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1)," \
+	" coalesce(r.provider, '')"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
 /* Inserts a run row in the open transaction, named adjective-animal-ID. */
 int run_insert(struct store *store, const struct store_run_spec *spec,

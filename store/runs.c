@@ -186,6 +186,32 @@ int store_artifact_add(struct store *store, int64_t run, int job,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record artifact", err);
 }
 
+int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx,
+		   struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1)"
+					  " FROM jobs WHERE run = ? ORDER BY n", err);
+	struct store_job job;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		memset(&job, 0, sizeof(job));
+		job.n = sqlite3_column_int(stmt, 0);
+		snprintf(job.status, sizeof(job.status), "%s", sqlite3_column_text(stmt, 1));
+		job.exit_code = sqlite3_column_int(stmt, 2);
+		ret = fn(ctx, &job);
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "list jobs", err);
+	return ret;
+}
+
 static const char run_latest_done_sql[] =
 	RUN_COLUMNS " FROM runs r WHERE r.workflow = ?1 AND r.status = 'done'"
 	" AND (?2 IS NULL OR r.repo = ?2) ORDER BY r.id DESC LIMIT 1";

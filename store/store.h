@@ -69,7 +69,23 @@ struct store_run {
 	int64_t submitted;	/* ns since the epoch */
 	int64_t finished;	/* 0 while live */
 	char artifacts[256];	/* artifact paths of all jobs, ", "-joined */
+	char provider[128];
+	char args[512];		/* one shell-quoted line */
+	char repo[512];
+	char commit[64];	/* with " (dirty)" when so */
+	int exit_code;		/* -1: none (live, stopped, aborted) */
 };
+
+/* One job of a run. */
+struct store_job {
+	int n;
+	char status[16];
+	int exit_code;		/* -1: none */
+};
+typedef int store_job_fn(void *ctx, const struct store_job *job);
+/* Calls fn for each job of run, by number. */
+int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx,
+		   struct error *err);
 
 /* One artifact folder of a finished run. */
 struct store_artifact_ref {

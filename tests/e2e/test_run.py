@@ -304,3 +304,20 @@ def test_ctrl_c_stops_the_run_and_its_processes(ds, repo):
     assert run["STATUS"] == "stopped"
     left = subprocess.run(["pgrep", "-f", "sleep 1000" + marker], stdout=subprocess.PIPE, text=True)
     assert left.stdout == "", "the job's processes outlived the stop"
+
+
+def test_ps_run_shows_jobs_and_commit(ds, repo):
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    ds("run", "fails", cwd=repo)
+    (repo / "untracked.txt").write_text("makes it dirty\n")
+    assert_ok(ds("run", "print-args", "a b", cwd=repo))
+    every = runs(ds, repo, "-a")
+    out = assert_ok(ds("ps", every[1]["RUN"])).stdout
+    run_table, job_table, details = out.split("\n\n")
+    assert parse_table(run_table)[0]["STATUS"] == "failed"
+    assert parse_table(job_table) == [{"JOB": "0", "STATUS": "failed", "EXIT": "3"}]
+    assert f"commit: {head}\n" in details and "provider: bash\n" in details
+    out = assert_ok(ds("ps", every[0]["RUN"])).stdout
+    assert f"commit: {head} (dirty)\n" in out and "args: 'a b'\n" in out
+    assert_error(ds("ps", "no-such-run-9"), "no run 'no-such-run-9'")
