@@ -6,6 +6,7 @@
 #ifndef DSTACK_PROVIDERS_H
 #define DSTACK_PROVIDERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/lib.h"
@@ -20,6 +21,11 @@ struct provider_input {
 	size_t artifact_count;
 	const int *ports;	/* port numbers the job opens, 0: any free port */
 	size_t port_count;
+	/* Parameters of the python provider (and requirements for bash). */
+	const char *file;	/* the script to run */
+	const char *args;	/* its arguments, one shell-ready line */
+	const char *requirements;	/* a pip requirements file */
+	const char *python;	/* "3.10": use python3.10 where present */
 };
 
 /* One job as a provider describes it. */
@@ -34,6 +40,7 @@ struct job_spec {
 	size_t port_count;
 	size_t *depends_on;	/* indexes of jobs that must be done first */
 	size_t depends_on_count;
+	bool python_env;	/* runs in the store's Python environment (pip works) */
 };
 
 /* A job's script: bash stops at the first command that fails. */

@@ -11,19 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lib/json.h"
 #include "runner/internal.h"
 
 extern char **environ;
-
-/* Python versions whose user site directory gets the dstack module. */
-#define PYTHON_MINOR_FIRST 6
-#define PYTHON_MINOR_LAST 14
 
 int custom_provider_validate(const char *root, const struct provider_def *def,
 			     const struct workflow *workflow, struct error *err)
@@ -49,35 +43,6 @@ int custom_provider_validate(const char *root, const struct provider_def *def,
 	json_free(schema);
 	json_free(data);
 	free(text);
-	return ret;
-}
-
-/*
- * A user site directory holding the dstack module for every Python 3 we
- * may meet: PYTHONUSERBASE points here, so `import dstack` works even
- * when a provider's command replaces PYTHONPATH, as the seed's does.
- */
-static int python_user_base(struct store *store, struct strbuf *base, struct error *err)
-{
-	struct strbuf dir = STRBUF_INIT, link = STRBUF_INIT;
-	int minor, ret = 0;
-
-	strbuf_addf(base, "%s/python", store_home(store));
-	for (minor = PYTHON_MINOR_FIRST; minor <= PYTHON_MINOR_LAST && ret == 0; minor++) {
-		strbuf_reset(&dir);
-		strbuf_addf(&dir, "%s/lib/python3.%d/site-packages", base->buf, minor);
-		ret = fs_mkdir_p(dir.buf, 0755);
-		if (ret < 0) {
-			error_errno(err, ret, "%s", dir.buf);
-			break;
-		}
-		strbuf_reset(&link);
-		strbuf_addf(&link, "%s/dstack", dir.buf);
-		if (symlink(DSTACK_PYTHON_DIR "/dstack", link.buf) < 0 && errno != EEXIST)
-			ret = error_errno(err, -errno, "%s", link.buf);
-	}
-	strbuf_release(&dir);
-	strbuf_release(&link);
 	return ret;
 }
 
@@ -114,34 +79,7 @@ static void workflow_file_json(struct strbuf *out, const struct workflow *workfl
 	strbuf_addf(out, ", \"dirty\": %s}}\n", info->dirty ? "true" : "false");
 }
 
-/* Runs argv (output discarded), for tools the runner itself needs. */
-static int run_quietly(const char *program, char *const *argv, int *status,
-		       struct error *err)
-{
-	pid_t pid = fork();
-	int wstatus;
-
-	if (pid < 0)
-		return error_errno(err, -errno, "fork");
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-
-		if (null >= 0) {
-			dup2(null, STDIN_FILENO);
-			dup2(null, STDOUT_FILENO);
-			dup2(null, STDERR_FILENO);
-		}
-		execv(program, argv);
-		_exit(127);
-	}
-	while (waitpid(pid, &wstatus, 0) < 0)
-		if (errno != EINTR)
-			return error_errno(err, -errno, "waitpid");
-	*status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
-	return 0;
-}
-
-static int write_file(const char *path, const char *text, struct error *err)
+int runner_write_file(const char *path, const char *text, struct error *err)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), ret;
 
@@ -171,58 +109,6 @@ static int read_file(const char *path, struct strbuf *out, struct error *err)
 		strbuf_add(out, buf, (size_t)n);
 	}
 	close(fd);
-	return ret;
-}
-
-/*
- * A Python environment for providers, made once per store: the seed's
- * providers run `pip3 install`, which Debian's system Python refuses
- * (PEP 668), as a container's Python would not.  It sees the system's
- * packages (PyYAML) and, through a .pth file, the dstack module.
- */
-static int python_venv(struct store *store, struct strbuf *bin, struct error *err)
-{
-	struct strbuf dir = STRBUF_INIT, path = STRBUF_INIT;
-	struct stat st;
-	int lock = -1, ret = 0, minor;
-
-	strbuf_addf(&dir, "%s/python/venv", store_home(store));
-	strbuf_addf(bin, "%s/bin", dir.buf);
-	strbuf_addf(&path, "%s/python/venv.lock", store_home(store));
-	lock = open(path.buf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (lock < 0 || flock(lock, LOCK_EX) < 0) {
-		ret = error_errno(err, -errno, "%s", path.buf);
-		goto out;
-	}
-	strbuf_reset(&path);
-	strbuf_addf(&path, "%s/bin/python3", dir.buf);
-	if (stat(path.buf, &st) < 0) {
-		char *const argv[] = { "python3", "-m", "venv", "--system-site-packages",
-				       dir.buf, NULL };
-		int status = 0;
-
-		ret = run_quietly("/usr/bin/python3", argv, &status, err);
-		if (ret == 0 && status)
-			ret = error_set(err, -ENOEXEC,
-					"cannot make a Python environment for providers in %s"
-					" (Debian: python3-venv)", dir.buf);
-		if (ret < 0)
-			goto out;
-	}
-	for (minor = PYTHON_MINOR_FIRST; minor <= PYTHON_MINOR_LAST; minor++) {
-		strbuf_reset(&path);
-		strbuf_addf(&path, "%s/lib/python3.%d/site-packages", dir.buf, minor);
-		if (stat(path.buf, &st) == 0) {
-			strbuf_addstr(&path, "/dstack.pth");
-			ret = write_file(path.buf, DSTACK_PYTHON_DIR "\n", err);
-			break;
-		}
-	}
-out:
-	if (lock >= 0)
-		close(lock);
-	strbuf_release(&dir);
-	strbuf_release(&path);
 	return ret;
 }
 
@@ -415,8 +301,7 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
 				 .output_ctx = &out };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT, in = STRBUF_INIT,
-		      jobs_path = STRBUF_INIT, text = STRBUF_INIT, base = STRBUF_INIT,
-		      venv = STRBUF_INIT, path_var = STRBUF_INIT;
+		      jobs_path = STRBUF_INIT, text = STRBUF_INIT;
 	struct job_env env = { 0 };
 	char **var;
 	bool stopped;
@@ -432,14 +317,10 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 		goto out;
 	}
 	ret = snapshot_copy(info, dir.buf, err);
-	if (ret == 0)
-		ret = python_user_base(store, &base, err);
-	if (ret == 0)
-		ret = python_venv(store, &venv, err);
 	if (ret < 0)
 		goto out;
 	workflow_file_json(&text, workflow, run, info, request->args, request->arg_count);
-	ret = write_file(in.buf, text.buf, err);
+	ret = runner_write_file(in.buf, text.buf, err);
 	if (ret < 0)
 		goto out;
 	for (var = environ; *var; var++)
@@ -448,10 +329,9 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 	job_env_set(&env, "DSTACK_JOBS", jobs_path.buf);
 	job_env_set(&env, "RUN_NAME", run->name);
 	job_env_set(&env, "PYTHONUNBUFFERED", "1");
-	job_env_set(&env, "PYTHONUSERBASE", base.buf);
-	strbuf_addf(&path_var, "%s:%s", venv.buf, getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
-	job_env_set(&env, "PATH", path_var.buf);
-	job_env_set(&env, "VIRTUAL_ENV", venv.buf);
+	ret = runner_python_env(store, &env, err);
+	if (ret < 0)
+		goto out;
 	host.dir = dir.buf;
 	host.env = env.vars;
 	host.script = job_script(def->commands, def->command_count);
@@ -485,8 +365,5 @@ out:
 	strbuf_release(&in);
 	strbuf_release(&jobs_path);
 	strbuf_release(&text);
-	strbuf_release(&base);
-	strbuf_release(&venv);
-	strbuf_release(&path_var);
 	return ret;
 }

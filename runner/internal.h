@@ -80,6 +80,15 @@ int job_output_flush(struct job_output *out);
 void job_output_say(struct job_output *out, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Writes text to a new (or truncated) file at path. */
+int runner_write_file(const char *path, const char *text, struct error *err);
+
+/*
+ * Puts the store's Python environment (made on first use) and the dstack
+ * module within reach of env: PATH, VIRTUAL_ENV, PYTHONUSERBASE.
+ */
+int runner_python_env(struct store *store, struct job_env *env, struct error *err);
+
 /* Custom providers (custom.c). */
 /* Checks the workflow's parameters against the provider's schema, if any. */
 int custom_provider_validate(const char *root, const struct provider_def *def,

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/json.h"
 #include "providers/providers.h"
 #include "runner/internal.h"
 #include "runner/workflow.h"
@@ -326,6 +327,8 @@ static int job_run(struct store *store, const struct runner_request *request,
 	if (ret < 0)
 		goto out;
 	ret = job_env_build(&env, workflow, spec, run->name, n, err);
+	if (ret == 0 && spec->python_env)
+		ret = runner_python_env(store, &env, err);
 	if (ret < 0) {
 		job_env_release(&env);
 		goto out;
@@ -369,11 +372,51 @@ out:
 	return ret;
 }
 
+/* A string parameter of the workflow (from data_json), or NULL. */
+static const char *data_string(const struct json *data, const char *key)
+{
+	const struct json *value = json_get(data, key);
+
+	return value && value->type == JSON_STRING ? value->string : NULL;
+}
+
+/*
+ * The python provider's `args`, as one shell-ready line: a string is
+ * taken as the user wrote it, a list is quoted word by word; either may
+ * hold ${{ run.args }}.
+ */
+static char *data_args(const struct json *data, char *const *args, size_t arg_count)
+{
+	const struct json *value = json_get(data, "args");
+	struct strbuf line = STRBUF_INIT;
+	size_t i;
+
+	if (!value || value->type == JSON_NULL)
+		return NULL;
+	if (value->type == JSON_STRING)
+		return workflow_expand_args(value->string, args, arg_count);
+	for (i = 0; value->type == JSON_ARRAY && i < value->count; i++) {
+		const struct json *item = &value->items[i];
+		char *word;
+
+		if (item->type != JSON_STRING)
+			continue;
+		word = strstr(item->string, "run.args") ?
+		       workflow_expand_args(item->string, args, arg_count) :
+		       workflow_expand_args("${{ run.args }}", &item->string, 1);
+		strbuf_addf(&line, "%s%s", line.len ? " " : "", word);
+		free(word);
+	}
+	return line.buf ? line.buf : xstrdup("");
+}
+
 /* The jobs of a workflow, with ${{ run.args }} expanded in its commands. */
 static int runner_jobs(const struct workflow *workflow, char *const *args,
 		       size_t arg_count, struct job_spec **jobs, size_t *count,
 		       struct error *err)
 {
+	struct json *data = NULL;
+	char *python_args = NULL;
 	struct provider_input in = {
 		.workflow = workflow->name,
 		.command_count = workflow->command_count,
@@ -397,6 +440,16 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 		artifacts[i] = workflow->artifacts[i].path;
 	in.commands = commands;
 	in.artifacts = artifacts;
+	in.python = workflow->python;
+	/* data_json is ours, made by the loader: it always parses. */
+	if (json_parse(workflow->data_json, strlen(workflow->data_json), &data, err) == 0) {
+		in.file = data_string(data, "file") ? data_string(data, "file")
+						    : data_string(data, "script");
+		in.requirements = data_string(data, "requirements");
+		python_args = data_args(data, args, arg_count);
+		in.args = python_args;
+	}
+	error_clear(err);
 	if (workflow->provider_repo)
 		ret = error_set(err, -EINVAL,
 				"workflow '%s': providers from other repositories are not supported yet",
@@ -408,6 +461,8 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 	free(commands);
 	free(artifacts);
 	free(free_ports);
+	free(python_args);
+	json_free(data);
 	/* An unknown provider means the workflow cannot start. */
 	return ret == -ENOENT ? (err->code = -EINVAL) : ret;
 }

@@ -321,3 +321,34 @@ def test_ps_run_shows_jobs_and_commit(ds, repo):
     out = assert_ok(ds("ps", every[0]["RUN"])).stdout
     assert f"commit: {head} (dirty)\n" in out and "args: 'a b'\n" in out
     assert_error(ds("ps", "no-such-run-9"), "no run 'no-such-run-9'")
+
+
+def test_python_provider_runs_a_script_with_args_and_requirements(ds, repo):
+    (repo / "hello.py").write_text(textwrap.dedent("""\
+        import os, sys
+        print("argv", sys.argv[1:])
+        print("venv", bool(os.environ.get("VIRTUAL_ENV")))
+        import dstack
+        print("module", dstack.__name__)
+        os.makedirs("out", exist_ok=True)
+        open("out/args.txt", "w").write(" ".join(sys.argv[1:]))
+        """))
+    (repo / "requirements.txt").write_text("")
+    (repo / ".dstack" / "workflows" ).mkdir()
+    (repo / ".dstack" / "workflows" / "py.yaml").write_text(textwrap.dedent("""\
+        workflows:
+          - name: hello-py
+            provider: python
+            file: hello.py
+            requirements: requirements.txt
+            python: 3.99
+            args: ["--name", "${{ run.args }}"]
+            artifacts: [out]
+          - name: no-file
+            provider: python
+        """))
+    cp = assert_ok(ds("run", "hello-py", "Ada Lovelace", cwd=repo))
+    assert "dstack: python3.99 not found, using python3" in cp.stdout
+    assert "argv ['--name', 'Ada Lovelace']" in cp.stdout
+    assert "venv True" in cp.stdout and "module dstack" in cp.stdout
+    assert_error(ds("run", "no-file", cwd=repo), "provider python needs 'file'")
