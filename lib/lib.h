@@ -82,6 +82,8 @@ int fs_pread_all(int fd, void *buf, size_t len, off_t offset);
 bool path_is_contained(const char *path);
 /* mkdir -p with mode for new components: 0 or -errno. */
 int fs_mkdir_p(const char *path, mode_t mode);
+/* rm -rf path, opening up read-only folders on the way; 0 or -errno. */
+int fs_remove_tree(const char *path);
 /* fsync the directory at path, so renames and creations in it are durable. */
 int fs_fsync_dir(const char *path);
 /* Nanoseconds since the epoch (CLOCK_REALTIME). */

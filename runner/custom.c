@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,15 +282,6 @@ static int jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
 	return ret;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-			struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 ? -1 : 0;
-}
-
 int custom_provider_jobs(struct store *store, const struct runner_request *request,
 			 const struct provider_def *def, const struct snapshot_info *info,
 			 const struct workflow *workflow, const struct store_run *run,
@@ -358,7 +348,7 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 	}
 out:
 	job_env_release(&env);
-	nftw(root.buf, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	fs_remove_tree(root.buf);
 	strbuf_release(&out.pending);
 	strbuf_release(&root);
 	strbuf_release(&dir);

@@ -7,9 +7,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,24 +94,6 @@ static int job_env_build(struct job_env *env, const struct workflow *workflow,
 	job_env_set_all(env, spec->env, spec->env_count);
 	job_env_set_all(env, workflow->env, workflow->env_count);
 	return 0;
-}
-
-static int make_writable(const char *path, const struct stat *st, int flag,
-			 struct FTW *ftw)
-{
-	(void)ftw;
-	if (flag == FTW_D && !(st->st_mode & S_IWUSR))
-		chmod(path, (st->st_mode & 07777) | S_IRWXU);
-	return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag,
-			struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 ? -1 : 0;
 }
 
 /* Stores each artifact folder of a finished job; false if one is missing. */
@@ -363,9 +345,7 @@ static int job_run(struct store *store, const struct runner_request *request,
 		ret = store_job_set_status(store, run->id, n, *code ? "failed" : "done", *code, err);
 out:
 	artifact_names_release(&ro);
-	/* Deps were written read-only: give write access back to remove them. */
-	nftw(root.buf, make_writable, 16, FTW_PHYS);
-	nftw(root.buf, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	fs_remove_tree(root.buf);
 	strbuf_release(&out.pending);
 	strbuf_release(&root);
 	strbuf_release(&dir);

@@ -118,6 +118,8 @@ def test_run_follows_output_and_stores_artifacts(ds, repo, tmp_path):
     assert (out / "output" / "result.txt").read_text() == "done\n"
     # The user's checkout is untouched.
     assert not (repo / "output").exists()
+    # The job's snapshot is gone once the run ends.
+    assert list((ds.home / "work").iterdir()) == []
 
 
 def test_run_args_reach_the_command_word_for_word(ds, repo):
