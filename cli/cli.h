@@ -71,6 +71,7 @@ void cli_warn(void *ctx, const char *line);
 int cmd_run(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
 int cmd_tags(int argc, char **argv);
 int cmd_artifacts(int argc, char **argv);
 int cmd_rm(int argc, char **argv);

@@ -3,8 +3,11 @@
  * current repository's workflows, executed in this process.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -19,10 +22,89 @@ static int run_output(void *ctx, const void *data, size_t len)
 	return 0;
 }
 
+/*
+ * run -d: the detached child's stderr is a pipe to its parent until the
+ * run exists; then the run's name goes down the pipe and the child lets
+ * go of the terminal's descendants entirely.
+ */
+static void run_created(void *ctx, const struct store_run *run)
+{
+	int *fd = ctx, null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	struct strbuf line = STRBUF_INIT;
+
+	strbuf_addf(&line, "%s\n", run->name);
+	fs_write_all(*fd, line.buf, line.len);
+	strbuf_release(&line);
+	if (null >= 0) {
+		dup2(null, STDERR_FILENO);
+		close(null);
+	}
+	close(*fd);
+	*fd = -1;
+}
+
+/*
+ * Forks the process that will run the workflow, detached from the
+ * terminal; returns in the child (0) or in the parent once the child
+ * has the run's name (printed) or an error (1).
+ */
+static int run_detach(int *report_fd, bool *child)
+{
+	char buf[4096], *line, *save = NULL;
+	bool named = false;
+	size_t len = 0;
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return cli_error("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		return cli_error("fork: %s", strerror(errno));
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		close(fds[0]);
+		setsid();
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			close(null);
+		}
+		dup2(fds[1], STDERR_FILENO);
+		*report_fd = fds[1];
+		*child = true;
+		return 0;
+	}
+	close(fds[1]);
+	for (;;) {
+		ssize_t n = read(fds[0], buf + len, sizeof(buf) - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || (len += (size_t)n) == sizeof(buf) - 1)
+			break;
+	}
+	close(fds[0]);
+	buf[len] = '\0';
+	/* "dstack: ..." lines are the child's errors and warnings; the rest, the name. */
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (!strncmp(line, "dstack: ", 8)) {
+			fprintf(stderr, "%s\n", line);
+		} else {
+			printf("%s\n", line);
+			named = true;
+		}
+	}
+	return named ? CLI_OK : CLI_FAILED;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct runner_request request = { .output = run_output, .warn = cli_warn };
 	const char *tag = NULL;
+	bool detach = false, child = false;
+	int report_fd = -1;
 	struct store *store;
 	struct store_run run;
 	struct error err = { 0 };
@@ -37,6 +119,8 @@ int cmd_run(int argc, char **argv)
 		}
 		if ((!strcmp(argv[i], "-t") || !strcmp(argv[i], "--tag")) && i + 1 < argc)
 			tag = argv[++i];
+		else if (!strcmp(argv[i], "-d") || !strcmp(argv[i], "--detach"))
+			detach = true;
 		else
 			return cli_usage_error("run", "unknown option '%s'", argv[i]);
 	}
@@ -46,6 +130,15 @@ int cmd_run(int argc, char **argv)
 		return cli_usage_error("run", "%s", err.message);
 	if (!getcwd(cwd, sizeof(cwd)))
 		return cli_error("cannot find the current directory: %s", strerror(errno));
+	/* Fork before the store is open: a SQLite handle must not cross fork. */
+	if (detach) {
+		ret = run_detach(&report_fd, &child);
+		if (!child)
+			return ret;
+		request.output = NULL;
+		request.created = run_created;
+		request.created_ctx = &report_fd;
+	}
 	if (cli_open_store(&store, true) < 0)
 		return CLI_FAILED;
 	request.cwd = cwd;
@@ -57,11 +150,92 @@ int cmd_run(int argc, char **argv)
 	if (ret == 0 && tag)
 		ret = store_tag_move(store, tag, run.name, &err);
 	store_close(store);
+	if (report_fd >= 0)
+		close(report_fd);
 	if (ret < 0)
 		return cli_error("%s", err.message);
+	/* Detached, the run's end is for ps and logs to tell. */
+	if (child)
+		return strcmp(run.status, "done") ? CLI_FAILED : CLI_OK;
 	if (strcmp(run.status, "done"))
 		return cli_error("run %s %s", run.name, run.status);
 	return CLI_OK;
+}
+
+static int stop_one(struct store *store, const char *name, bool abort, bool quiet_if_ended)
+{
+	struct store_run run;
+	struct error err = { 0 };
+	int ret = runner_stop(store, name, abort, &run, &err);
+
+	if (ret == -EALREADY && quiet_if_ended)
+		return CLI_OK;
+	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
+}
+
+struct live_runs {
+	char (*names)[64];
+	size_t count;
+};
+
+static int live_run_add(void *ctx, const struct store_run *run)
+{
+	struct live_runs *live = ctx;
+
+	if (!run->finished) {
+		live->names = xrealloc(live->names, (live->count + 1) * sizeof(*live->names));
+		snprintf(live->names[live->count++], 64, "%s", run->name);
+	}
+	return 0;
+}
+
+int cmd_stop(int argc, char **argv)
+{
+	struct live_runs live = { 0 };
+	struct strbuf repo = STRBUF_INIT;
+	struct store *store;
+	struct error err = { 0 };
+	const char *name = NULL;
+	bool abort = false, all = false;
+	char cwd[4096];
+	size_t i;
+	int n, ret = CLI_OK;
+
+	if (cli_wants_help("stop", argc, argv))
+		return CLI_OK;
+	for (n = 1; n < argc; n++) {
+		if (!strcmp(argv[n], "-x") || !strcmp(argv[n], "--abort"))
+			abort = true;
+		else if (!strcmp(argv[n], "-a") || !strcmp(argv[n], "--all"))
+			all = true;
+		else if (argv[n][0] != '-' && !name)
+			name = argv[n];
+		else
+			return cli_usage_error("stop", "unexpected '%s'", argv[n]);
+	}
+	if (!name == !all)
+		return cli_usage_error("stop", "give one RUN or -a");
+	if (cli_open_store(&store, true) < 0)
+		return CLI_FAILED;
+	if (name) {
+		ret = stop_one(store, name, abort, false);
+		store_close(store);
+		return ret;
+	}
+	/* -a: the current repository's live runs. */
+	if (getcwd(cwd, sizeof(cwd)) && runner_repo_id(cwd, &repo, &err) < 0) {
+		store_close(store);
+		return cli_error("%s", err.message);
+	}
+	if (store_run_list(store, repo.buf, live_run_add, &live, &err) < 0)
+		ret = cli_error("%s", err.message);
+	for (i = 0; i < live.count; i++)
+		if (stop_one(store, live.names[i], abort, true) != CLI_OK)
+			ret = CLI_FAILED;
+	free(live.names);
+	strbuf_release(&repo);
+	store_close(store);
+	return ret;
 }
 
 struct ps_ctx {
@@ -157,6 +331,8 @@ int cmd_ps(int argc, char **argv)
 		strbuf_release(&repo);
 		return CLI_FAILED;
 	}
+	/* A run whose runner died shows failed, not running forever. */
+	runner_reap_orphans(store, &ignored);
 	cli_table_init(&ctx.table, 6, "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TAG", "ARTIFACTS");
 	ret = store_run_list(store, repo.len ? repo.buf : NULL, ps_row, &ctx, &err);
 	store_close(store);
@@ -174,21 +350,43 @@ static int logs_row(void *ctx, int job, const void *data, size_t len)
 
 int cmd_logs(int argc, char **argv)
 {
+	struct timespec pause = { 0, 200 * 1000000 };
 	struct store *store;
 	struct store_run run;
 	struct error err = { 0 };
+	const char *name = NULL;
+	bool follow = false;
 	int64_t after = 0;
-	int ret;
+	int i, ret;
 
 	if (cli_wants_help("logs", argc, argv))
 		return CLI_OK;
-	if (argc != 2 || argv[1][0] == '-')
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow"))
+			follow = true;
+		else if (argv[i][0] != '-' && !name)
+			name = argv[i];
+		else
+			return cli_usage_error("logs", "unexpected '%s'", argv[i]);
+	}
+	if (!name)
 		return cli_usage_error("logs", "logs takes one RUN");
 	if (cli_open_store(&store, false) < 0)
 		return CLI_FAILED;
-	ret = store_run_find(store, argv[1], &run, &err);
-	if (ret == 0)
+	ret = store_run_find(store, name, &run, &err);
+	/* -f: what is there, then what comes, until the run has ended. */
+	while (ret == 0) {
+		bool ended = run.finished != 0;
+
 		ret = store_run_logs(store, run.id, &after, logs_row, NULL, &err);
+		fflush(stdout);
+		if (ret < 0 || !follow || ended)
+			break;
+		nanosleep(&pause, NULL);
+		runner_reap_orphans(store, &err);
+		error_clear(&err);
+		ret = store_run_find(store, name, &run, &err);
+	}
 	store_close(store);
 	if (ret == -EIO && !err.code)
 		return cli_error("cannot write the logs: %s", strerror(EIO));

@@ -12,7 +12,7 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
-	{ "run", cmd_run, "dstack run [-t TAG] WORKFLOW [ARGS...]",
+	{ "run", cmd_run, "dstack run [-d] [-t TAG] WORKFLOW [ARGS...]",
 	  "run a workflow of the current repository and follow its output",
 	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
 	  "of the git repository around the current directory.  Its jobs run on\n"
@@ -20,13 +20,20 @@ const struct cli_command cli_commands[] = {
 	  "and untracked files git does not ignore.  ARGS replace ${{ run.args }}.\n"
 	  "The artifacts of the workflow's deps are put in place, read-only, first.\n"
 	  "-t TAG tags the run (moving TAG if it exists).  Exits 0 when the run is\n"
-	  "done, 1 otherwise." },
+	  "done, 1 otherwise.  -d prints the run's name and leaves it running in\n"
+	  "the background.  Ctrl-C stops the run." },
 	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"
 	  "live.  Outside a repository, the runs of every repository.  With RUN:\n"
 	  "that run, its jobs, and its provider, arguments, repository and commit." },
-	{ "logs", cmd_logs, "dstack logs RUN", "print the output of a run's jobs", NULL },
+	{ "logs", cmd_logs, "dstack logs [-f] RUN", "print the output of a run's jobs",
+	  "-f follows a live run until it ends." },
+	{ "stop", cmd_stop, "dstack stop [-x] (RUN|-a)",
+	  "stop a run (SIGTERM to its jobs, SIGKILL after 10 s)",
+	  "Returns once the run has ended; its status is then stopped.  -x aborts:\n"
+	  "jobs are killed at once and nothing is stored.  -a stops the current\n"
+	  "repository's live runs." },
 	{ "tags", cmd_tags,
 	  "dstack tags list\n"
 	  "dstack tags add TAG RUN\n"

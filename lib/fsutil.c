@@ -148,6 +148,40 @@ int fs_fsync_dir(const char *path)
 	return ret;
 }
 
+int64_t proc_start_time(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	long long start = -1;
+	ssize_t n;
+	int fd, field;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: skip past its end. */
+	p = strrchr(buf, ')');
+	if (!p || !p[1] || !p[2])
+		return -1;
+	/* A zombie has ended: it only waits for its parent to notice. */
+	if (p[2] == 'Z' || p[2] == 'X')
+		return -1;
+	/* After ") " comes field 3; starttime is field 22. */
+	for (field = 3, p += 2; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (p)
+		sscanf(p, "%lld", &start);
+	return start;
+}
+
 int64_t time_now_ns(void)
 {
 	struct timespec ts;

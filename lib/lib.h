@@ -86,6 +86,12 @@ int fs_mkdir_p(const char *path, mode_t mode);
 int fs_remove_tree(const char *path);
 /* fsync the directory at path, so renames and creations in it are durable. */
 int fs_fsync_dir(const char *path);
+/*
+ * When process pid started (clock ticks since boot), -1 if there is no
+ * such process (or only its zombie): with its pid this names a process
+ * even after pid reuse.
+ */
+int64_t proc_start_time(pid_t pid);
 /* Nanoseconds since the epoch (CLOCK_REALTIME). */
 int64_t time_now_ns(void);
 /* Format ns since the epoch as ISO 8601 UTC "2026-11-28T09:15:36Z". */

@@ -100,8 +100,12 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 		ssize_t n;
 		int ready;
 
-		/* SIGTERM to the whole group, SIGKILL if it lingers. */
-		if (runner_stopping && !term_sent) {
+		/* SIGTERM to the whole group, SIGKILL if it lingers or at once to abort. */
+		if (runner_aborting && !kill_sent) {
+			kill(-pid, SIGKILL);
+			kill_sent = true;
+			*stopped = true;
+		} else if (runner_stopping && !term_sent) {
 			kill(-pid, SIGTERM);
 			term_sent = time_now_ns();
 			*stopped = true;

@@ -52,8 +52,12 @@ struct host_job {
  */
 int host_job_run(const struct host_job *job, int *status, bool *stopped,
 		 struct error *err);
-/* Set by the signals that stop a run in this process (SIGINT, SIGTERM, SIGHUP). */
+/*
+ * Set by the signals that stop a run in this process: SIGINT, SIGTERM and
+ * SIGHUP stop it; SIGUSR1 aborts it (jobs killed at once, nothing stored).
+ */
 extern volatile sig_atomic_t runner_stopping;
+extern volatile sig_atomic_t runner_aborting;
 
 /* An environment: "K=V" strings, NULL-terminated; a later name wins. */
 struct job_env {

@@ -228,10 +228,12 @@ static void artifact_names_release(struct artifact_names *names)
 }
 
 volatile sig_atomic_t runner_stopping;
+volatile sig_atomic_t runner_aborting;
 
 static void runner_on_signal(int sig)
 {
-	(void)sig;
+	if (sig == SIGUSR1)
+		runner_aborting = 1;
 	runner_stopping = 1;
 }
 
@@ -239,25 +241,27 @@ static void runner_on_signal(int sig)
  * While a run executes in this process, Ctrl-C (or SIGTERM, SIGHUP) stops
  * it as `dstack stop` would, instead of leaving its jobs behind.
  */
-static void runner_catch_signals(struct sigaction old[3])
+#define RUNNER_SIGNALS 4
+static const int runner_signals[RUNNER_SIGNALS] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1 };
+
+static void runner_catch_signals(struct sigaction old[RUNNER_SIGNALS])
 {
-	static const int signals[3] = { SIGINT, SIGTERM, SIGHUP };
 	struct sigaction action = { .sa_handler = runner_on_signal, .sa_flags = SA_RESTART };
 	int i;
 
 	runner_stopping = 0;
+	runner_aborting = 0;
 	sigemptyset(&action.sa_mask);
-	for (i = 0; i < 3; i++)
-		sigaction(signals[i], &action, &old[i]);
+	for (i = 0; i < RUNNER_SIGNALS; i++)
+		sigaction(runner_signals[i], &action, &old[i]);
 }
 
-static void runner_release_signals(const struct sigaction old[3])
+static void runner_release_signals(const struct sigaction old[RUNNER_SIGNALS])
 {
-	static const int signals[3] = { SIGINT, SIGTERM, SIGHUP };
 	int i;
 
-	for (i = 0; i < 3; i++)
-		sigaction(signals[i], &old[i], NULL);
+	for (i = 0; i < RUNNER_SIGNALS; i++)
+		sigaction(runner_signals[i], &old[i], NULL);
 }
 
 /*
@@ -326,13 +330,16 @@ static int job_run(struct store *store, const struct runner_request *request,
 		ret = host_job_run(&host, code, stopped, err);
 	job_env_release(&env);
 	if (ret == 0 && *stopped)
-		job_output_say(&out, "job %d stopped", n);
+		job_output_say(&out, "job %d %s", n, runner_aborting ? "aborted" : "stopped");
 	else if (ret == 0 && *code)
 		job_output_say(&out, "job %d exited with status %d", n, *code);
-	if (ret == 0)
+	/* An aborted job stores nothing. */
+	if (ret == 0 && !runner_aborting)
 		ret = store_job_set_status(store, run->id, n, "uploading", -1, err);
-	if (ret == 0)
+	if (ret == 0 && !runner_aborting)
 		ret = job_store_artifacts(store, &out, dir.buf, spec, &complete, err);
+	else
+		complete = true;
 	if (ret == 0 && !complete && !*code)
 		*code = 1;
 	if (job_output_flush(&out) < 0 && ret == 0) {
@@ -340,7 +347,8 @@ static int job_run(struct store *store, const struct runner_request *request,
 		ret = err->code;
 	}
 	if (ret == 0 && *stopped)
-		ret = store_job_set_status(store, run->id, n, "stopped", -1, err);
+		ret = store_job_set_status(store, run->id, n,
+					   runner_aborting ? "aborted" : "stopped", -1, err);
 	else if (ret == 0)
 		ret = store_job_set_status(store, run->id, n, *code ? "failed" : "done", *code, err);
 out:
@@ -531,7 +539,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	char *args = NULL, commit[64];
 	size_t count = 0, i, *order = NULL;
 	int *codes = NULL, first_failure = 0, ret;
-	struct sigaction old_signals[3];
+	struct sigaction old_signals[RUNNER_SIGNALS];
 	bool stopped = false;
 
 	ret = snapshot_describe(request->cwd, &info, err);
@@ -566,9 +574,13 @@ int runner_run(struct store *store, const struct runner_request *request,
 	spec.args = args;
 	spec.repo = info.repo;
 	spec.commit = commit;
+	spec.runner_pid = getpid();
+	spec.runner_started = proc_start_time(getpid());
 	ret = store_run_create(store, &spec, def ? 0 : (int)count, run, err);
 	if (ret < 0)
 		goto out;
+	if (request->created)
+		request->created(request->created_ctx, run);
 	ret = store_run_set_status(store, run->id, "downloading", -1, err);
 	if (ret == 0 && def) {
 		ret = custom_provider_jobs(store, request, def, &info, workflow, run, &jobs, &count,
@@ -598,7 +610,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 
 		if (stopped || runner_stopping) {
 			stopped = true;
-			ret = store_job_set_status(store, run->id, (int)n, "stopped", -1, err);
+			ret = store_job_set_status(store, run->id, (int)n,
+						   runner_aborting ? "aborted" : "stopped", -1, err);
 			continue;
 		}
 		if (blocker >= 0) {
@@ -619,7 +632,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 		goto out;
 	}
 	if (stopped)
-		ret = store_run_set_status(store, run->id, "stopped", -1, err);
+		ret = store_run_set_status(store, run->id, runner_aborting ? "aborted" : "stopped",
+					   -1, err);
 	else
 		ret = store_run_set_status(store, run->id, first_failure ? "failed" : "done",
 					   first_failure, err);

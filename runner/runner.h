@@ -6,6 +6,7 @@
 #ifndef DSTACK_RUNNER_H
 #define DSTACK_RUNNER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "store/store.h"
@@ -21,6 +22,9 @@ struct runner_request {
 	/* Hears warnings ("FILE:LINE:COL: ..."), when not NULL. */
 	void (*warn)(void *ctx, const char *line);
 	void *warn_ctx;
+	/* Hears of the run once it exists (run -d hands its name back). */
+	void (*created)(void *ctx, const struct store_run *run);
+	void *created_ctx;
 };
 
 /*
@@ -31,6 +35,16 @@ struct runner_request {
  */
 int runner_run(struct store *store, const struct runner_request *request,
 	       struct store_run *run, struct error *err);
+
+/*
+ * Stops a live run: its runner (this or another process) is signalled
+ * (SIGTERM, or SIGUSR1 to abort) and this waits until the run has ended.
+ * A run whose runner died is marked failed.  -EALREADY for an ended run.
+ */
+int runner_stop(struct store *store, const char *name, bool abort,
+		struct store_run *run, struct error *err);
+/* Marks failed the live runs whose runner is gone; returns how many. */
+int runner_reap_orphans(struct store *store, struct error *err);
 
 /* The identity runs of the repository around cwd are recorded under. */
 int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err);

@@ -94,6 +94,10 @@ static const char *const catalog_migrations[] = {
 	"  mtime INTEGER NOT NULL,"
 	"  ctime INTEGER NOT NULL,"
 	"  chunks BLOB) WITHOUT ROWID;",
+	/* 2: which process runs a run, so stop can reach it and a run whose
+	 * runner died is known (pid plus start time: pids are reused). */
+	"ALTER TABLE runs ADD COLUMN runner_pid INTEGER;"
+	"ALTER TABLE runs ADD COLUMN runner_started INTEGER;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
@@ -395,6 +399,8 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	snprintf(run->args, sizeof(run->args), "%s", sqlite3_column_text(stmt, 10));
 	run->exit_code = sqlite3_column_int(stmt, 11);
 	snprintf(run->provider, sizeof(run->provider), "%s", sqlite3_column_text(stmt, 12));
+	run->runner_pid = (pid_t)sqlite3_column_int64(stmt, 13);
+	run->runner_started = sqlite3_column_int64(stmt, 14);
 }
 
 int run_insert(struct store *store, const struct store_run_spec *spec,
@@ -418,7 +424,8 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 	run_name_make(*id, name);
 	stmt = catalog_stmt(store,
 			    "INSERT INTO runs(id, name, workflow, provider, args, status, submitted,"
-			    " repo, commit_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+			    " repo, commit_hash, runner_pid, runner_started)"
+			    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, *id);
@@ -430,6 +437,10 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 	sqlite3_bind_int64(stmt, 7, now);
 	sqlite3_bind_text(stmt, 8, spec->repo, -1, SQLITE_STATIC);
 	sqlite3_bind_text(stmt, 9, spec->commit, -1, SQLITE_STATIC);
+	if (spec->runner_pid) {
+		sqlite3_bind_int64(stmt, 10, spec->runner_pid);
+		sqlite3_bind_int64(stmt, 11, spec->runner_started);
+	}
 	rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record run", err);
@@ -713,7 +724,7 @@ static const char tag_list_sql[] =
 	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a"
 	"  WHERE a.run = r.id ORDER BY path)),"
 	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1),"
-	" coalesce(r.provider, '')"
+	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)"
 	" FROM tags g JOIN runs r ON g.run = r.id ORDER BY g.name";
 
 int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,

@@ -187,7 +187,7 @@ void run_name_make(int64_t number, char out[64]);
 	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a" \
 	"  WHERE a.run = r.id ORDER BY path))," \
 	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1)," \
-	" coalesce(r.provider, '')"
+	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
 /* Inserts a run row in the open transaction, named adjective-animal-ID. */
 int run_insert(struct store *store, const struct store_run_spec *spec,

@@ -74,6 +74,8 @@ struct store_run {
 	char repo[512];
 	char commit[64];	/* with " (dirty)" when so */
 	int exit_code;		/* -1: none (live, stopped, aborted) */
+	pid_t runner_pid;	/* the process running it, 0 if none */
+	int64_t runner_started;	/* that process's start time (proc_start_time) */
 };
 
 /* One job of a run. */
@@ -111,6 +113,8 @@ struct store_run_spec {
 	const char *args;	/* one shell-quoted line */
 	const char *repo;	/* remote URL, else the local path */
 	const char *commit;	/* full hash, " (dirty)" appended when so */
+	pid_t runner_pid;	/* the process that will run it */
+	int64_t runner_started;
 };
 
 /* A new run in status "submitted" with job_count jobs numbered from 0. */

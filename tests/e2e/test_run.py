@@ -354,3 +354,72 @@ def test_python_provider_runs_a_script_with_args_and_requirements(ds, repo):
     assert "argv ['--name', 'Ada Lovelace']" in cp.stdout
     assert "venv True" in cp.stdout and "module dstack" in cp.stdout
     assert_error(ds("run", "no-file", cwd=repo), "provider python needs 'file'")
+
+
+SLOW = textwrap.dedent("""\
+    workflows:
+      - name: slow
+        provider: bash
+        commands:
+          - echo begin
+          - mkdir -p out && echo partial > out/file
+          - sleep 60$SLOW_MARK
+          - echo end
+        artifacts: [out]
+    """)
+
+
+@pytest.fixture
+def slow_repo(repo):
+    (repo / ".dstack" / "workflows.yaml").write_text(SLOW)
+    git(repo, "commit", "-q", "-am", "slow")
+    return repo
+
+
+def no_process(marker):
+    return subprocess.run(["pgrep", "-f", marker], stdout=subprocess.PIPE, text=True).stdout == ""
+
+
+def wait_for(predicate, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("abort", [False, True])
+def test_detached_run_follow_and_stop(ds, slow_repo, tmp_path, abort):
+    mark = "31" if abort else "32"
+    env = {"SLOW_MARK": mark}
+    cp = assert_ok(ds("run", "-d", "slow", cwd=slow_repo, env=env))
+    name = cp.stdout.strip()
+    assert cp.stderr == ""
+    [run] = runs(ds, slow_repo)
+    assert run["RUN"] == name and run["STATUS"] in ("submitted", "downloading", "running")
+    assert wait_for(lambda: "begin" in ds("logs", name).stdout)
+    follower = ds.popen("logs", "-f", name)
+    assert_ok(ds("stop", *(["-x"] if abort else []), name))
+    out, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0 and out.startswith("begin\n")
+    [run] = runs(ds, slow_repo)
+    assert run["STATUS"] == ("aborted" if abort else "stopped")
+    assert no_process("sleep 60" + mark)
+    # stop keeps what the job stored; abort stores nothing.
+    assert run["ARTIFACTS"] == ("-" if abort else "out")
+    assert_error(ds("stop", name), "has ended")
+
+
+def test_a_run_whose_runner_died_is_marked_failed(ds, slow_repo):
+    cp = assert_ok(ds("run", "-d", "slow", cwd=slow_repo, env={"SLOW_MARK": "33"}))
+    name = cp.stdout.strip()
+    assert wait_for(lambda: not no_process("sleep 6033"))
+    runner = subprocess.run(["pgrep", "-f", "run -d slow"], stdout=subprocess.PIPE,
+                            text=True).stdout.split()
+    for pid in runner:
+        os.kill(int(pid), signal.SIGKILL)
+    [run] = runs(ds, slow_repo)
+    assert run["STATUS"] == "failed"
+    assert "is gone; marked failed" in ds("logs", name).stdout
+    subprocess.run(["pkill", "-f", "sleep 6033"])

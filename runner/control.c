@@ -1,0 +1,102 @@
+/*
+ * control.c - reaching runs that execute in other processes: stopping or
+ * aborting them through their runner, and noticing runners that died.
+ *
+ * A run records its runner's pid and start time; a signal to that process
+ * stops the run as Ctrl-C would (SIGTERM) or aborts it (SIGUSR1).  Pids
+ * are reused, so the start time must match too.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runner/internal.h"
+
+/* How long stop waits for a run to end: the jobs' grace, and some. */
+#define STOP_WAIT_NS (HOST_STOP_GRACE_NS + 20ll * 1000000000)
+
+static bool runner_alive(const struct store_run *run)
+{
+	return run->runner_pid > 0 &&
+	       proc_start_time(run->runner_pid) == run->runner_started;
+}
+
+/* Marks a run whose runner is gone failed, saying so in its logs. */
+static int runner_mark_orphan(struct store *store, const struct store_run *run,
+			      struct error *err)
+{
+	struct strbuf line = STRBUF_INIT;
+	int ret;
+
+	strbuf_addf(&line, "dstack: the runner of this run (pid %d) is gone; marked failed\n",
+		    (int)run->runner_pid);
+	ret = store_log_append(store, run->id, -1, line.buf, line.len, err);
+	if (ret == 0)
+		ret = store_run_set_status(store, run->id, "failed", -1, err);
+	strbuf_release(&line);
+	return ret;
+}
+
+struct orphans {
+	struct store_run *runs;
+	size_t count;
+};
+
+static int orphan_collect(void *ctx, const struct store_run *run)
+{
+	struct orphans *orphans = ctx;
+
+	if (run->finished || runner_alive(run))
+		return 0;
+	orphans->runs = xrealloc(orphans->runs, (orphans->count + 1) * sizeof(*run));
+	orphans->runs[orphans->count++] = *run;
+	return 0;
+}
+
+int runner_reap_orphans(struct store *store, struct error *err)
+{
+	struct orphans orphans = { 0 };
+	size_t i;
+	int ret = store_run_list(store, NULL, orphan_collect, &orphans, err);
+
+	for (i = 0; i < orphans.count && ret == 0; i++)
+		ret = runner_mark_orphan(store, &orphans.runs[i], err);
+	free(orphans.runs);
+	return ret < 0 ? ret : (int)orphans.count;
+}
+
+int runner_stop(struct store *store, const char *name, bool abort,
+		struct store_run *run, struct error *err)
+{
+	struct timespec pause = { 0, 100 * 1000000 };
+	int64_t give_up = time_now_ns() + STOP_WAIT_NS;
+	int ret = store_run_find(store, name, run, err);
+
+	if (ret < 0)
+		return ret;
+	if (run->finished)
+		return error_set(err, -EALREADY, "run '%s' has ended (%s)", name, run->status);
+	if (!runner_alive(run)) {
+		ret = runner_mark_orphan(store, run, err);
+		return ret < 0 ? ret : error_set(err, -ESRCH,
+						 "run '%s': its runner is gone; marked failed", name);
+	}
+	if (kill(run->runner_pid, abort ? SIGUSR1 : SIGTERM) < 0)
+		return error_errno(err, -errno, "run '%s': cannot signal its runner (pid %d)",
+				   name, (int)run->runner_pid);
+	/* stop returns once the run has ended, as DESIGN.md has it. */
+	while ((ret = store_run_find(store, name, run, err)) == 0 && !run->finished) {
+		if (!runner_alive(run)) {
+			ret = runner_mark_orphan(store, run, err);
+			if (ret == 0)
+				ret = store_run_find(store, name, run, err);
+			break;
+		}
+		if (time_now_ns() > give_up)
+			return error_set(err, -ETIMEDOUT, "run '%s' did not end after its stop", name);
+		nanosleep(&pause, NULL);
+	}
+	return ret;
+}
