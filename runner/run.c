@@ -426,19 +426,32 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 		commands[i] = workflow_expand_args(workflow->commands[i], args, arg_count);
 	for (i = 0; i < workflow->artifact_count; i++)
 		artifacts[i] = workflow->artifacts[i].path;
+	/* dstack 0.0.x allowed /paths: they name places in a container. */
+	for (i = 0; i < workflow->artifact_count && !err->code; i++) {
+		const struct workflow_artifact *artifact = &workflow->artifacts[i];
+
+		if (artifact->path[0] == '/')
+			error_set(err, -EINVAL,
+				  "%s:%d:%d: workflow '%s': artifact '%s' is a container path;"
+				  " jobs on the host need paths relative to working_dir",
+				  artifact->position.file, artifact->position.line,
+				  artifact->position.column, workflow->name, artifact->path);
+	}
 	in.commands = commands;
 	in.artifacts = artifacts;
 	in.python = workflow->python;
 	/* data_json is ours, made by the loader: it always parses. */
-	if (json_parse(workflow->data_json, strlen(workflow->data_json), &data, err) == 0) {
+	if (!err->code &&
+	    json_parse(workflow->data_json, strlen(workflow->data_json), &data, err) == 0) {
 		in.file = data_string(data, "file") ? data_string(data, "file")
 						    : data_string(data, "script");
 		in.requirements = data_string(data, "requirements");
 		python_args = data_args(data, args, arg_count);
 		in.args = python_args;
 	}
-	error_clear(err);
-	if (workflow->provider_repo)
+	if (err->code)
+		ret = err->code;
+	else if (workflow->provider_repo)
 		ret = error_set(err, -EINVAL,
 				"workflow '%s': providers from other repositories are not supported yet",
 				workflow->name);

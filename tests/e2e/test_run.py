@@ -423,3 +423,31 @@ def test_a_run_whose_runner_died_is_marked_failed(ds, slow_repo):
     assert run["STATUS"] == "failed"
     assert "is gone; marked failed" in ds("logs", name).stdout
     subprocess.run(["pkill", "-f", "sleep 6033"])
+
+
+def test_old_workflow_files_fail_only_the_workflow_that_cannot_run(ds, repo):
+    (repo / ".dstack" / "workflows.yaml").write_text(textwrap.dedent("""\
+        workflows:
+          - name: abs
+            provider: bash
+            commands: [true]
+            artifacts:
+              - /output
+          - name: notebook
+            provider: lab
+          - name: remote
+            provider: bash
+            commands: [true]
+            deps:
+              - workflow: someone/elsewhere/prepare
+          - name: fine
+            provider: bash
+            resources:
+              interruptible: true
+            commands: [echo fine]
+        """))
+    assert_error(ds("run", "abs", cwd=repo), ".dstack/workflows.yaml:6:", "'/output'",
+                 "container path")
+    assert_error(ds("run", "notebook", cwd=repo), "unknown provider 'lab'")
+    assert_error(ds("run", "remote", cwd=repo), "other repositories")
+    assert assert_ok(ds("run", "fine", cwd=repo)).stdout == "fine\n"
