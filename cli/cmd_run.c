@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,8 @@ int cmd_run(int argc, char **argv)
 		return cli_usage_error("run", "%s", err.message);
 	if (!getcwd(cwd, sizeof(cwd)))
 		return cli_error("cannot find the current directory: %s", strerror(errno));
+	/* A reader that goes away (| head) must not kill the run with SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
 	/* Fork before the store is open: a SQLite handle must not cross fork. */
 	if (detach) {
 		ret = run_detach(&report_fd, &child);
