@@ -72,6 +72,7 @@ int cmd_run(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
+int cmd_init(int argc, char **argv);
 int cmd_tags(int argc, char **argv);
 int cmd_artifacts(int argc, char **argv);
 int cmd_rm(int argc, char **argv);

@@ -176,31 +176,46 @@ static int stop_one(struct store *store, const char *name, bool abort, bool quie
 	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
 }
 
-struct live_runs {
+/* Names of the current repository's runs (only the live ones if asked). */
+struct run_names {
 	char (*names)[64];
 	size_t count;
+	bool live_only;
 };
 
-static int live_run_add(void *ctx, const struct store_run *run)
+static int run_name_add(void *ctx, const struct store_run *run)
 {
-	struct live_runs *live = ctx;
+	struct run_names *list = ctx;
 
-	if (!run->finished) {
-		live->names = xrealloc(live->names, (live->count + 1) * sizeof(*live->names));
-		snprintf(live->names[live->count++], 64, "%s", run->name);
+	if (!list->live_only || !run->finished) {
+		list->names = xrealloc(list->names, (list->count + 1) * sizeof(*list->names));
+		snprintf(list->names[list->count++], 64, "%s", run->name);
 	}
 	return 0;
 }
 
+static int repo_runs(struct store *store, struct run_names *list, struct error *err)
+{
+	struct strbuf repo = STRBUF_INIT;
+	char cwd[4096];
+	int ret;
+
+	if (!getcwd(cwd, sizeof(cwd)))
+		return error_errno(err, -errno, "cannot find the current directory");
+	ret = runner_repo_id(cwd, &repo, err);
+	if (ret == 0)
+		ret = store_run_list(store, repo.buf, run_name_add, list, err);
+	strbuf_release(&repo);
+	return ret;
+}
+
 int cmd_stop(int argc, char **argv)
 {
-	struct live_runs live = { 0 };
-	struct strbuf repo = STRBUF_INIT;
+	struct run_names live = { .live_only = true };
 	struct store *store;
 	struct error err = { 0 };
 	const char *name = NULL;
 	bool abort = false, all = false;
-	char cwd[4096];
 	size_t i;
 	int n, ret = CLI_OK;
 
@@ -226,19 +241,107 @@ int cmd_stop(int argc, char **argv)
 		return ret;
 	}
 	/* -a: the current repository's live runs. */
-	if (getcwd(cwd, sizeof(cwd)) && runner_repo_id(cwd, &repo, &err) < 0) {
-		store_close(store);
-		return cli_error("%s", err.message);
-	}
-	if (store_run_list(store, repo.buf, live_run_add, &live, &err) < 0)
+	if (repo_runs(store, &live, &err) < 0)
 		ret = cli_error("%s", err.message);
 	for (i = 0; i < live.count; i++)
 		if (stop_one(store, live.names[i], abort, true) != CLI_OK)
 			ret = CLI_FAILED;
 	free(live.names);
-	strbuf_release(&repo);
 	store_close(store);
 	return ret;
+}
+
+int cmd_rm(int argc, char **argv)
+{
+	struct run_names list = { 0 };
+	struct store *store;
+	struct error err = { 0 };
+	bool all = argc == 2 && (!strcmp(argv[1], "-a") || !strcmp(argv[1], "--all"));
+	size_t i;
+	int ret = CLI_OK;
+
+	if (cli_wants_help("rm", argc, argv))
+		return CLI_OK;
+	if (argc != 2 || (!all && argv[1][0] == '-'))
+		return cli_usage_error("rm", "rm takes one RUN or -a");
+	if (cli_open_store(&store, true) < 0)
+		return CLI_FAILED;
+	if (!all) {
+		ret = store_run_remove(store, argv[1], &err) < 0 ? cli_error("%s", err.message)
+								 : CLI_OK;
+		store_close(store);
+		return ret;
+	}
+	/* -a: every run of the repository; the refused ones, a line each. */
+	if (repo_runs(store, &list, &err) < 0)
+		ret = cli_error("%s", err.message);
+	for (i = 0; i < list.count; i++) {
+		error_clear(&err);
+		if (store_run_remove(store, list.names[i], &err) < 0)
+			ret = cli_error("%s", err.message);
+	}
+	free(list.names);
+	store_close(store);
+	return ret;
+}
+
+static const char init_template[] =
+	"# Workflows of this repository: `dstack run NAME [ARGS...]` runs one.\n"
+	"# Every key is described in dstack's docs/guide.md.\n"
+	"workflows:\n"
+	"  - name: hello\n"
+	"    help: Says hello and leaves a file behind.\n"
+	"    provider: bash\n"
+	"    commands:\n"
+	"      - echo \"Hello from $RUN_NAME\" ${{ run.args }}\n"
+	"      - echo hello > output/hello.txt\n"
+	"    artifacts:\n"
+	"      - output\n"
+	"\n"
+	"  # - name: train\n"
+	"  #   provider: python\n"
+	"  #   file: train.py\n"
+	"  #   requirements: requirements.txt\n"
+	"  #   deps:\n"
+	"  #     - workflow: hello\n"
+	"  #   artifacts:\n"
+	"  #     - model\n";
+
+int cmd_init(int argc, char **argv)
+{
+	struct strbuf root = STRBUF_INIT, path = STRBUF_INIT;
+	struct error err = { 0 };
+	char cwd[4096];
+	int fd, ret;
+
+	if (cli_wants_help("init", argc, argv))
+		return CLI_OK;
+	if (argc != 1)
+		return cli_usage_error("init", "init takes no arguments");
+	if (!getcwd(cwd, sizeof(cwd)))
+		return cli_error("cannot find the current directory: %s", strerror(errno));
+	ret = runner_repo_root(cwd, &root, &err);
+	if (ret == 0) {
+		strbuf_addf(&path, "%s/.dstack", root.buf);
+		ret = fs_mkdir_p(path.buf, 0755);
+		strbuf_addstr(&path, "/workflows.yaml");
+		if (ret < 0)
+			error_errno(&err, ret, "%s", path.buf);
+	}
+	if (ret == 0) {
+		fd = open(path.buf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			ret = error_errno(&err, -errno, "%s", path.buf);
+		else if ((ret = fs_write_all(fd, init_template, strlen(init_template))) < 0)
+			error_errno(&err, ret, "%s", path.buf);
+		if (fd >= 0)
+			close(fd);
+	}
+	if (ret == 0)
+		printf("wrote %s\n", path.buf);
+	strbuf_release(&root);
+	strbuf_release(&path);
+	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
 }
 
 struct ps_ctx {

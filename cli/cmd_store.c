@@ -1,28 +1,11 @@
 /*
- * cmd_store.c - commands that look after the store as a whole: `rm`,
- * `gc` and `fsck`.
+ * cmd_store.c - commands that look after the store as a whole: `gc` and
+ * `fsck`.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
-
-int cmd_rm(int argc, char **argv)
-{
-	struct store *store;
-	struct error err = { 0 };
-	int ret;
-
-	if (cli_wants_help("rm", argc, argv))
-		return CLI_OK;
-	if (argc != 2)
-		return cli_usage_error("rm", "rm takes one RUN");
-	if (cli_open_store(&store, true) < 0)
-		return CLI_FAILED;
-	ret = store_run_remove(store, argv[1], &err);
-	store_close(store);
-	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
-}
 
 int cmd_gc(int argc, char **argv)
 {

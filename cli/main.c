@@ -50,8 +50,13 @@ const struct cli_command cli_commands[] = {
 	  "download writes DIR/PATH for every artifact PATH (DIR defaults to the\n"
 	  "current directory), byte for byte with modes and symlinks.  Where two\n"
 	  "jobs wrote one path, the higher-numbered job's file wins." },
-	{ "rm", cmd_rm, "dstack rm RUN",
-	  "delete a finished, untagged run (`gc` frees its storage)", NULL },
+	{ "rm", cmd_rm, "dstack rm (RUN|-a)",
+	  "delete a finished, untagged run (`gc` frees its storage)",
+	  "-a deletes the current repository's runs, skipping live and tagged\n"
+	  "ones with a line each (and exiting 1 if it skipped any)." },
+	{ "init", cmd_init, "dstack init",
+	  "write an example .dstack/workflows.yaml in this repository",
+	  "Refuses to overwrite one that exists." },
 	{ "gc", cmd_gc, "dstack gc",
 	  "delete stored data that no run or tag reaches", NULL },
 	{ "fsck", cmd_fsck, "dstack fsck",

@@ -479,6 +479,17 @@ int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err)
 	return ret;
 }
 
+int runner_repo_root(const char *cwd, struct strbuf *out, struct error *err)
+{
+	struct snapshot_info info;
+	int ret = snapshot_describe(cwd, &info, err);
+
+	if (ret == 0)
+		strbuf_addstr(out, info.root);
+	snapshot_info_release(&info);
+	return ret;
+}
+
 /*
  * The order jobs run in: each after the jobs it depends on (Kahn's
  * algorithm, lowest index first among the ready ones).

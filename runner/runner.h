@@ -48,5 +48,7 @@ int runner_reap_orphans(struct store *store, struct error *err);
 
 /* The identity runs of the repository around cwd are recorded under. */
 int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err);
+/* The working tree root of the repository around cwd. */
+int runner_repo_root(const char *cwd, struct strbuf *out, struct error *err);
 
 #endif

@@ -451,3 +451,23 @@ def test_old_workflow_files_fail_only_the_workflow_that_cannot_run(ds, repo):
     assert_error(ds("run", "notebook", cwd=repo), "unknown provider 'lab'")
     assert_error(ds("run", "remote", cwd=repo), "other repositories")
     assert assert_ok(ds("run", "fine", cwd=repo)).stdout == "fine\n"
+
+
+def test_init_writes_a_runnable_example_once(ds, tmp_path):
+    root = tmp_path / "fresh"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / "sub").mkdir()
+    cp = assert_ok(ds("init", cwd=root / "sub"))
+    assert cp.stdout.strip().endswith(".dstack/workflows.yaml")
+    assert_ok(ds("run", "hello", "there", cwd=root))
+    assert_error(ds("init", cwd=root), "workflows.yaml", "exists")
+
+
+def test_rm_a_removes_what_it_may_and_names_what_it_skips(ds, repo):
+    assert_ok(ds("run", "hello", cwd=repo))
+    assert_ok(ds("run", "-t", "keep", "hello", cwd=repo))
+    kept = runs(ds, repo, "-a")[0]["RUN"]
+    cp = ds("rm", "-a", cwd=repo)
+    assert_error(cp, kept, "tagged 'keep'")
+    assert [r["RUN"] for r in runs(ds, repo, "-a")] == [kept]
