@@ -515,3 +515,59 @@ def wait_ctime_settled(root, settle=2.5):
     delay = newest + settle - time.time()
     if delay > 0:
         time.sleep(delay)
+
+
+# --------------------------------------------------------------------------
+# Repositories and the seed's provider example
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+# The seed's example (custom-providers.txt), verbatim apart from indentation.
+SEED_MAIN = '''\
+from typing import List
+
+from dstack import Provider, Job
+
+
+class CurlProvider(Provider):
+    def __init__(self):
+        super().__init__(schema="providers/curl/schema.yaml")
+        self.url = self.workflow.data["url"]
+        self.output = self.workflow.data["output"]
+        self.artifacts = self.workflow.data["artifacts"]
+
+    def create_jobs(self) -> List[Job]:
+        return [Job(
+            image="python:3.9",
+            commands=[
+                f"curl {self.url} -o {self.output}"
+            ],
+            artifacts=self.artifacts
+        )]
+
+
+if __name__ == '__main__':
+    provider = CurlProvider()
+    provider.start()
+'''
+
+SEED_SCHEMA = '''\
+type: object
+additionalProperties: false
+properties:
+  url:
+    type: string
+  output:
+    type: string
+  artifacts:
+    type: array
+    items:
+      type: string
+required:
+  - url
+  - output
+'''

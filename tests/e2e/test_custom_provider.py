@@ -1,18 +1,14 @@
 """Custom providers, the seed's mechanism: the seed's curl example run
 unchanged apart from its URL (pointing at a local HTTP server), a provider
 written in shell, and providers that fail in the ways users meet."""
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from conftest import assert_error, assert_ok, parse_table
+from conftest import SEED_MAIN, SEED_SCHEMA, assert_error, assert_ok, git, parse_table
 
 # Debian's tools first: the providers run python3 and pip3 from PATH.
 DEBIAN_PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -25,51 +21,6 @@ providers:
   - pip3 install -r providers/curl/requirements.txt
   - PYTHONPATH=providers python3 providers/curl/main.py
 """
-
-SEED_MAIN = """\
-from typing import List
-from dstack import Provider, Job
-class CurlProvider(Provider):
-    def __init__(self):
-        super().__init__(schema="providers/curl/schema.yaml")
-        self.url = self.workflow.data["url"]
-        self.output = self.workflow.data["output"]
-        self.artifacts = self.workflow.data["artifacts"]
-    def create_jobs(self) -> List[Job]:
-        return [Job(
-            image="python:3.9",
-            commands=[
-                f"curl {self.url} -o {self.output}"
-            ],
-            artifacts=self.artifacts
-        )]
-if __name__ == '__main__':
-    provider = CurlProvider()
-    provider.start()
-"""
-
-SEED_SCHEMA = """\
-type: object
-additionalProperties: false
-properties:
-  url:
-    type: string
-  output:
-    type: string
-  artifacts:
-    type: array
-    items:
-      type: string
-required:
-  - url
-  - output
-"""
-
-
-def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
 
 @pytest.fixture
 def http_server(tmp_path):

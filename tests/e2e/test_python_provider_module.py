@@ -20,52 +20,7 @@ CONTRIB = REPO / "contrib" / "python"
 sys.path.insert(0, str(CONTRIB))
 import dstack  # noqa: E402
 from dstack import _schema  # noqa: E402
-
-# The seed's example (custom-providers.txt), verbatim apart from indentation.
-SEED_MAIN = '''\
-from typing import List
-
-from dstack import Provider, Job
-
-
-class CurlProvider(Provider):
-    def __init__(self):
-        super().__init__(schema="providers/curl/schema.yaml")
-        self.url = self.workflow.data["url"]
-        self.output = self.workflow.data["output"]
-        self.artifacts = self.workflow.data["artifacts"]
-
-    def create_jobs(self) -> List[Job]:
-        return [Job(
-            image="python:3.9",
-            commands=[
-                f"curl {self.url} -o {self.output}"
-            ],
-            artifacts=self.artifacts
-        )]
-
-
-if __name__ == '__main__':
-    provider = CurlProvider()
-    provider.start()
-'''
-
-SEED_SCHEMA = '''\
-type: object
-additionalProperties: false
-properties:
-  url:
-    type: string
-  output:
-    type: string
-  artifacts:
-    type: array
-    items:
-      type: string
-required:
-  - url
-  - output
-'''
+from conftest import SEED_MAIN, SEED_SCHEMA  # noqa: E402
 
 URL = "https://github.com/karpathy/char-rnn/blob/master/data/tinyshakespeare/input.txt"
 SEED_DATA = {"url": URL, "output": "data/input.txt", "artifacts": ["data"]}

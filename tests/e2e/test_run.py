@@ -9,12 +9,7 @@ import time
 
 import pytest
 
-from conftest import BIN, assert_error, assert_ok, assert_usage_error, parse_table
-
-
-def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+from conftest import BIN, assert_error, assert_ok, assert_usage_error, git, parse_table
 
 
 @pytest.fixture
