@@ -80,6 +80,10 @@ int fs_pread_all(int fd, void *buf, size_t len, off_t offset);
  * not absolute, no "..", "." or empty component.
  */
 bool path_is_contained(const char *path);
+/* Appends the whole file at path to out: 0 or -errno. */
+int fs_read_file(const char *path, struct strbuf *out);
+/* Writes len bytes to a new (or truncated) file at path: 0 or -errno. */
+int fs_write_file(const char *path, const void *data, size_t len);
 /* mkdir -p with mode for new components: 0 or -errno. */
 int fs_mkdir_p(const char *path, mode_t mode);
 /* rm -rf path, opening up read-only folders on the way; 0 or -errno. */

@@ -6,7 +6,6 @@
  * DSTACK_JOBS.  Its output goes to the run's logs.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,39 +75,6 @@ static void workflow_file_json(struct strbuf *out, const struct workflow *workfl
 	strbuf_addstr(out, ", \"commit\": ");
 	json_add_string(out, info->commit);
 	strbuf_addf(out, ", \"dirty\": %s}}\n", info->dirty ? "true" : "false");
-}
-
-int runner_write_file(const char *path, const char *text, struct error *err)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), ret;
-
-	if (fd < 0)
-		return error_errno(err, -errno, "%s", path);
-	ret = fs_write_all(fd, text, strlen(text));
-	close(fd);
-	return ret < 0 ? error_errno(err, ret, "%s", path) : 0;
-}
-
-static int read_file(const char *path, struct strbuf *out, struct error *err)
-{
-	char buf[65536];
-	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
-
-	if (fd < 0)
-		return error_errno(err, -errno, "%s", path);
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			ret = error_errno(err, -errno, "%s", path);
-		if (n <= 0)
-			break;
-		strbuf_add(out, buf, (size_t)n);
-	}
-	close(fd);
-	return ret;
 }
 
 /* A list of strings, copied; NULL text names what was expected. */
@@ -310,9 +276,11 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 	if (ret < 0)
 		goto out;
 	workflow_file_json(&text, workflow, run, info, request->args, request->arg_count);
-	ret = runner_write_file(in.buf, text.buf, err);
-	if (ret < 0)
+	ret = fs_write_file(in.buf, text.buf, text.len);
+	if (ret < 0) {
+		error_errno(err, ret, "%s", in.buf);
 		goto out;
+	}
 	for (var = environ; *var; var++)
 		job_env_put(&env, *var);
 	job_env_set(&env, "DSTACK_WORKFLOW", in.buf);
@@ -332,10 +300,8 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 	else if (ret == 0 && status)
 		ret = error_set(err, -EPROTO, "provider '%s' exited with status %d", def->name, status);
 	strbuf_reset(&text);
-	if (ret == 0 && (ret = read_file(jobs_path.buf, &text, err)) < 0) {
-		error_clear(err);
+	if (ret == 0 && fs_read_file(jobs_path.buf, &text) < 0)
 		ret = error_set(err, -EPROTO, "provider '%s' wrote no jobs to DSTACK_JOBS", def->name);
-	}
 	if (ret == 0 && jobs_from_json(text.buf ? text.buf : "", text.len, jobs, count, err) < 0) {
 		struct error why = *err;
 

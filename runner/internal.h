@@ -84,9 +84,6 @@ int job_output_flush(struct job_output *out);
 void job_output_say(struct job_output *out, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Writes text to a new (or truncated) file at path. */
-int runner_write_file(const char *path, const char *text, struct error *err);
-
 /*
  * Puts the store's Python environment (made on first use) and the dstack
  * module within reach of env: PATH, VIRTUAL_ENV, PYTHONUSERBASE.

@@ -113,7 +113,10 @@ static int python_venv(struct store *store, struct strbuf *bin, struct error *er
 		strbuf_addf(&path, "%s/lib/python3.%d/site-packages", dir.buf, minor);
 		if (stat(path.buf, &st) == 0) {
 			strbuf_addstr(&path, "/dstack.pth");
-			ret = runner_write_file(path.buf, DSTACK_PYTHON_DIR "\n", err);
+			ret = fs_write_file(path.buf, DSTACK_PYTHON_DIR "\n",
+					    strlen(DSTACK_PYTHON_DIR "\n"));
+			if (ret < 0)
+				error_errno(err, ret, "%s", path.buf);
 			break;
 		}
 	}

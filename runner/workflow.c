@@ -1257,31 +1257,6 @@ static int loader_syntax_error(struct loader *ld, const yaml_parser_t *parser,
 	return loader_fail_at(ld, mark, "%s", parser->problem);
 }
 
-/* The whole file at path into out: 0 or -errno. */
-static int file_read(const char *path, struct strbuf *out)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	for (;;) {
-		ssize_t n;
-
-		strbuf_grow(out, 65536);
-		n = read(fd, out->buf + out->len, out->alloc - out->len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			ret = -errno;
-		if (n <= 0)
-			break;
-		out->len += (size_t)n;
-		out->buf[out->len] = '\0';
-	}
-	close(fd);
-	return ret;
-}
-
 /* Makes sense of the root node of a file's document (NULL: none). */
 typedef int loader_document_fn(struct loader *ld, const yaml_node_t *root);
 
@@ -1300,7 +1275,7 @@ static int loader_file_load(struct loader *ld, const char *root,
 	int ret;
 
 	strbuf_addf(&path, "%s/%s", root, relative);
-	ret = file_read(path.buf, &text);
+	ret = fs_read_file(path.buf, &text);
 	strbuf_release(&path);
 	if (ret == -ENOENT && missing_ok) {
 		ret = 0;

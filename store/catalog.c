@@ -403,6 +403,24 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	run->runner_started = sqlite3_column_int64(stmt, 14);
 }
 
+int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,
+	      const char *what, struct error *err)
+{
+	struct store_run run;
+	int rc, ret = 0;
+
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		run_from_row(stmt, &run);
+		ret = fn(ctx, &run);
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, what, err);
+	return ret;
+}
+
 int run_insert(struct store *store, const struct store_run_spec *spec,
 	       const char *status, int64_t *id, char name[64], struct error *err)
 {
@@ -731,19 +749,6 @@ int store_tag_list(struct store *store, store_run_fn *fn, void *ctx,
 		   struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store, tag_list_sql, err);
-	struct store_run run;
-	int rc, ret = 0;
 
-	if (!stmt)
-		return err->code;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		run_from_row(stmt, &run);
-		ret = fn(ctx, &run);
-		if (ret)
-			break;
-	}
-	sqlite3_reset(stmt);
-	if (!ret && rc != SQLITE_DONE)
-		return catalog_error(store, rc, "list tags", err);
-	return ret;
+	return stmt ? runs_each(store, stmt, fn, ctx, "list tags", err) : err->code;
 }

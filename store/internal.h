@@ -189,6 +189,9 @@ void run_name_make(int64_t number, char out[64]);
 	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1)," \
 	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
+/* Steps a RUN_COLUMNS statement, calling fn per run; resets it after. */
+int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,
+	      const char *what, struct error *err);
 /* Inserts a run row in the open transaction, named adjective-animal-ID. */
 int run_insert(struct store *store, const struct store_run_spec *spec,
 	       const char *status, int64_t *id, char name[64], struct error *err);

@@ -246,21 +246,10 @@ int store_run_list(struct store *store, const char *repo, store_run_fn *fn,
 		   void *ctx, struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store, run_list_sql, err);
-	struct store_run run;
-	int rc, ret = 0;
 
 	if (!stmt)
 		return err->code;
 	if (repo)
 		sqlite3_bind_text(stmt, 1, repo, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		run_from_row(stmt, &run);
-		ret = fn(ctx, &run);
-		if (ret)
-			break;
-	}
-	sqlite3_reset(stmt);
-	if (!ret && rc != SQLITE_DONE)
-		return catalog_error(store, rc, "list runs", err);
-	return ret;
+	return runs_each(store, stmt, fn, ctx, "list runs", err);
 }
