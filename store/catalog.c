@@ -324,11 +324,14 @@ sqlite3_stmt *catalog_stmt(struct store *store, const char *sql,
 		catalog_error(store, rc, "prepare", err);
 		return NULL;
 	}
-	if (store->stmt_count < (int)(sizeof(store->stmts) / sizeof(store->stmts[0]))) {
-		store->stmts[store->stmt_count].sql = sql;
-		store->stmts[store->stmt_count].stmt = stmt;
-		store->stmt_count++;
+	/* Every statement is kept, so every one is finalized at close. */
+	if (store->stmt_count == store->stmt_alloc) {
+		store->stmt_alloc = store->stmt_alloc ? 2 * store->stmt_alloc : 32;
+		store->stmts = xrealloc(store->stmts, (size_t)store->stmt_alloc * sizeof(*store->stmts));
 	}
+	store->stmts[store->stmt_count].sql = sql;
+	store->stmts[store->stmt_count].stmt = stmt;
+	store->stmt_count++;
 	return stmt;
 }
 
@@ -338,7 +341,9 @@ void catalog_finalize_all(struct store *store)
 
 	for (i = 0; i < store->stmt_count; i++)
 		sqlite3_finalize(store->stmts[i].stmt);
-	store->stmt_count = 0;
+	free(store->stmts);
+	store->stmts = NULL;
+	store->stmt_count = store->stmt_alloc = 0;
 }
 
 int catalog_begin(struct store *store, struct error *err)

@@ -47,8 +47,8 @@ struct store {
 	struct {
 		const char *sql;
 		sqlite3_stmt *stmt;
-	} stmts[64];
-	int stmt_count;
+	} *stmts;
+	int stmt_count, stmt_alloc;
 	struct block_cache *blocks;
 };
 
