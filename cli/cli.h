@@ -78,5 +78,6 @@ int cmd_artifacts(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_providers(int argc, char **argv);
 
 #endif

@@ -21,7 +21,9 @@ const struct cli_command cli_commands[] = {
 	  "The artifacts of the workflow's deps are put in place, read-only, first.\n"
 	  "-t TAG tags the run (moving TAG if it exists).  Exits 0 when the run is\n"
 	  "done, 1 otherwise.  -d prints the run's name and leaves it running in\n"
-	  "the background.  Ctrl-C stops the run." },
+	  "the background.  On a terminal, Ctrl-C asks whether to stop the run;\n"
+	  "any answer but y leaves it running (`dstack logs -f RUN` follows it).\n"
+	  "Without one, Ctrl-C stops the run." },
 	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"
@@ -57,6 +59,11 @@ const struct cli_command cli_commands[] = {
 	{ "init", cmd_init, "dstack init",
 	  "write an example .dstack/workflows.yaml in this repository",
 	  "Refuses to overwrite one that exists." },
+	{ "providers", cmd_providers, "dstack providers",
+	  "list the providers workflows can name",
+	  "The built-in providers, then those of the current repository's\n"
+	  ".dstack/providers.yaml; a provider of the repository takes the place\n"
+	  "of a built-in of the same name." },
 	{ "gc", cmd_gc, "dstack gc",
 	  "delete stored data that no run or tag reaches", NULL },
 	{ "fsck", cmd_fsck, "dstack fsck",

@@ -6,10 +6,24 @@
 #ifndef DSTACK_PROVIDERS_H
 #define DSTACK_PROVIDERS_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
+#include "lib/json.h"
 #include "lib/lib.h"
+
+/* What a job asks of the machine; 0 or NULL: not asked. */
+struct job_resources {
+	int cpu;
+	uint64_t memory;	/* bytes */
+	uint64_t shm_size;	/* bytes */
+	int gpu_count;
+	char *gpu_name;		/* a GPU of this name (a substring of it) */
+	uint64_t gpu_memory;	/* bytes, at least, per GPU */
+};
 
 /* What a provider reads of a workflow; commands have ${{ run.args }} expanded. */
 struct provider_input {
@@ -26,6 +40,10 @@ struct provider_input {
 	const char *args;	/* its arguments, one shell-ready line */
 	const char *requirements;	/* a pip requirements file */
 	const char *python;	/* "3.10": use python3.10 where present */
+	const char *image;	/* the workflow's image, NULL when not given */
+	const struct job_resources *resources;
+	/* Every parameter the user wrote (workflow.data of DESIGN.md). */
+	const struct json *data;
 };
 
 /* One job as a provider describes it. */
@@ -41,6 +59,10 @@ struct job_spec {
 	size_t *depends_on;	/* indexes of jobs that must be done first */
 	size_t depends_on_count;
 	bool python_env;	/* runs in the store's Python environment (pip works) */
+	char *image;		/* recorded on the host backend; NULL: none */
+	struct job_resources resources;
+	bool worker;		/* starts once job `master` runs, with its address */
+	size_t master;
 };
 
 /* A job's script: bash stops at the first command that fails. */
@@ -48,10 +70,28 @@ char *job_script(char *const *commands, size_t count);
 
 /*
  * The jobs of a built-in provider: -ENOENT when no built-in has that
- * name, -EINVAL (naming the parameter) when the workflow does not suit it.
+ * name, -EINVAL (naming the workflow and the parameter) when a parameter
+ * the provider needs is missing or of the wrong type, before any job is
+ * made.
  */
 int provider_builtin_jobs(const char *provider, const struct provider_input *in,
 			  struct job_spec **jobs, size_t *count, struct error *err);
 void job_specs_free(struct job_spec *jobs, size_t count);
+
+/* Calls fn with the name and one line of help of each built-in provider. */
+void provider_builtin_list(void (*fn)(void *ctx, const char *name, const char *help),
+			   void *ctx);
+
+/*
+ * What the curl provider's job runs (`dstack _curl URL OUTPUT`): downloads
+ * url, following redirects, into output (relative to the current
+ * directory; missing folders are made), through a temporary file renamed
+ * into place, so a failure leaves no output.  Progress lines go to log.
+ * An HTTP status of 400 or more, or no connection, fails (-EIO) naming
+ * the URL and the status or reason; *stop set by a signal handler gives
+ * up (-EINTR).
+ */
+int provider_curl_fetch(const char *url, const char *output, FILE *log,
+			const volatile sig_atomic_t *stop, struct error *err);
 
 #endif

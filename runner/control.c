@@ -23,19 +23,59 @@ static bool runner_alive(const struct store_run *run)
 	       proc_start_time(run->runner_pid) == run->runner_started;
 }
 
-/* Marks a run whose runner is gone failed, saying so in its logs. */
+struct orphan_jobs {
+	const struct store_run *run;
+	struct strbuf said;
+	int *live;		/* jobs not ended when the runner died */
+	size_t live_count;
+};
+
+/*
+ * Ends what a job of a dead runner left running: its process group (if
+ * its leader is still the process the catalog names) and its cgroups.
+ */
+static int orphan_job_end(void *arg, const struct store_job *job)
+{
+	struct orphan_jobs *orphans = arg;
+	struct strbuf name = STRBUF_INIT;
+
+	if (!strcmp(job->status, "done") || !strcmp(job->status, "failed") ||
+	    !strcmp(job->status, "stopped") || !strcmp(job->status, "aborted"))
+		return 0;
+	orphans->live = xrealloc(orphans->live, (orphans->live_count + 1) * sizeof(int));
+	orphans->live[orphans->live_count++] = job->n;
+	if (job->pid > 0 && proc_start_time(job->pid) == job->pid_started &&
+	    kill(-job->pid, SIGKILL) == 0)
+		strbuf_addf(&orphans->said, "dstack: job %d's processes (group %d) killed\n",
+			    job->n, (int)job->pid);
+	strbuf_addf(&name, "%s.%d.%d", orphans->run->name, job->n, (int)orphans->run->runner_pid);
+	job_cgroup_reap(name.buf);
+	strbuf_release(&name);
+	return 0;
+}
+
+/*
+ * Marks a run whose runner is gone failed, with its unfinished jobs, and
+ * ends their processes, saying so in its logs.
+ */
 static int runner_mark_orphan(struct store *store, const struct store_run *run,
 			      struct error *err)
 {
-	struct strbuf line = STRBUF_INIT;
+	struct orphan_jobs orphans = { .run = run };
+	size_t i;
 	int ret;
 
-	strbuf_addf(&line, "dstack: the runner of this run (pid %d) is gone; marked failed\n",
+	strbuf_addf(&orphans.said, "dstack: the runner of this run (pid %d) is gone; marked failed\n",
 		    (int)run->runner_pid);
-	ret = store_log_append(store, run->id, -1, line.buf, line.len, err);
+	ret = store_run_jobs(store, run->id, orphan_job_end, &orphans, err);
+	if (ret == 0)
+		ret = store_log_append(store, run->id, -1, orphans.said.buf, orphans.said.len, err);
+	for (i = 0; i < orphans.live_count && ret == 0; i++)
+		ret = store_job_set_status(store, run->id, orphans.live[i], "failed", -1, err);
 	if (ret == 0)
 		ret = store_run_set_status(store, run->id, "failed", -1, err);
-	strbuf_release(&line);
+	free(orphans.live);
+	strbuf_release(&orphans.said);
 	return ret;
 }
 

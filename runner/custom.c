@@ -103,6 +103,77 @@ static void free_strings(char **strings, size_t count)
 	free(strings);
 }
 
+/* A size: bytes as a number, or "512MB" style text. */
+static bool json_size(const struct json *value, uint64_t *bytes)
+{
+	long long number;
+
+	if (json_integer(value, &number) && number >= 0) {
+		*bytes = (uint64_t)number;
+		return true;
+	}
+	return value->type == JSON_STRING && workflow_parse_size(value->string, bytes) == 0;
+}
+
+/* resources: {cpu, memory, gpu: N | {count, name, memory}, shm_size}. */
+static int job_resources_from_json(const struct json *object, size_t index,
+				   struct job_resources *res, struct error *err)
+{
+	const struct json *gpu = json_get(object, "gpu"), *v;
+	long long number;
+	size_t i;
+
+	for (i = 0; i < object->count; i++) {
+		const char *key = object->keys[i];
+
+		if (strcmp(key, "cpu") && strcmp(key, "memory") && strcmp(key, "gpu") &&
+		    strcmp(key, "shm_size"))
+			return error_set(err, -EINVAL, "jobs[%zu].resources: unknown field '%s'",
+					 index, key);
+	}
+	if ((v = json_get(object, "cpu")) && v->type != JSON_NULL) {
+		if (!json_integer(v, &number) || number < 0 || number > 65536)
+			return error_set(err, -EINVAL, "jobs[%zu].resources.cpu: expected a count",
+					 index);
+		res->cpu = (int)number;
+	}
+	if ((v = json_get(object, "memory")) && v->type != JSON_NULL && !json_size(v, &res->memory))
+		return error_set(err, -EINVAL,
+				 "jobs[%zu].resources.memory: expected a size (512MB, 16GB)", index);
+	if ((v = json_get(object, "shm_size")) && v->type != JSON_NULL &&
+	    !json_size(v, &res->shm_size))
+		return error_set(err, -EINVAL,
+				 "jobs[%zu].resources.shm_size: expected a size (512MB, 16GB)", index);
+	if (!gpu || gpu->type == JSON_NULL)
+		return 0;
+	if (json_integer(gpu, &number) && number >= 0 && number <= HOST_GPUS_MAX) {
+		res->gpu_count = (int)number;
+		return 0;
+	}
+	if (gpu->type != JSON_OBJECT)
+		return error_set(err, -EINVAL,
+				 "jobs[%zu].resources.gpu: expected a count or {count, name, memory}",
+				 index);
+	/* A name or memory alone asks for one GPU. */
+	res->gpu_count = 1;
+	if ((v = json_get(gpu, "count")) && v->type != JSON_NULL) {
+		if (!json_integer(v, &number) || number < 0 || number > HOST_GPUS_MAX)
+			return error_set(err, -EINVAL, "jobs[%zu].resources.gpu.count: expected a count",
+					 index);
+		res->gpu_count = (int)number;
+	}
+	if ((v = json_get(gpu, "name")) && v->type != JSON_NULL) {
+		if (v->type != JSON_STRING)
+			return error_set(err, -EINVAL, "jobs[%zu].resources.gpu.name: expected a string",
+					 index);
+		res->gpu_name = xstrdup(v->string);
+	}
+	if ((v = json_get(gpu, "memory")) && v->type != JSON_NULL && !json_size(v, &res->gpu_memory))
+		return error_set(err, -EINVAL,
+				 "jobs[%zu].resources.gpu.memory: expected a size (16GB)", index);
+	return 0;
+}
+
 /* One job object of DSTACK_JOBS; errors name the field. */
 static int job_from_json(const struct json *object, size_t index, size_t total,
 			 struct job_spec *job, struct error *err)
@@ -135,9 +206,10 @@ static int job_from_json(const struct json *object, size_t index, size_t total,
 		if (v->type == JSON_NULL || !strcmp(key, "commands"))
 			continue;
 		if (!strcmp(key, "image")) {
-			/* Images matter on container backends; the host runs jobs as they are. */
+			/* Images matter on container backends; the host records them. */
 			if (v->type != JSON_STRING)
 				return error_set(err, -EINVAL, "jobs[%zu].image: expected a string", index);
+			job->image = *v->string ? xstrdup(v->string) : NULL;
 		} else if (!strcmp(key, "working_dir")) {
 			if (v->type != JSON_STRING || (*v->string && !path_is_contained(v->string)))
 				return error_set(err, -EINVAL,
@@ -196,12 +268,20 @@ static int job_from_json(const struct json *object, size_t index, size_t total,
 				job->depends_on[job->depends_on_count++] = (size_t)number;
 			}
 		} else if (!strcmp(key, "master")) {
-			/* Workers start once their master runs: that needs jobs side by side. */
-			return error_set(err, -EINVAL,
-					 "jobs[%zu].master: master and worker jobs are not supported yet", index);
+			if (!json_integer(v, &number) || number < 0 || (size_t)number >= total ||
+			    (size_t)number == index)
+				return error_set(err, -EINVAL,
+						 "jobs[%zu].master: expected the index of another job", index);
+			job->worker = true;
+			job->master = (size_t)number;
 		} else if (!strcmp(key, "resources")) {
+			int ret;
+
 			if (v->type != JSON_OBJECT)
 				return error_set(err, -EINVAL, "jobs[%zu].resources: expected an object", index);
+			ret = job_resources_from_json(v, index, &job->resources, err);
+			if (ret < 0)
+				return ret;
 		}
 	}
 	for (i = 0; i < job->artifact_count; i++)

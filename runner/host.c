@@ -49,9 +49,14 @@ static void host_child(const struct host_job *job, int out)
 	static const char message[] = "dstack: cannot start bash\n";
 	char *const argv[] = { "bash", "-c", (char *)job->script, NULL };
 	sigset_t none;
+	size_t i;
 	int sig;
 
 	setpgid(0, 0);
+	/* "0" moves the writer; then everything the job starts is in the group. */
+	for (i = 0; i < job->cgroup_count; i++)
+		if (write(job->cgroup_procs[i], "0", 1) < 0)
+			_exit(126);
 	host_child_read_only(job);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -95,6 +100,8 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 	/* Both sides set the group: a stop may come before the child runs. */
 	setpgid(pid, pid);
 	close(pipe_fds[1]);
+	if (job->started)
+		job->started(job->started_ctx, pid);
 	for (;;) {
 		struct pollfd pfd = { .fd = pipe_fds[0], .events = POLLIN };
 		ssize_t n;
@@ -139,4 +146,48 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 	}
 	*status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
 	return ret < 0 ? ret : 0;
+}
+
+int host_exec(const char *program, char *const *argv, struct strbuf *out, int *status,
+	      struct error *err)
+{
+	char buf[4096];
+	int fds[2], wstatus;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return error_errno(err, -errno, "pipe");
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return error_errno(err, -errno, "fork");
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(out ? fds[1] : null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+		}
+		execvp(program, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	while ((n = read(fds[0], buf, sizeof(buf))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		if (out)
+			strbuf_add(out, buf, (size_t)n);
+	}
+	close(fds[0]);
+	while (waitpid(pid, &wstatus, 0) < 0)
+		if (errno != EINTR)
+			return error_errno(err, -errno, "waitpid");
+	*status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+	return 0;
 }

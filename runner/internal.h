@@ -38,6 +38,12 @@ struct host_job {
 	/* Made read-only in the job's own mount namespace (where allowed). */
 	char *const *read_only;
 	size_t read_only_count;
+	/* Each joined by the child before it runs the script. */
+	const int *cgroup_procs;
+	size_t cgroup_count;
+	/* Hears the job's process (group) once it exists. */
+	void (*started)(void *ctx, pid_t pid);
+	void *started_ctx;
 	int (*output)(void *ctx, const void *data, size_t len);
 	/* Called when output pauses, at least every HOST_TICK_MS. */
 	int (*tick)(void *ctx);
@@ -53,11 +59,61 @@ struct host_job {
 int host_job_run(const struct host_job *job, int *status, bool *stopped,
 		 struct error *err);
 /*
+ * Runs a tool the runner needs (program found on PATH) to its end: its
+ * stdout into out (NULL: discarded), its exit code (or 128 + signal)
+ * into *status.
+ */
+int host_exec(const char *program, char *const *argv, struct strbuf *out, int *status,
+	      struct error *err);
+/*
  * Set by the signals that stop a run in this process: SIGINT, SIGTERM and
  * SIGHUP stop it; SIGUSR1 aborts it (jobs killed at once, nothing stored).
  */
 extern volatile sig_atomic_t runner_stopping;
 extern volatile sig_atomic_t runner_aborting;
+
+/* What the host offers jobs (resources.c). */
+#define HOST_GPUS_MAX 64
+struct host_gpu {
+	char *name;
+	uint64_t memory;	/* bytes */
+};
+struct host_capacity {
+	int cpu;
+	uint64_t memory;
+	struct host_gpu *gpus;	/* index i is GPU i of CUDA_VISIBLE_DEVICES */
+	size_t gpu_count;
+};
+/* Whether nvidia-smi is there to ask (cheap: no process started). */
+bool host_has_gpus(void);
+int host_capacity_read(bool with_gpus, struct host_capacity *cap, struct error *err);
+void host_capacity_release(struct host_capacity *cap);
+/* The whole capacity as a claim. */
+void host_capacity_claim(const struct host_capacity *cap, struct store_claim *claim);
+/*
+ * What a job's ask claims: its cpu and memory, and in want->gpus every
+ * GPU that suits it.  -E2BIG, saying what, when the host can never give it.
+ */
+int host_capacity_fit(const struct host_capacity *cap, const struct job_resources *asked,
+		      struct store_claim *want, struct error *err);
+
+/* A job's cgroups (cgroup.c): one on v2, the memory and cpu ones on v1. */
+struct job_cgroup {
+	char *dirs[2];
+	int procs[2];		/* their cgroup.procs, for the child to join */
+	size_t count;
+	bool v2;
+	const char *memory_dir;	/* the one with the memory limit, or NULL */
+};
+/* Makes dstack/NAME with the asked limits; fails where cgroups are not ours. */
+int job_cgroup_create(const char *name, const struct job_resources *asked,
+		      struct job_cgroup *cg, struct error *err);
+/* Whether the kernel killed a process of the group for memory. */
+bool job_cgroup_oom_killed(const struct job_cgroup *cg);
+/* Kills what is left in the groups and removes them. */
+void job_cgroup_destroy(struct job_cgroup *cg);
+/* The same for the groups named NAME that a dead runner left. */
+void job_cgroup_reap(const char *name);
 
 /* An environment: "K=V" strings, NULL-terminated; a later name wins. */
 struct job_env {
@@ -89,6 +145,80 @@ void job_output_say(struct job_output *out, const char *fmt, ...)
  * module within reach of env: PATH, VIRTUAL_ENV, PYTHONUSERBASE.
  */
 int runner_python_env(struct store *store, struct job_env *env, struct error *err);
+
+/* The runs whose artifacts a workflow's jobs get: its deps, resolved. */
+struct dep_runs {
+	int64_t *ids;
+	size_t count;
+};
+
+/* What the jobs of one run share while it executes (schedule.c, job.c). */
+struct run_context {
+	struct store *store;	/* the runner's handle: the scheduler's thread only */
+	const struct runner_request *request;
+	const struct snapshot_info *info;
+	const struct workflow *workflow;
+	const struct dep_runs *deps;
+	const struct store_run *run;
+	const struct job_spec *jobs;
+	size_t count;
+	/* Read once, when some job asks for resources. */
+	struct host_capacity capacity;
+	bool capacity_read;
+};
+
+/* Where a job is, as the scheduler sees it. */
+enum job_state {
+	JOB_PENDING,
+	JOB_STARTING,		/* its thread prepares the working directory */
+	JOB_RUNNING,		/* its process exists: its workers may start */
+	JOB_ENDED,
+};
+
+struct schedule;
+
+struct job_slot {
+	struct run_context *ctx;
+	struct schedule *schedule;
+	int n;
+	enum job_state state;	/* under the scheduler's lock */
+	int *ports;		/* the job's ports, free ones picked */
+	const int *master_ports;	/* a worker's master's, or NULL */
+	size_t master_port_count;
+	struct store_claim claim;	/* what it holds, while claimed */
+	bool claimed;
+	bool said_waiting;
+	/* Its end: exit code (0: done), stopped by a signal, never started
+	 * because a job it needs failed, or an error. */
+	int code;
+	bool stopped;
+	bool blocked;
+	int ret;
+	struct error err;
+};
+
+/* The job's ports: its own numbers, and a free port for each 0. */
+int job_ports_pick(const struct job_spec *spec, int **ports, struct error *err);
+/* Tells the scheduler a job's process exists (its workers may start). */
+void schedule_job_running(struct job_slot *slot);
+/*
+ * Reads the host's capacity if a job asks for resources and checks that
+ * each ask can ever be met: -E2BIG naming the job and what otherwise.
+ */
+int schedule_check(struct run_context *ctx, struct error *err);
+
+/*
+ * Runs one job to its end with a store handle of its thread's own:
+ * snapshot, deps, the process, its artifacts; slot->code, slot->stopped.
+ */
+int job_run(struct store *store, struct job_slot *slot, struct error *err);
+
+/*
+ * Runs every job of a run, side by side as depends_on, master and the
+ * resources free allow; *first_failure gets the first failed job's code.
+ */
+int run_schedule(struct run_context *ctx, int *first_failure, bool *stopped,
+		 struct error *err);
 
 /* Custom providers (custom.c). */
 /* Checks the workflow's parameters against the provider's schema, if any. */

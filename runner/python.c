@@ -51,31 +51,27 @@ static int python_user_base(struct store *store, struct strbuf *base, struct err
 	return ret;
 }
 
-/* Runs argv (output discarded), for tools the runner itself needs. */
-static int run_quietly(const char *program, char *const *argv, int *status,
-		       struct error *err)
+/* pip and pip3 in the environment's bin/: the system's pip, run by it. */
+static int python_pip_commands(const char *bin, struct error *err)
 {
-	pid_t pid = fork();
-	int wstatus;
+	static const char script[] = "#!/bin/sh\n"
+				     "exec \"$(dirname \"$0\")/python3\" -m pip \"$@\"\n";
+	static const char *const names[] = { "pip", "pip3" };
+	struct strbuf path = STRBUF_INIT;
+	size_t i;
+	int ret = 0;
 
-	if (pid < 0)
-		return error_errno(err, -errno, "fork");
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-
-		if (null >= 0) {
-			dup2(null, STDIN_FILENO);
-			dup2(null, STDOUT_FILENO);
-			dup2(null, STDERR_FILENO);
-		}
-		execv(program, argv);
-		_exit(127);
+	for (i = 0; i < sizeof(names) / sizeof(names[0]) && ret == 0; i++) {
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", bin, names[i]);
+		ret = fs_write_file(path.buf, script, strlen(script));
+		if (ret == 0 && chmod(path.buf, 0755) < 0)
+			ret = -errno;
+		if (ret < 0)
+			error_errno(err, ret, "%s", path.buf);
 	}
-	while (waitpid(pid, &wstatus, 0) < 0)
-		if (errno != EINTR)
-			return error_errno(err, -errno, "waitpid");
-	*status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
-	return 0;
+	strbuf_release(&path);
+	return ret;
 }
 
 /* The environment, made under a lock the first time; *bin gets its bin/. */
@@ -96,15 +92,19 @@ static int python_venv(struct store *store, struct strbuf *bin, struct error *er
 	strbuf_reset(&path);
 	strbuf_addf(&path, "%s/bin/python3", dir.buf);
 	if (stat(path.buf, &st) < 0) {
+		/* Without its own pip (seconds to install): the system's pip
+		 * (python3-pip), run by the environment's Python, installs into it. */
 		char *const argv[] = { "python3", "-m", "venv", "--system-site-packages",
-				       dir.buf, NULL };
+				       "--without-pip", dir.buf, NULL };
 		int status = 0;
 
-		ret = run_quietly("/usr/bin/python3", argv, &status, err);
+		ret = host_exec("/usr/bin/python3", argv, NULL, &status, err);
 		if (ret == 0 && status)
 			ret = error_set(err, -ENOEXEC,
 					"cannot make a Python environment for providers in %s"
 					" (Debian: python3-venv)", dir.buf);
+		if (ret == 0)
+			ret = python_pip_commands(bin->buf, err);
 		if (ret < 0)
 			goto out;
 	}

@@ -22,121 +22,6 @@
 
 extern char **environ;
 
-/* Sets "K=V" entries; a bare "K" takes K from this process's environment. */
-static void job_env_set_all(struct job_env *env, char *const *vars, size_t count)
-{
-	size_t i;
-
-	for (i = 0; i < count; i++) {
-		char *name = xstrdup(vars[i]);
-		char *eq = strchr(name, '=');
-		const char *value;
-
-		if (eq) {
-			*eq = '\0';
-			value = eq + 1;
-		} else {
-			value = getenv(name);
-		}
-		if (value)
-			job_env_set(env, name, value);
-		free(name);
-	}
-}
-
-/*
- * A free TCP port on the loopback: bound, read back and closed.  Another
- * process may take it before the job does; the kernel's allocator makes
- * that unlikely, and the job then fails plainly on bind.
- */
-static int job_free_port(struct error *err)
-{
-	struct sockaddr_in addr = { .sin_family = AF_INET };
-	socklen_t len = sizeof(addr);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
-
-	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
-		port = ntohs(addr.sin_port);
-	if (port < 0)
-		error_errno(err, -errno, "cannot find a free port");
-	if (fd >= 0)
-		close(fd);
-	return port < 0 ? err->code : port;
-}
-
-static int job_env_build(struct job_env *env, const struct workflow *workflow,
-			 const struct job_spec *spec, const char *run_name, int job,
-			 struct error *err)
-{
-	char job_id[96], name[32], value[16];
-	char **var;
-	size_t i;
-
-	memset(env, 0, sizeof(*env));
-	for (var = environ; *var; var++)
-		job_env_put(env, *var);
-	snprintf(job_id, sizeof(job_id), "%s/%d", run_name, job);
-	job_env_set(env, "RUN_NAME", run_name);
-	job_env_set(env, "JOB_ID", job_id);
-	job_env_set(env, "JOB_HOSTNAME", "127.0.0.1");
-	job_env_set(env, "PYTHONUNBUFFERED", "1");
-	for (i = 0; i < spec->port_count; i++) {
-		int port = spec->ports[i] ? spec->ports[i] : job_free_port(err);
-
-		if (port < 0)
-			return port;
-		snprintf(name, sizeof(name), "PORT_%zu", i);
-		snprintf(value, sizeof(value), "%d", port);
-		job_env_set(env, name, value);
-	}
-	job_env_set_all(env, spec->env, spec->env_count);
-	job_env_set_all(env, workflow->env, workflow->env_count);
-	return 0;
-}
-
-/* Stores each artifact folder of a finished job; false if one is missing. */
-static int job_store_artifacts(struct store *store, struct job_output *out,
-			       const char *dir, const struct job_spec *spec,
-			       bool *complete, struct error *err)
-{
-	struct store_ingest *ingest;
-	struct strbuf path = STRBUF_INIT;
-	size_t i;
-	int ret;
-
-	*complete = true;
-	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
-	if (ret < 0)
-		return ret;
-	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
-		struct stat st;
-		int64_t tree;
-
-		strbuf_reset(&path);
-		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i]);
-		if (lstat(path.buf, &st) < 0) {
-			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i]);
-			*complete = false;
-			continue;
-		}
-		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
-		if (ret == 0)
-			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i],
-						 tree, err);
-	}
-	store_ingest_end(ingest);
-	strbuf_release(&path);
-	return ret;
-}
-
-/* The runs whose artifacts a workflow's jobs get: its deps, resolved. */
-struct dep_runs {
-	int64_t *ids;
-	size_t count;
-};
-
 static int deps_resolve(struct store *store, const struct workflow *workflow,
 			const char *repo, struct dep_runs *deps, struct error *err)
 {
@@ -174,58 +59,6 @@ static int deps_resolve(struct store *store, const struct workflow *workflow,
 	return ret;
 }
 
-struct artifact_names {
-	const char *dir;
-	char **paths;
-	size_t count;
-};
-
-/* Collects DIR/PATH for each artifact path of a run (its root entries). */
-static int artifact_name_add(void *ctx, const struct store_entry *entry)
-{
-	struct artifact_names *names = ctx;
-	struct strbuf path = STRBUF_INIT;
-	size_t i;
-
-	if (*entry->path)
-		return 0;
-	strbuf_addf(&path, "%s/%s", names->dir, entry->artifact);
-	for (i = 0; i < names->count; i++) {
-		if (!strcmp(names->paths[i], path.buf)) {
-			strbuf_release(&path);
-			return 0;
-		}
-	}
-	names->paths = xrealloc(names->paths, (names->count + 1) * sizeof(char *));
-	names->paths[names->count++] = path.buf;
-	return 0;
-}
-
-/* Writes the deps' artifacts into the job's directory; names them in ro. */
-static int deps_materialize(struct store *store, const struct dep_runs *deps,
-			    const char *dir, struct artifact_names *ro,
-			    struct error *err)
-{
-	size_t i;
-	int ret = 0;
-
-	ro->dir = dir;
-	for (i = 0; i < deps->count && ret == 0; i++) {
-		ret = store_run_download(store, deps->ids[i], dir, NULL, NULL, err);
-		if (ret == 0)
-			ret = store_run_entries(store, deps->ids[i], artifact_name_add, ro, err);
-	}
-	return ret;
-}
-
-static void artifact_names_release(struct artifact_names *names)
-{
-	size_t i;
-
-	for (i = 0; i < names->count; i++)
-		free(names->paths[i]);
-	free(names->paths);
-}
 
 volatile sig_atomic_t runner_stopping;
 volatile sig_atomic_t runner_aborting;
@@ -264,101 +97,6 @@ static void runner_release_signals(const struct sigaction old[RUNNER_SIGNALS])
 		sigaction(runner_signals[i], &old[i], NULL);
 }
 
-/*
- * Runs one job to its end; *code gets its exit code (0 when done), and
- * *stopped whether a signal stopped it (it is "stopped" then, whatever
- * its code; what it stored so far is kept).
- */
-static int job_run(struct store *store, const struct runner_request *request,
-		   const struct snapshot_info *info, const struct workflow *workflow,
-		   const struct dep_runs *deps, const struct store_run *run, int n,
-		   const struct job_spec *spec, int *code, bool *stopped,
-		   struct error *err)
-{
-	struct artifact_names ro = { 0 };
-	struct job_output out = { .store = store, .request = request, .run = run->id, .job = n };
-	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
-				 .output_ctx = &out, .script = spec->script };
-	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
-	struct job_env env;
-	bool complete;
-	size_t i;
-	int ret;
-
-	strbuf_addf(&root, "%s/work/%s-%d", store_home(store), run->name, n);
-	ret = fs_mkdir_p(root.buf, 0700);
-	if (ret < 0) {
-		error_errno(err, ret, "%s", root.buf);
-		goto out;
-	}
-	ret = store_job_set_status(store, run->id, n, "downloading", -1, err);
-	if (ret == 0)
-		ret = snapshot_copy(info, root.buf, err);
-	if (ret < 0)
-		goto out;
-	strbuf_addf(&dir, "%s%s%s", root.buf, spec->working_dir ? "/" : "",
-		    spec->working_dir ? spec->working_dir : "");
-	/* Artifact folders exist before the commands start, as dstack mounted them. */
-	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
-		struct strbuf path = STRBUF_INIT;
-
-		strbuf_addf(&path, "%s/%s", dir.buf, spec->artifacts[i]);
-		ret = fs_mkdir_p(path.buf, 0755);
-		if (ret < 0)
-			error_errno(err, ret, "%s", path.buf);
-		strbuf_release(&path);
-	}
-	if (ret == 0)
-		ret = deps_materialize(store, deps, dir.buf, &ro, err);
-	if (ret < 0)
-		goto out;
-	ret = job_env_build(&env, workflow, spec, run->name, n, err);
-	if (ret == 0 && spec->python_env)
-		ret = runner_python_env(store, &env, err);
-	if (ret < 0) {
-		job_env_release(&env);
-		goto out;
-	}
-	host.dir = dir.buf;
-	host.env = env.vars;
-	host.read_only = ro.paths;
-	host.read_only_count = ro.count;
-	ret = store_run_set_status(store, run->id, "running", -1, err);
-	if (ret == 0)
-		ret = store_job_set_status(store, run->id, n, "running", -1, err);
-	if (ret == 0)
-		ret = host_job_run(&host, code, stopped, err);
-	job_env_release(&env);
-	if (ret == 0 && *stopped)
-		job_output_say(&out, "job %d %s", n, runner_aborting ? "aborted" : "stopped");
-	else if (ret == 0 && *code)
-		job_output_say(&out, "job %d exited with status %d", n, *code);
-	/* An aborted job stores nothing. */
-	if (ret == 0 && !runner_aborting)
-		ret = store_job_set_status(store, run->id, n, "uploading", -1, err);
-	if (ret == 0 && !runner_aborting)
-		ret = job_store_artifacts(store, &out, dir.buf, spec, &complete, err);
-	else
-		complete = true;
-	if (ret == 0 && !complete && !*code)
-		*code = 1;
-	if (job_output_flush(&out) < 0 && ret == 0) {
-		*err = out.err;
-		ret = err->code;
-	}
-	if (ret == 0 && *stopped)
-		ret = store_job_set_status(store, run->id, n,
-					   runner_aborting ? "aborted" : "stopped", -1, err);
-	else if (ret == 0)
-		ret = store_job_set_status(store, run->id, n, *code ? "failed" : "done", *code, err);
-out:
-	artifact_names_release(&ro);
-	fs_remove_tree(root.buf);
-	strbuf_release(&out.pending);
-	strbuf_release(&root);
-	strbuf_release(&dir);
-	return ret;
-}
 
 /* A string parameter of the workflow (from data_json), or NULL. */
 static const char *data_string(const struct json *data, const char *key)
@@ -405,8 +143,16 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 {
 	struct json *data = NULL;
 	char *python_args = NULL;
+	const struct workflow_resources *asked = &workflow->resources;
+	struct job_resources resources = {
+		.cpu = asked->cpu, .memory = asked->memory, .shm_size = asked->shm_size,
+		.gpu_count = asked->gpu_count, .gpu_name = asked->gpu_name,
+		.gpu_memory = asked->gpu_memory,
+	};
 	struct provider_input in = {
 		.workflow = workflow->name,
+		.image = workflow->image,
+		.resources = &resources,
 		.command_count = workflow->command_count,
 		.working_dir = workflow->working_dir,
 		.artifact_count = workflow->artifact_count,
@@ -448,6 +194,7 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 		in.requirements = data_string(data, "requirements");
 		python_args = data_args(data, args, arg_count);
 		in.args = python_args;
+		in.data = data;
 	}
 	if (err->code)
 		ret = err->code;
@@ -490,47 +237,6 @@ int runner_repo_root(const char *cwd, struct strbuf *out, struct error *err)
 	return ret;
 }
 
-/*
- * The order jobs run in: each after the jobs it depends on (Kahn's
- * algorithm, lowest index first among the ready ones).
- */
-static int jobs_order(const struct job_spec *jobs, size_t count, size_t *order,
-		      struct error *err)
-{
-	bool *placed = xcalloc(count + 1, sizeof(bool));
-	size_t done = 0, i, j;
-
-	while (done < count) {
-		for (i = 0; i < count; i++) {
-			bool ready = !placed[i];
-
-			for (j = 0; ready && j < jobs[i].depends_on_count; j++)
-				ready = placed[jobs[i].depends_on[j]];
-			if (ready)
-				break;
-		}
-		if (i == count) {
-			free(placed);
-			return error_set(err, -EPROTO, "the jobs' depends_on make a cycle");
-		}
-		placed[i] = true;
-		order[done++] = i;
-	}
-	free(placed);
-	return 0;
-}
-
-/* The first job i depends on that did not end done, or -1. */
-static int job_blocked_by(const struct job_spec *job, const int *codes)
-{
-	size_t j;
-
-	for (j = 0; j < job->depends_on_count; j++)
-		if (codes[job->depends_on[j]])
-			return (int)job->depends_on[j];
-	return -1;
-}
-
 /* A provider that failed fails the run: its reason goes to the logs. */
 static int run_provider_failed(struct store *store, const struct runner_request *request,
 			       const struct store_run *run, const char *reason,
@@ -560,9 +266,12 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct dep_runs deps = { 0 };
 	struct snapshot_info info;
 	struct store_run_spec spec = { 0 };
+	struct error why = { 0 };
+	struct run_context ctx = { .store = store, .request = request, .info = &info,
+				   .deps = &deps, .run = run };
 	char *args = NULL, commit[64];
-	size_t count = 0, i, *order = NULL;
-	int *codes = NULL, first_failure = 0, ret;
+	size_t count = 0;
+	int first_failure = 0, ret;
 	struct sigaction old_signals[RUNNER_SIGNALS];
 	bool stopped = false;
 
@@ -581,12 +290,20 @@ int runner_run(struct store *store, const struct runner_request *request,
 				info.root);
 		goto out;
 	}
+	ctx.workflow = workflow;
 	/* A provider of the repository wins over a built-in of the same name. */
 	def = workflow->provider_repo ? NULL : provider_def_set_find(&defs, workflow->provider);
 	if (def)
 		ret = custom_provider_validate(info.root, def, workflow, err);
 	else
 		ret = runner_jobs(workflow, request->args, request->arg_count, &jobs, &count, err);
+	ctx.jobs = jobs;
+	ctx.count = count;
+	/* A built-in's jobs asking more than the host has never start. */
+	if (ret == 0 && (ret = schedule_check(&ctx, &why)) < 0) {
+		ret = error_set(err, -EINVAL, "workflow '%s': %s", workflow->name, why.message);
+		goto out;
+	}
 	if (ret == 0)
 		ret = deps_resolve(store, workflow, info.repo, &deps, err);
 	if (ret < 0)
@@ -609,13 +326,16 @@ int runner_run(struct store *store, const struct runner_request *request,
 	if (ret == 0 && def) {
 		ret = custom_provider_jobs(store, request, def, &info, workflow, run, &jobs, &count,
 					   err);
+		ctx.jobs = jobs;
+		ctx.count = count;
 		if (ret == 0)
 			ret = store_run_add_jobs(store, run->id, (int)count, err);
+		if (ret == 0 && (ret = schedule_check(&ctx, err)) < 0)
+			err->code = ret = -EPROTO;
 	}
-	order = xcalloc(count + 1, sizeof(*order));
-	codes = xcalloc(count + 1, sizeof(*codes));
-	if (ret == 0 && (ret = jobs_order(jobs, count, order, err)) < 0)
-		err->code = ret = -EPROTO;
+	if (ret == 0)
+		ret = run_schedule(&ctx, &first_failure, &stopped, err);
+	/* A provider that failed, or whose jobs cannot run, fails the run. */
 	if (ret == -EPROTO && runner_stopping) {
 		ret = store_run_set_status(store, run->id, "stopped", -1, err);
 		if (ret == 0)
@@ -627,26 +347,6 @@ int runner_run(struct store *store, const struct runner_request *request,
 		if (ret == 0)
 			ret = store_run_find(store, run->name, run, err);
 		goto out;
-	}
-	for (i = 0; i < count && ret == 0; i++) {
-		size_t n = order[i];
-		int blocker = job_blocked_by(&jobs[n], codes);
-
-		if (stopped || runner_stopping) {
-			stopped = true;
-			ret = store_job_set_status(store, run->id, (int)n,
-						   runner_aborting ? "aborted" : "stopped", -1, err);
-			continue;
-		}
-		if (blocker >= 0) {
-			codes[n] = 1;
-			ret = store_job_set_status(store, run->id, (int)n, "failed", -1, err);
-			continue;
-		}
-		ret = job_run(store, request, &info, workflow, &deps, run, (int)n, &jobs[n],
-			      &codes[n], &stopped, err);
-		if (ret == 0 && !stopped && codes[n] && !first_failure)
-			first_failure = codes[n];
 	}
 	if (ret < 0) {
 		/* The run cannot go on; record why it stopped as best we can. */
@@ -665,9 +365,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 		ret = store_run_find(store, run->name, run, err);
 out:
 	runner_release_signals(old_signals);
+	host_capacity_release(&ctx.capacity);
 	job_specs_free(jobs, count);
-	free(order);
-	free(codes);
 	free(deps.ids);
 	provider_def_set_release(&defs);
 	workflow_set_release(&set);

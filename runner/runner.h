@@ -51,4 +51,15 @@ int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err);
 /* The working tree root of the repository around cwd. */
 int runner_repo_root(const char *cwd, struct strbuf *out, struct error *err);
 
+/*
+ * Calls fn with the name of each provider of the repository around cwd
+ * (.dstack/providers.yaml) and the file, relative to the repository root,
+ * that defines it; warn hears that file's warnings.  Outside a repository
+ * there are none.
+ */
+int runner_providers_each(const char *cwd,
+			  void (*fn)(void *ctx, const char *name, const char *file),
+			  void (*warn)(void *ctx, const char *line), void *ctx,
+			  struct error *err);
+
 #endif

@@ -100,6 +100,12 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 	ret = snapshot_open(cwd, &repo, err);
 	if (ret < 0)
 		return ret;
+	/*
+	 * The info holds libgit2 until released: a job's thread that copies
+	 * the snapshot then exits while libgit2 is up, so its per-thread
+	 * state is freed.
+	 */
+	git_libgit2_init();
 	info->root = xstrdup(git_repository_workdir(repo));
 	len = strlen(info->root);
 	if (len > 1 && info->root[len - 1] == '/')
@@ -124,6 +130,8 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 
 void snapshot_info_release(struct snapshot_info *info)
 {
+	if (info->root)
+		git_libgit2_shutdown();
 	free(info->root);
 	free(info->repo);
 	free(info->branch);

@@ -98,6 +98,21 @@ static const char *const catalog_migrations[] = {
 	 * runner died is known (pid plus start time: pids are reused). */
 	"ALTER TABLE runs ADD COLUMN runner_pid INTEGER;"
 	"ALTER TABLE runs ADD COLUMN runner_started INTEGER;",
+	/* 3: the image a job named; the process group of a live job, so a
+	 * restarted runner can end what a dead one left; and what live jobs
+	 * hold of a backend, counted by every runner sharing the store. */
+	"ALTER TABLE jobs ADD COLUMN image TEXT;"
+	"ALTER TABLE jobs ADD COLUMN pid INTEGER;"
+	"ALTER TABLE jobs ADD COLUMN pid_started INTEGER;"
+	"CREATE TABLE claims("
+	"  run INTEGER NOT NULL,"
+	"  job INTEGER NOT NULL,"
+	"  backend TEXT NOT NULL,"
+	"  cpu INTEGER NOT NULL,"
+	"  memory INTEGER NOT NULL,"
+	"  gpus INTEGER NOT NULL,"
+	"  PRIMARY KEY(run, job),"
+	"  FOREIGN KEY(run, job) REFERENCES jobs(run, n) ON DELETE CASCADE);",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))

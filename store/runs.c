@@ -102,11 +102,17 @@ static int run_update(struct store *store, const char *sql, const char *status,
 int store_run_set_status(struct store *store, int64_t run, const char *status,
 			 int exit_code, struct error *err)
 {
-	if (status_is_final(status))
-		return run_update(store,
-				  "UPDATE runs SET status = ?1, finished = ?2, exit_code = ?3,"
-				  " started = coalesce(started, ?2) WHERE id = ?4",
-				  status, exit_code, run, -1, err);
+	int ret;
+
+	if (status_is_final(status)) {
+		ret = run_update(store,
+				 "UPDATE runs SET status = ?1, finished = ?2, exit_code = ?3,"
+				 " started = coalesce(started, ?2) WHERE id = ?4",
+				 status, exit_code, run, -1, err);
+		/* An ended run holds nothing, whatever its runner did. */
+		return ret < 0 ? ret : run_update(store, "DELETE FROM claims WHERE run = ?4",
+						  status, -1, run, -1, err);
+	}
 	return run_update(store,
 			  "UPDATE runs SET status = ?1, started = coalesce(started, ?2) WHERE id = ?4",
 			  status, -1, run, -1, err);
@@ -115,9 +121,135 @@ int store_run_set_status(struct store *store, int64_t run, const char *status,
 int store_job_set_status(struct store *store, int64_t run, int job,
 			 const char *status, int exit_code, struct error *err)
 {
+	if (status_is_final(status))
+		return run_update(store,
+				  "UPDATE jobs SET status = ?1, exit_code = ?3, pid = NULL,"
+				  " pid_started = NULL WHERE run = ?4 AND n = ?5",
+				  status, exit_code, run, job, err);
 	return run_update(store,
 			  "UPDATE jobs SET status = ?1, exit_code = ?3 WHERE run = ?4 AND n = ?5",
 			  status, exit_code, run, job, err);
+}
+
+int store_job_set_image(struct store *store, int64_t run, int job,
+			const char *image, struct error *err)
+{
+	return run_update(store, "UPDATE jobs SET image = ?1 WHERE run = ?4 AND n = ?5",
+			  image, -1, run, job, err);
+}
+
+int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
+			  int64_t started, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"UPDATE jobs SET status = 'running', pid = ?1, pid_started = ?2"
+		" WHERE run = ?3 AND n = ?4", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int(stmt, 1, (int)pid);
+	sqlite3_bind_int64(stmt, 2, started);
+	sqlite3_bind_int64(stmt, 3, run);
+	sqlite3_bind_int(stmt, 4, job);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record job process", err);
+}
+
+/* Adds up what the live jobs hold on backend, in the open transaction. */
+static int claims_held(struct store *store, const char *backend, struct store_claim *held,
+		       struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT c.cpu, c.memory, c.gpus FROM claims c JOIN runs r ON r.id = c.run"
+		" WHERE c.backend = ? AND r.finished IS NULL", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	memset(held, 0, sizeof(*held));
+	sqlite3_bind_text(stmt, 1, backend, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		held->cpu += sqlite3_column_int(stmt, 0);
+		held->memory += (uint64_t)sqlite3_column_int64(stmt, 1);
+		held->gpus |= (uint64_t)sqlite3_column_int64(stmt, 2);
+	}
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read claims", err);
+}
+
+/* The gpu_count lowest GPUs of wanted that are not taken, or 0. */
+static uint64_t gpus_pick(uint64_t wanted, uint64_t taken, int gpu_count)
+{
+	uint64_t free = wanted & ~taken, picked = 0;
+	int bit;
+
+	for (bit = 0; bit < 64 && gpu_count > 0; bit++) {
+		if (free & (1ull << bit)) {
+			picked |= 1ull << bit;
+			gpu_count--;
+		}
+	}
+	return gpu_count ? 0 : picked;
+}
+
+int store_job_claim(struct store *store, int64_t run, int job, const char *backend,
+		    const struct store_claim *capacity, const struct store_claim *want,
+		    int gpu_count, struct store_claim *granted, struct error *err)
+{
+	struct store_claim held;
+	sqlite3_stmt *stmt;
+	uint64_t gpus;
+	int rc, ret = catalog_begin(store, err);
+
+	if (ret < 0)
+		return ret;
+	ret = claims_held(store, backend, &held, err);
+	if (ret < 0)
+		goto fail;
+	gpus = gpus_pick(want->gpus, held.gpus, gpu_count);
+	if (held.cpu + want->cpu > capacity->cpu ||
+	    held.memory + want->memory > capacity->memory || (gpu_count && !gpus)) {
+		granted->cpu = capacity->cpu > held.cpu ? capacity->cpu - held.cpu : 0;
+		granted->memory = capacity->memory > held.memory ? capacity->memory - held.memory : 0;
+		granted->gpus = capacity->gpus & ~held.gpus;
+		catalog_rollback(store);
+		return -EAGAIN;
+	}
+	stmt = catalog_stmt(store, "INSERT OR REPLACE INTO claims(run, job, backend, cpu, memory, gpus)"
+			    " VALUES (?, ?, ?, ?, ?, ?)", err);
+	if (!stmt) {
+		ret = err->code;
+		goto fail;
+	}
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int(stmt, 2, job);
+	sqlite3_bind_text(stmt, 3, backend, -1, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 4, want->cpu);
+	sqlite3_bind_int64(stmt, 5, (int64_t)want->memory);
+	sqlite3_bind_int64(stmt, 6, (int64_t)gpus);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "record claim", err);
+		goto fail;
+	}
+	ret = catalog_commit(store, err);
+	if (ret == 0) {
+		*granted = *want;
+		granted->gpus = gpus;
+	}
+	return ret;
+fail:
+	catalog_rollback(store);
+	return ret;
+}
+
+int store_job_release(struct store *store, int64_t run, int job, struct error *err)
+{
+	return run_update(store, "DELETE FROM claims WHERE run = ?4 AND job = ?5", "", -1, run,
+			  job, err);
 }
 
 int store_log_append(struct store *store, int64_t run, int job,
@@ -189,7 +321,8 @@ int store_artifact_add(struct store *store, int64_t run, int job,
 int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx,
 		   struct error *err)
 {
-	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1)"
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1),"
+					  " coalesce(image, ''), coalesce(pid, 0), coalesce(pid_started, 0)"
 					  " FROM jobs WHERE run = ? ORDER BY n", err);
 	struct store_job job;
 	int rc, ret = 0;
@@ -202,6 +335,9 @@ int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx
 		job.n = sqlite3_column_int(stmt, 0);
 		snprintf(job.status, sizeof(job.status), "%s", sqlite3_column_text(stmt, 1));
 		job.exit_code = sqlite3_column_int(stmt, 2);
+		snprintf(job.image, sizeof(job.image), "%s", sqlite3_column_text(stmt, 3));
+		job.pid = (pid_t)sqlite3_column_int(stmt, 4);
+		job.pid_started = sqlite3_column_int64(stmt, 5);
 		ret = fn(ctx, &job);
 		if (ret)
 			break;

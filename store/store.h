@@ -83,6 +83,9 @@ struct store_job {
 	int n;
 	char status[16];
 	int exit_code;		/* -1: none */
+	char image[256];	/* empty: none */
+	pid_t pid;		/* its process group while live, else 0 */
+	int64_t pid_started;	/* that process's start time */
 };
 typedef int store_job_fn(void *ctx, const struct store_job *job);
 /* Calls fn for each job of run, by number. */
@@ -132,6 +135,36 @@ int store_run_set_status(struct store *store, int64_t run, const char *status,
 			 int exit_code, struct error *err);
 int store_job_set_status(struct store *store, int64_t run, int job,
 			 const char *status, int exit_code, struct error *err);
+/* Records the image a job names (kept on the host backend for the record). */
+int store_job_set_image(struct store *store, int64_t run, int job,
+			const char *image, struct error *err);
+/*
+ * Moves a job to "running" with its process group (and that process's
+ * start time), so a later runner can end what a dead one left; a final
+ * status forgets the process.
+ */
+int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
+			  int64_t started, struct error *err);
+
+/* What a job holds of a backend's capacity while it runs. */
+struct store_claim {
+	int cpu;
+	uint64_t memory;	/* bytes */
+	uint64_t gpus;		/* a bit per GPU index */
+};
+/*
+ * Claims for a job want's cpu and memory and gpu_count of the GPUs in
+ * want->gpus, when what the live jobs of every process sharing the store
+ * hold on backend leaves that much of capacity free: *granted gets the
+ * claim (its gpus: the ones picked).  -EAGAIN when it does not fit, with
+ * what is free now in *granted.  The claim ends with store_job_release,
+ * or when its run ends.
+ */
+int store_job_claim(struct store *store, int64_t run, int job, const char *backend,
+		    const struct store_claim *capacity, const struct store_claim *want,
+		    int gpu_count, struct store_claim *granted, struct error *err);
+int store_job_release(struct store *store, int64_t run, int job, struct error *err);
+
 /* Appends output of a job to the run's logs. */
 int store_log_append(struct store *store, int64_t run, int job,
 		     const void *data, size_t len, struct error *err);

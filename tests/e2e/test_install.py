@@ -118,6 +118,16 @@ def test_binary(installed):
     assert ok(sh([binary, "help"])).stdout == ok(sh([BIN, "help"])).stdout
 
 
+def test_curl_helper(installed):
+    """dstack-curl goes where the curl provider looks for an installed one."""
+    helper = installed.at(installed.of(BIN.parent / "dstack-curl"))
+    assert helper.parent.as_posix().endswith(
+        "/" + installed.options["libexecdir"].strip("/") + "/dstack")
+    assert os.access(helper, os.X_OK)
+    cp = sh([helper])
+    assert cp.returncode == 2 and cp.stderr.startswith("dstack: usage: dstack-curl")
+
+
 @functools.lru_cache(maxsize=None)
 def help_commands():
     """The command names `dstack help` lists."""

@@ -1,0 +1,396 @@
+/*
+ * job.c - one job of a run on the host: a fresh snapshot of the
+ * repository as its working directory, its artifact folders made, its
+ * deps' artifacts in place and read-only, its environment, its process
+ * (in a cgroup with its limits where the machine allows), its output to
+ * the catalog as it comes (flushed every HOST_TICK_MS at most, so a crash
+ * loses under a second), and its artifact folders stored when it ends.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runner/internal.h"
+
+extern char **environ;
+
+/* Sets "K=V" entries; a bare "K" takes K from this process's environment. */
+static void job_env_set_all(struct job_env *env, char *const *vars, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		char *name = xstrdup(vars[i]);
+		char *eq = strchr(name, '=');
+		const char *value;
+
+		if (eq) {
+			*eq = '\0';
+			value = eq + 1;
+		} else {
+			value = getenv(name);
+		}
+		if (value)
+			job_env_set(env, name, value);
+		free(name);
+	}
+}
+
+/*
+ * A free TCP port on the loopback: bound, read back and closed.  Another
+ * process may take it before the job does; the kernel's allocator makes
+ * that unlikely, and the job then fails plainly on bind.
+ */
+static int job_free_port(struct error *err)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	socklen_t len = sizeof(addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
+		port = ntohs(addr.sin_port);
+	if (port < 0)
+		error_errno(err, -errno, "cannot find a free port");
+	if (fd >= 0)
+		close(fd);
+	return port < 0 ? err->code : port;
+}
+
+int job_ports_pick(const struct job_spec *spec, int **ports, struct error *err)
+{
+	size_t i;
+
+	*ports = xcalloc(spec->port_count + 1, sizeof(int));
+	for (i = 0; i < spec->port_count; i++) {
+		int port = spec->ports[i] ? spec->ports[i] : job_free_port(err);
+
+		if (port < 0)
+			return port;
+		(*ports)[i] = port;
+	}
+	return 0;
+}
+
+/* GPU indexes of a claim, as CUDA_VISIBLE_DEVICES lists them. */
+static void gpus_format(uint64_t gpus, struct strbuf *out)
+{
+	int bit;
+
+	for (bit = 0; bit < 64; bit++)
+		if (gpus & (1ull << bit))
+			strbuf_addf(out, "%s%d", out->len ? "," : "", bit);
+}
+
+static void job_env_ports(struct job_env *env, const char *prefix, const int *ports,
+			  size_t count)
+{
+	char name[48], value[16];
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		snprintf(name, sizeof(name), "%s%zu", prefix, i);
+		snprintf(value, sizeof(value), "%d", ports[i]);
+		job_env_set(env, name, value);
+	}
+}
+
+/* DESIGN.md's job environment, the provider's env, then the workflow's. */
+static void job_env_build(struct job_env *env, const struct job_slot *slot)
+{
+	const struct run_context *ctx = slot->ctx;
+	const struct job_spec *spec = &ctx->jobs[slot->n];
+	struct strbuf value = STRBUF_INIT;
+	char **var;
+
+	memset(env, 0, sizeof(*env));
+	for (var = environ; *var; var++)
+		job_env_put(env, *var);
+	strbuf_addf(&value, "%s/%d", ctx->run->name, slot->n);
+	job_env_set(env, "RUN_NAME", ctx->run->name);
+	job_env_set(env, "JOB_ID", value.buf);
+	job_env_set(env, "JOB_HOSTNAME", "127.0.0.1");
+	job_env_set(env, "PYTHONUNBUFFERED", "1");
+	job_env_ports(env, "PORT_", slot->ports, spec->port_count);
+	if (spec->worker) {
+		job_env_set(env, "MASTER_JOB_HOSTNAME", "127.0.0.1");
+		job_env_ports(env, "MASTER_JOB_PORT_", slot->master_ports, slot->master_port_count);
+	}
+	/* The GPUs a job did not claim are another job's: it sees none of them. */
+	if (slot->claim.gpus || ctx->capacity.gpu_count || host_has_gpus()) {
+		strbuf_reset(&value);
+		gpus_format(slot->claimed ? slot->claim.gpus : 0, &value);
+		job_env_set(env, "CUDA_VISIBLE_DEVICES", value.buf ? value.buf : "");
+	}
+	strbuf_release(&value);
+	job_env_set_all(env, spec->env, spec->env_count);
+	job_env_set_all(env, ctx->workflow->env, ctx->workflow->env_count);
+}
+
+/* Stores each artifact folder of a finished job; false if one is missing. */
+static int job_store_artifacts(struct store *store, struct job_output *out,
+			       const char *dir, const struct job_spec *spec,
+			       bool *complete, struct error *err)
+{
+	struct store_ingest *ingest;
+	struct strbuf path = STRBUF_INIT;
+	size_t i;
+	int ret;
+
+	*complete = true;
+	if (!spec->artifact_count)
+		return 0;
+	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
+		struct stat st;
+		int64_t tree;
+
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i]);
+		if (lstat(path.buf, &st) < 0) {
+			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i]);
+			*complete = false;
+			continue;
+		}
+		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
+		if (ret == 0)
+			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i],
+						 tree, err);
+	}
+	store_ingest_end(ingest);
+	strbuf_release(&path);
+	return ret;
+}
+
+struct artifact_names {
+	const char *dir;
+	char **paths;
+	size_t count;
+};
+
+/* Collects DIR/PATH for each artifact path of a run (its root entries). */
+static int artifact_name_add(void *ctx, const struct store_entry *entry)
+{
+	struct artifact_names *names = ctx;
+	struct strbuf path = STRBUF_INIT;
+	size_t i;
+
+	if (*entry->path)
+		return 0;
+	strbuf_addf(&path, "%s/%s", names->dir, entry->artifact);
+	for (i = 0; i < names->count; i++) {
+		if (!strcmp(names->paths[i], path.buf)) {
+			strbuf_release(&path);
+			return 0;
+		}
+	}
+	names->paths = xrealloc(names->paths, (names->count + 1) * sizeof(char *));
+	names->paths[names->count++] = path.buf;
+	return 0;
+}
+
+/* Writes the deps' artifacts into the job's directory; names them in ro. */
+static int deps_materialize(struct store *store, const struct dep_runs *deps,
+			    const char *dir, struct artifact_names *ro,
+			    struct error *err)
+{
+	size_t i;
+	int ret = 0;
+
+	ro->dir = dir;
+	for (i = 0; i < deps->count && ret == 0; i++) {
+		ret = store_run_download(store, deps->ids[i], dir, NULL, NULL, err);
+		if (ret == 0)
+			ret = store_run_entries(store, deps->ids[i], artifact_name_add, ro, err);
+	}
+	return ret;
+}
+
+static void artifact_names_release(struct artifact_names *names)
+{
+	size_t i;
+
+	for (i = 0; i < names->count; i++)
+		free(names->paths[i]);
+	free(names->paths);
+}
+
+
+/* What the host backend does not do of what a job asks, said in its log. */
+static void job_say_host_notes(struct job_output *out, const struct job_slot *slot)
+{
+	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
+	const struct workflow_resources *asked = &slot->ctx->workflow->resources;
+
+	if (spec->image)
+		job_output_say(out, "image '%s' is recorded; the host backend runs the commands"
+			       " on this machine", spec->image);
+	if (spec->resources.shm_size)
+		job_output_say(out, "resources.shm_size has no effect on the host backend");
+	if (asked->interruptible)
+		job_output_say(out, "resources.interruptible has no effect on the host backend");
+	if (asked->local)
+		job_output_say(out, "resources.local: the host backend runs every job here anyway");
+}
+
+/* The job's cgroup, when it asks for limits; a warning where none can be made. */
+static void job_limits(struct job_output *out, const struct job_slot *slot,
+		       struct job_cgroup *cg)
+{
+	const struct job_resources *asked = &slot->ctx->jobs[slot->n].resources;
+	struct strbuf name = STRBUF_INIT;
+	struct error why = { 0 };
+
+	if (!asked->cpu && !asked->memory)
+		return;
+	/* The runner's pid keeps runs of two stores with one name apart. */
+	strbuf_addf(&name, "%s.%d.%d", slot->ctx->run->name, slot->n, (int)getpid());
+	if (job_cgroup_create(name.buf, asked, cg, &why) < 0)
+		job_output_say(out, "warning: cpu and memory limits are not enforced: %s",
+			       why.message);
+	strbuf_release(&name);
+}
+
+struct job_process {
+	struct store *store;
+	struct job_slot *slot;
+	struct error err;
+};
+
+static void job_started(void *arg, pid_t pid)
+{
+	struct job_process *process = arg;
+	struct job_slot *slot = process->slot;
+
+	store_job_set_running(process->store, slot->ctx->run->id, slot->n, pid,
+			      proc_start_time(pid), &process->err);
+	schedule_job_running(slot);
+}
+
+/* Says how the job ended when it did not end well. */
+static void job_say_end(struct job_output *out, const struct job_slot *slot,
+			const struct job_cgroup *cg)
+{
+	char limit[32];
+
+	if (slot->stopped) {
+		job_output_say(out, "job %d %s", slot->n, runner_aborting ? "aborted" : "stopped");
+	} else if (slot->code && job_cgroup_oom_killed(cg)) {
+		size_format(slot->ctx->jobs[slot->n].resources.memory, limit);
+		job_output_say(out, "job %d was killed: out of memory (its limit is %s)", slot->n,
+			       limit);
+	} else if (slot->code) {
+		job_output_say(out, "job %d exited with status %d", slot->n, slot->code);
+	}
+}
+
+int job_run(struct store *store, struct job_slot *slot, struct error *err)
+{
+	const struct run_context *ctx = slot->ctx;
+	const struct job_spec *spec = &ctx->jobs[slot->n];
+	int64_t run = ctx->run->id;
+	int n = slot->n;
+	struct artifact_names ro = { 0 };
+	struct job_output out = { .store = store, .request = ctx->request, .run = run, .job = n };
+	struct job_process process = { .store = store, .slot = slot };
+	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
+				 .output_ctx = &out, .script = spec->script,
+				 .started = job_started, .started_ctx = &process };
+	struct job_cgroup cg = { .procs = { -1, -1 } };
+	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
+	struct job_env env;
+	bool complete;
+	size_t i;
+	int ret;
+
+	strbuf_addf(&root, "%s/work/%s-%d", store_home(store), ctx->run->name, n);
+	ret = fs_mkdir_p(root.buf, 0700);
+	if (ret < 0) {
+		error_errno(err, ret, "%s", root.buf);
+		goto out;
+	}
+	ret = store_job_set_status(store, run, n, "downloading", -1, err);
+	if (ret == 0 && spec->image)
+		ret = store_job_set_image(store, run, n, spec->image, err);
+	if (ret == 0)
+		ret = snapshot_copy(ctx->info, root.buf, err);
+	if (ret < 0)
+		goto out;
+	strbuf_addf(&dir, "%s%s%s", root.buf, spec->working_dir ? "/" : "",
+		    spec->working_dir ? spec->working_dir : "");
+	/* Artifact folders exist before the commands start, as dstack mounted them. */
+	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
+		struct strbuf path = STRBUF_INIT;
+
+		strbuf_addf(&path, "%s/%s", dir.buf, spec->artifacts[i]);
+		ret = fs_mkdir_p(path.buf, 0755);
+		if (ret < 0)
+			error_errno(err, ret, "%s", path.buf);
+		strbuf_release(&path);
+	}
+	if (ret == 0)
+		ret = deps_materialize(store, ctx->deps, dir.buf, &ro, err);
+	if (ret < 0)
+		goto out;
+	job_say_host_notes(&out, slot);
+	job_limits(&out, slot, &cg);
+	job_env_build(&env, slot);
+	if (spec->python_env)
+		ret = runner_python_env(store, &env, err);
+	if (ret < 0) {
+		job_env_release(&env);
+		goto out;
+	}
+	host.dir = dir.buf;
+	host.env = env.vars;
+	host.read_only = ro.paths;
+	host.read_only_count = ro.count;
+	host.cgroup_procs = cg.procs;
+	host.cgroup_count = cg.count;
+	ret = store_run_set_status(store, run, "running", -1, err);
+	if (ret == 0)
+		ret = host_job_run(&host, &slot->code, &slot->stopped, err);
+	if (ret == 0 && process.err.code)
+		ret = (*err = process.err).code;
+	job_env_release(&env);
+	if (ret == 0)
+		job_say_end(&out, slot, &cg);
+	/* What the job left behind, even outside its process group, ends with it. */
+	job_cgroup_destroy(&cg);
+	/* An aborted job stores nothing. */
+	if (ret == 0 && !runner_aborting)
+		ret = store_job_set_status(store, run, n, "uploading", -1, err);
+	if (ret == 0 && !runner_aborting)
+		ret = job_store_artifacts(store, &out, dir.buf, spec, &complete, err);
+	else
+		complete = true;
+	if (ret == 0 && !complete && !slot->code)
+		slot->code = 1;
+	if (job_output_flush(&out) < 0 && ret == 0) {
+		*err = out.err;
+		ret = err->code;
+	}
+	if (ret == 0 && slot->stopped)
+		ret = store_job_set_status(store, run, n, runner_aborting ? "aborted" : "stopped",
+					   -1, err);
+	else if (ret == 0)
+		ret = store_job_set_status(store, run, n, slot->code ? "failed" : "done",
+					   slot->code, err);
+out:
+	job_cgroup_destroy(&cg);
+	artifact_names_release(&ro);
+	fs_remove_tree(root.buf);
+	strbuf_release(&out.pending);
+	strbuf_release(&root);
+	strbuf_release(&dir);
+	return ret;
+}
