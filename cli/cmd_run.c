@@ -1,13 +1,16 @@
 /*
  * cmd_run.c - `dstack run`, `dstack ps` and `dstack logs`: runs of the
- * current repository's workflows, executed in this process.
+ * current repository's workflows, executed in this process or, with -d
+ * and on a terminal, in a child this process can let go of.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,88 +27,302 @@ static int run_output(void *ctx, const void *data, size_t len)
 }
 
 /*
- * run -d: the detached child's stderr is a pipe to its parent until the
- * run exists; then the run's name goes down the pipe and the child lets
- * go of the terminal's descendants entirely.
+ * The process that runs the workflow when the one the user started must
+ * be able to let go of it (run -d; Ctrl-C on a terminal), as the latter
+ * sees it: the read ends of pipes from the child's stdout (job output;
+ * none with -d), its stderr (errors and warnings) and one that carries
+ * the run's name once the run exists, then ends.
  */
+enum { CHILD_OUT, CHILD_ERR, CHILD_NAME, CHILD_PIPES };
+
+/* Output held while the question is shown, at most; then the run waits. */
+#define RUN_HOLD_MAX (4 << 20)
+
+struct run_child {
+	pid_t pid;
+	int fds[CHILD_PIPES];
+	sigset_t mask;		/* this process's signal mask before the fork */
+	char name[64];
+	size_t name_len;
+	bool asking;		/* "Stop the run?" is on the terminal */
+	bool stopping;
+	struct strbuf held[CHILD_ERR + 1];	/* stdout and stderr that came while asking */
+};
+
+/* The child's end of the name pipe; with -d its stderr goes quiet then. */
+struct run_report {
+	int fd;
+	bool quiet;
+};
+
 static void run_created(void *ctx, const struct store_run *run)
 {
-	int *fd = ctx, null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	struct strbuf line = STRBUF_INIT;
+	struct run_report *report = ctx;
+	int null;
 
-	strbuf_addf(&line, "%s\n", run->name);
-	fs_write_all(*fd, line.buf, line.len);
-	strbuf_release(&line);
+	fs_write_all(report->fd, run->name, strlen(run->name));
+	/* Detached, nobody reads stderr once the run exists. */
+	if (report->quiet) {
+		null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (null >= 0) {
+			dup2(null, STDERR_FILENO);
+			close(null);
+		}
+	}
+	close(report->fd);
+	report->fd = -1;
+}
+
+/* Blocked in the follower but while it waits in ppoll, so that none is missed. */
+#define RUN_SIGNALS 4
+static const int run_signals[RUN_SIGNALS] = { SIGINT, SIGTERM, SIGHUP, SIGCHLD };
+
+/*
+ * Forks the process that will run the workflow, in a session of its own:
+ * out of the terminal's foreground group, the terminal's Ctrl-C and
+ * hangup do not reach it.  Its stdin is /dev/null, so that its jobs
+ * cannot take the user's answers, and so is its stdout with -d.  Returns
+ * 0 in both processes (c->pid is 0 in the child, and *report its end of
+ * the name pipe) or CLI_FAILED.
+ */
+static int run_fork(struct run_child *c, bool detach, int *report)
+{
+	int pipes[CHILD_PIPES][2], i, null;
+	sigset_t block;
+
+	memset(c, 0, sizeof(*c));
+	for (i = 0; i < CHILD_PIPES; i++) {
+		pipes[i][0] = pipes[i][1] = -1;
+		if ((i != CHILD_OUT || !detach) && pipe2(pipes[i], O_CLOEXEC) < 0)
+			return cli_error("pipe: %s", strerror(errno));
+	}
+	sigemptyset(&block);
+	for (i = 0; i < RUN_SIGNALS; i++)
+		sigaddset(&block, run_signals[i]);
+	sigprocmask(SIG_BLOCK, &block, &c->mask);
+	c->pid = fork();
+	if (c->pid < 0)
+		return cli_error("fork: %s", strerror(errno));
+	/* The child keeps no read end: once the parent is gone, its writes fail, not block. */
+	for (i = 0; i < CHILD_PIPES; i++) {
+		if (pipes[i][0] >= 0)
+			close(pipes[i][c->pid ? 1 : 0]);
+		c->fds[i] = pipes[i][c->pid ? 0 : 1];
+	}
+	if (c->pid > 0)
+		return 0;
+	sigprocmask(SIG_SETMASK, &c->mask, NULL);
+	setsid();
+	null = open("/dev/null", O_RDWR);
 	if (null >= 0) {
-		dup2(null, STDERR_FILENO);
+		dup2(null, STDIN_FILENO);
+		if (detach)
+			dup2(null, STDOUT_FILENO);
 		close(null);
 	}
-	close(*fd);
-	*fd = -1;
+	if (!detach) {
+		dup2(c->fds[CHILD_OUT], STDOUT_FILENO);
+		close(c->fds[CHILD_OUT]);
+	}
+	dup2(c->fds[CHILD_ERR], STDERR_FILENO);
+	close(c->fds[CHILD_ERR]);
+	*report = c->fds[CHILD_NAME];
+	return 0;
+}
+
+/* Reads what the child's pipe i has: relayed, held while asking, or the name. */
+static ssize_t run_child_read(struct run_child *c, int i)
+{
+	char buf[65536];
+	ssize_t n = read(c->fds[i], buf, sizeof(buf));
+	size_t room = sizeof(c->name) - 1 - c->name_len;
+
+	if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+		close(c->fds[i]);
+		c->fds[i] = -1;
+	} else if (n > 0 && i == CHILD_NAME) {
+		memcpy(c->name + c->name_len, buf, (size_t)n < room ? (size_t)n : room);
+		c->name_len += (size_t)n < room ? (size_t)n : room;
+	} else if (n > 0 && c->asking) {
+		strbuf_add(&c->held[i], buf, (size_t)n);
+	} else if (n > 0) {
+		/* A terminal gone (hung up) must not end the relay: the run's end still counts. */
+		fs_write_all(i == CHILD_OUT ? STDOUT_FILENO : STDERR_FILENO, buf, (size_t)n);
+	}
+	return n;
 }
 
 /*
- * Forks the process that will run the workflow, detached from the
- * terminal; returns in the child (0) or in the parent once the child
- * has the run's name (printed) or an error (1).
+ * Waits for the child's pipes (and the terminal, while asking) or a
+ * signal, and reads what came; returns whether an answer can be read.
  */
-static int run_detach(int *report_fd, bool *child)
+static bool run_child_wait(struct run_child *c)
 {
-	char buf[4096], *line, *save = NULL;
-	bool named = false;
-	size_t len = 0;
-	int fds[2];
-	pid_t pid;
+	struct pollfd pfd[CHILD_PIPES + 1];
+	int i;
 
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return cli_error("pipe: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0)
-		return cli_error("fork: %s", strerror(errno));
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
+	for (i = 0; i < CHILD_PIPES; i++)
+		pfd[i] = (struct pollfd){ .fd = c->fds[i], .events = POLLIN };
+	if (c->held[CHILD_OUT].len + c->held[CHILD_ERR].len > RUN_HOLD_MAX)
+		pfd[CHILD_OUT].fd = pfd[CHILD_ERR].fd = -1;
+	pfd[CHILD_PIPES] = (struct pollfd){ .fd = c->asking ? STDIN_FILENO : -1, .events = POLLIN };
+	if (ppoll(pfd, CHILD_PIPES + 1, NULL, &c->mask) < 0)
+		return false;
+	for (i = 0; i < CHILD_PIPES; i++)
+		if (pfd[i].revents)
+			run_child_read(c, i);
+	return pfd[CHILD_PIPES].revents != 0;
+}
 
-		close(fds[0]);
-		setsid();
-		if (null >= 0) {
-			dup2(null, STDIN_FILENO);
-			dup2(null, STDOUT_FILENO);
-			close(null);
-		}
-		dup2(fds[1], STDERR_FILENO);
-		*report_fd = fds[1];
-		*child = true;
-		return 0;
+/* Relays what the child's stdout and stderr hold now, without waiting for more. */
+static void run_child_drain(struct run_child *c)
+{
+	int i;
+
+	for (i = CHILD_OUT; i <= CHILD_ERR; i++) {
+		if (c->fds[i] >= 0)
+			fcntl(c->fds[i], F_SETFL, O_NONBLOCK);
+		while (c->fds[i] >= 0 && run_child_read(c, i) > 0)
+			;
 	}
-	close(fds[1]);
-	for (;;) {
-		ssize_t n = read(fds[0], buf + len, sizeof(buf) - 1 - len);
+}
 
+static void run_child_release(struct run_child *c)
+{
+	int i;
+
+	for (i = 0; i < CHILD_PIPES; i++)
+		if (c->fds[i] >= 0)
+			close(c->fds[i]);
+	for (i = CHILD_OUT; i <= CHILD_ERR; i++)
+		strbuf_release(&c->held[i]);
+	sigprocmask(SIG_SETMASK, &c->mask, NULL);
+}
+
+/* -d: relays the child's errors until the run exists (or cannot), and prints its name. */
+static int run_detached(struct run_child *c)
+{
+	while (c->fds[CHILD_NAME] >= 0)
+		run_child_wait(c);
+	run_child_drain(c);
+	run_child_release(c);
+	if (!c->name_len)
+		return CLI_FAILED;
+	printf("%s\n", c->name);
+	return CLI_OK;
+}
+
+static volatile sig_atomic_t run_interrupted, run_stop_asked;
+
+static void run_on_signal(int sig)
+{
+	/* SIGCHLD only wakes ppoll up: the child has ended. */
+	if (sig == SIGINT)
+		run_interrupted = 1;
+	else if (sig != SIGCHLD)
+		run_stop_asked = 1;
+}
+
+/* The question is gone: what waited for its answer goes out. */
+static void run_child_resume(struct run_child *c)
+{
+	int i;
+
+	c->asking = false;
+	for (i = CHILD_OUT; i <= CHILD_ERR; i++) {
+		fs_write_all(i == CHILD_OUT ? STDOUT_FILENO : STDERR_FILENO, c->held[i].buf,
+			     c->held[i].len);
+		strbuf_reset(&c->held[i]);
+	}
+}
+
+/* Stops the run as `dstack stop` would: SIGTERM to its runner, the child. */
+static void run_child_stop(struct run_child *c)
+{
+	kill(c->pid, SIGTERM);
+	c->stopping = true;
+	if (c->asking) {
+		fputc('\n', stderr);
+		run_child_resume(c);
+	}
+}
+
+/*
+ * Follows the run executing in the child: relays its output and errors,
+ * and exits as the child does.  Ctrl-C asks whether to stop the run: "y"
+ * stops it; anything else lets go of it, and it goes on to its end alone.
+ * SIGTERM and SIGHUP stop it, as they do a run executing in this process.
+ */
+static int run_follow(struct run_child *c)
+{
+	struct sigaction action = { .sa_handler = run_on_signal };
+	char answer[256];
+	int status = 0, wait_errno, i;
+	ssize_t n;
+	pid_t ended;
+
+	sigemptyset(&action.sa_mask);
+	for (i = 0; i < RUN_SIGNALS; i++)
+		sigaction(run_signals[i], &action, NULL);
+	while (!(ended = waitpid(c->pid, &status, WNOHANG))) {
+		if (run_stop_asked) {
+			run_stop_asked = 0;
+			run_child_stop(c);
+		}
+		/*
+		 * Before the run exists there is nothing to let go of; a second
+		 * Ctrl-C at the question insists, and one while stopping repeats
+		 * the stop: all of these stop the run, as Ctrl-C does without a
+		 * terminal.
+		 */
+		if (run_interrupted) {
+			run_interrupted = 0;
+			if (c->asking || c->stopping || c->fds[CHILD_NAME] >= 0 || !c->name_len) {
+				run_child_stop(c);
+			} else {
+				fprintf(stderr, "\nStop the run %s? [y/N] ", c->name);
+				c->asking = true;
+			}
+		}
+		if (!run_child_wait(c))
+			continue;
+		n = read(STDIN_FILENO, answer, sizeof(answer));
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || (len += (size_t)n) == sizeof(buf) - 1)
-			break;
-	}
-	close(fds[0]);
-	buf[len] = '\0';
-	/* "dstack: ..." lines are the child's errors and warnings; the rest, the name. */
-	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		if (!strncmp(line, "dstack: ", 8)) {
-			fprintf(stderr, "%s\n", line);
-		} else {
-			printf("%s\n", line);
-			named = true;
+		/* A terminal that cannot answer has hung up: stop, as SIGHUP does. */
+		if (n < 0 || answer[0] == 'y' || answer[0] == 'Y') {
+			run_child_resume(c);
+			run_child_stop(c);
+			continue;
 		}
+		/* What it printed while asked is in its logs, which the user is pointed to. */
+		fprintf(stderr, "run %s goes on; `dstack logs -f %s` follows it\n", c->name, c->name);
+		run_child_release(c);
+		return CLI_OK;
 	}
-	return named ? CLI_OK : CLI_FAILED;
+	wait_errno = errno;
+	/* It ended before an answer came. */
+	if (c->asking) {
+		fputc('\n', stderr);
+		run_child_resume(c);
+	}
+	run_child_drain(c);
+	run_child_release(c);
+	if (ended < 0)
+		return cli_error("waitpid: %s", strerror(wait_errno));
+	if (WIFSIGNALED(status))
+		return cli_error("the run's process (pid %d) was killed by signal %d", (int)c->pid,
+				 WTERMSIG(status));
+	return WEXITSTATUS(status);
 }
 
 int cmd_run(int argc, char **argv)
 {
 	struct runner_request request = { .output = run_output, .warn = cli_warn };
+	struct run_report report = { .fd = -1 };
+	struct run_child child;
 	const char *tag = NULL;
-	bool detach = false, child = false;
-	int report_fd = -1;
+	bool detach = false;
 	struct store *store;
 	struct store_run run;
 	struct error err = { 0 };
@@ -131,16 +348,24 @@ int cmd_run(int argc, char **argv)
 		return cli_usage_error("run", "%s", err.message);
 	if (!getcwd(cwd, sizeof(cwd)))
 		return cli_error("cannot find the current directory: %s", strerror(errno));
-	/* A reader that goes away (| head) must not kill the run with SIGPIPE. */
+	/* A reader that goes away (| head, or a follower let go of it) must not kill the run. */
 	signal(SIGPIPE, SIG_IGN);
-	/* Fork before the store is open: a SQLite handle must not cross fork. */
-	if (detach) {
-		ret = run_detach(&report_fd, &child);
-		if (!child)
-			return ret;
-		request.output = NULL;
+	/*
+	 * With -d, and on a terminal (where Ctrl-C may let go of the run),
+	 * the run executes in a child; otherwise here, with no fork to pay
+	 * for.  Fork before the store is open: a SQLite handle must not
+	 * cross fork.
+	 */
+	if (detach || (isatty(STDIN_FILENO) && isatty(STDERR_FILENO))) {
+		if (run_fork(&child, detach, &report.fd) < 0)
+			return CLI_FAILED;
+		if (child.pid > 0)
+			return detach ? run_detached(&child) : run_follow(&child);
+		report.quiet = detach;
 		request.created = run_created;
-		request.created_ctx = &report_fd;
+		request.created_ctx = &report;
+		if (detach)
+			request.output = NULL;
 	}
 	if (cli_open_store(&store, true) < 0)
 		return CLI_FAILED;
@@ -153,12 +378,12 @@ int cmd_run(int argc, char **argv)
 	if (ret == 0 && tag)
 		ret = store_tag_move(store, tag, run.name, &err);
 	store_close(store);
-	if (report_fd >= 0)
-		close(report_fd);
+	if (report.fd >= 0)
+		close(report.fd);
 	if (ret < 0)
 		return cli_error("%s", err.message);
 	/* Detached, the run's end is for ps and logs to tell. */
-	if (child)
+	if (report.quiet)
 		return strcmp(run.status, "done") ? CLI_FAILED : CLI_OK;
 	if (strcmp(run.status, "done"))
 		return cli_error("run %s %s", run.name, run.status);
