@@ -361,6 +361,19 @@ void catalog_finalize_all(struct store *store)
 	store->stmt_count = store->stmt_alloc = 0;
 }
 
+int catalog_set_durable(struct store *store, bool durable, struct error *err)
+{
+	int ret;
+
+	if (store->lazy != durable)
+		return 0;
+	ret = catalog_exec(store, durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+			   err);
+	if (ret == 0)
+		store->lazy = !durable;
+	return ret;
+}
+
 int catalog_begin(struct store *store, struct error *err)
 {
 	return catalog_exec(store, "BEGIN IMMEDIATE", err);

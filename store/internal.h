@@ -50,6 +50,7 @@ struct store {
 	} *stmts;
 	int stmt_count, stmt_alloc;
 	struct block_cache *blocks;
+	bool lazy;		/* commits wait for the next durable one */
 };
 
 /* Decompressed blocks by (pack, offset); see object_read. */
@@ -164,6 +165,12 @@ int object_find(struct store *store, const uint8_t *hash,
 /* Catalog */
 int catalog_open(struct store *store, struct error *err);
 int catalog_begin(struct store *store, struct error *err);
+/*
+ * Whether the next commits are on disk when they return (the default),
+ * or only once a later durable commit syncs the log they are in: SQLite
+ * keeps them in order, so a power loss can only lose the newest.
+ */
+int catalog_set_durable(struct store *store, bool durable, struct error *err);
 int catalog_commit(struct store *store, struct error *err);
 void catalog_rollback(struct store *store);
 /*

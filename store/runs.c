@@ -79,11 +79,34 @@ int store_run_create(struct store *store, const struct store_run_spec *spec,
  * Runs an UPDATE whose parameters are ?1 status, ?2 now, ?3 exit code
  * (NULL when negative), ?4 run and ?5 job; the SQL names those it uses.
  */
-static int run_update(struct store *store, const char *sql, const char *status,
+/*
+ * Steps an UPDATE.  The steps on the way (downloading, running,
+ * uploading) are lazy: they need not cost a sync each, since they reach
+ * the disk with the run's next durable commit (its end, its artifacts,
+ * its logs), and a power loss before that shows the run a step earlier,
+ * where the orphan reaper finds it.
+ */
+static int run_step(struct store *store, sqlite3_stmt *stmt, bool lazy, const char *what,
+		    struct error *err)
+{
+	struct error ignored = { 0 };
+	int rc, ret = lazy ? catalog_set_durable(store, false, err) : 0;
+
+	if (ret == 0) {
+		rc = sqlite3_step(stmt);
+		ret = rc == SQLITE_DONE ? 0 : catalog_error(store, rc, what, err);
+	}
+	sqlite3_reset(stmt);
+	/* Every other commit (artifacts, logs, tags) stays durable. */
+	if (lazy && catalog_set_durable(store, true, ret < 0 ? &ignored : err) < 0 && ret == 0)
+		ret = err->code;
+	return ret;
+}
+
+static int run_update(struct store *store, const char *sql, bool durable, const char *status,
 		      int exit_code, int64_t run, int job, struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store, sql, err);
-	int rc;
 
 	if (!stmt)
 		return err->code;
@@ -94,9 +117,7 @@ static int run_update(struct store *store, const char *sql, const char *status,
 	sqlite3_bind_int64(stmt, 4, run);
 	if (job >= 0)
 		sqlite3_bind_int(stmt, 5, job);
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "update status", err);
+	return run_step(store, stmt, !durable, "update status", err);
 }
 
 int store_run_set_status(struct store *store, int64_t run, const char *status,
@@ -108,16 +129,17 @@ int store_run_set_status(struct store *store, int64_t run, const char *status,
 		ret = run_update(store,
 				 "UPDATE runs SET status = ?1, finished = ?2, exit_code = ?3,"
 				 " started = coalesce(started, ?2) WHERE id = ?4",
-				 status, exit_code, run, -1, err);
+				 true, status, exit_code, run, -1, err);
 		/* An ended run holds nothing, whatever its runner did. */
 		return ret < 0 ? ret : run_update(store, "DELETE FROM claims WHERE run = ?4",
-						  status, -1, run, -1, err);
+						  false, "", -1, run, -1, err);
 	}
 	return run_update(store,
 			  "UPDATE runs SET status = ?1, started = coalesce(started, ?2) WHERE id = ?4",
-			  status, -1, run, -1, err);
+			  false, status, -1, run, -1, err);
 }
 
+/* A job's end is made durable by its run's end, which always follows. */
 int store_job_set_status(struct store *store, int64_t run, int job,
 			 const char *status, int exit_code, struct error *err)
 {
@@ -125,17 +147,17 @@ int store_job_set_status(struct store *store, int64_t run, int job,
 		return run_update(store,
 				  "UPDATE jobs SET status = ?1, exit_code = ?3, pid = NULL,"
 				  " pid_started = NULL WHERE run = ?4 AND n = ?5",
-				  status, exit_code, run, job, err);
+				  false, status, exit_code, run, job, err);
 	return run_update(store,
 			  "UPDATE jobs SET status = ?1, exit_code = ?3 WHERE run = ?4 AND n = ?5",
-			  status, exit_code, run, job, err);
+			  false, status, exit_code, run, job, err);
 }
 
 int store_job_set_image(struct store *store, int64_t run, int job,
 			const char *image, struct error *err)
 {
 	return run_update(store, "UPDATE jobs SET image = ?1 WHERE run = ?4 AND n = ?5",
-			  image, -1, run, job, err);
+			  false, image, -1, run, job, err);
 }
 
 int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
@@ -144,7 +166,6 @@ int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
 	sqlite3_stmt *stmt = catalog_stmt(store,
 		"UPDATE jobs SET status = 'running', pid = ?1, pid_started = ?2"
 		" WHERE run = ?3 AND n = ?4", err);
-	int rc;
 
 	if (!stmt)
 		return err->code;
@@ -152,9 +173,7 @@ int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
 	sqlite3_bind_int64(stmt, 2, started);
 	sqlite3_bind_int64(stmt, 3, run);
 	sqlite3_bind_int(stmt, 4, job);
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record job process", err);
+	return run_step(store, stmt, true, "record job process", err);
 }
 
 /* Adds up what the live jobs hold on backend, in the open transaction. */
@@ -248,8 +267,8 @@ fail:
 
 int store_job_release(struct store *store, int64_t run, int job, struct error *err)
 {
-	return run_update(store, "DELETE FROM claims WHERE run = ?4 AND job = ?5", "", -1, run,
-			  job, err);
+	return run_update(store, "DELETE FROM claims WHERE run = ?4 AND job = ?5", false, "", -1,
+			  run, job, err);
 }
 
 int store_log_append(struct store *store, int64_t run, int job,
