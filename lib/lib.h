@@ -41,6 +41,8 @@ struct strbuf {
 void strbuf_grow(struct strbuf *sb, size_t extra);
 void strbuf_add(struct strbuf *sb, const void *data, size_t len);
 void strbuf_addstr(struct strbuf *sb, const char *s);
+/* arg as one shell word: as it is when that is safe, else in '...'. */
+void strbuf_add_shell_word(struct strbuf *sb, const char *arg);
 void strbuf_addf(struct strbuf *sb, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void strbuf_vaddf(struct strbuf *sb, const char *fmt, va_list ap)

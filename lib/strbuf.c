@@ -2,6 +2,7 @@
  * strbuf.c - growable strings and the allocation wrappers under them.
  * Out of memory is fatal here, as in git: no caller can do better.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,4 +114,30 @@ void strbuf_release(struct strbuf *sb)
 	free(sb->buf);
 	sb->buf = NULL;
 	sb->len = sb->alloc = 0;
+}
+
+/* Characters a POSIX shell takes literally anywhere in an argument. */
+static bool shell_char_is_safe(char c)
+{
+	return isalnum((unsigned char)c) || strchr("_./=:,@%+-", c);
+}
+
+void strbuf_add_shell_word(struct strbuf *out, const char *arg)
+{
+	const char *p;
+
+	for (p = arg; *p && shell_char_is_safe(*p); p++)
+		;
+	if (*arg && !*p) {
+		strbuf_addstr(out, arg);
+		return;
+	}
+	strbuf_addstr(out, "'");
+	for (p = arg; *p; p++) {
+		if (*p == '\'')
+			strbuf_addstr(out, "'\\''");
+		else
+			strbuf_add(out, p, 1);
+	}
+	strbuf_addstr(out, "'");
 }

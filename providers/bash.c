@@ -22,7 +22,7 @@ static struct job_spec *pip_job(const struct provider_input *in, char *const *co
 
 	if (in->requirements) {
 		strbuf_addstr(&pip, "pip3 install -r ");
-		provider_shell_quote(&pip, in->requirements);
+		strbuf_add_shell_word(&pip, in->requirements);
 		all[n++] = pip.buf;
 	}
 	for (i = 0; i < command_count; i++)
@@ -45,14 +45,14 @@ int provider_python_jobs(const struct provider_input *in, struct job_spec **jobs
 	/* python: 3.x picks that interpreter where the host has it. */
 	if (in->python) {
 		strbuf_addstr(&run, "py=python");
-		provider_shell_quote(&run, in->python);
+		strbuf_add_shell_word(&run, in->python);
 		strbuf_addstr(&run, "; command -v \"$py\" >/dev/null ||"
 			      " { echo \"dstack: $py not found, using python3\"; py=python3; }; ");
 	} else {
 		strbuf_addstr(&run, "py=python3; ");
 	}
 	strbuf_addstr(&run, "\"$py\" ");
-	provider_shell_quote(&run, in->file);
+	strbuf_add_shell_word(&run, in->file);
 	if (in->args)
 		strbuf_addf(&run, " %s", in->args);
 	commands[0] = run.buf;

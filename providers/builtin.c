@@ -172,20 +172,6 @@ struct job_spec *provider_job(const struct provider_input *in, char *const *comm
 	return job;
 }
 
-void provider_shell_quote(struct strbuf *out, const char *word)
-{
-	const char *p;
-
-	strbuf_addstr(out, "'");
-	for (p = word; *p; p++) {
-		if (*p == '\'')
-			strbuf_addstr(out, "'\\''");
-		else
-			strbuf_add(out, p, 1);
-	}
-	strbuf_addstr(out, "'");
-}
-
 char *job_script(char *const *commands, size_t count)
 {
 	struct strbuf script = STRBUF_INIT;

@@ -67,11 +67,11 @@ int provider_curl_jobs(const struct provider_input *in, struct job_spec **jobs,
 		with.artifacts = &folder;
 		with.artifact_count = 1;
 	}
-	provider_shell_quote(&run, helper.buf);
+	strbuf_add_shell_word(&run, helper.buf);
 	strbuf_addstr(&run, " ");
-	provider_shell_quote(&run, url);
+	strbuf_add_shell_word(&run, url);
 	strbuf_addstr(&run, " ");
-	provider_shell_quote(&run, output);
+	strbuf_add_shell_word(&run, output);
 	commands[0] = run.buf;
 	*jobs = provider_job(&with, commands, 1);
 	*count = 1;

@@ -28,7 +28,4 @@ provider_jobs_fn provider_curl_jobs;
 struct job_spec *provider_job(const struct provider_input *in, char *const *commands,
 			      size_t count);
 
-/* Appends word as one shell word, in single quotes. */
-void provider_shell_quote(struct strbuf *out, const char *word);
-
 #endif

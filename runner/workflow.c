@@ -1735,33 +1735,6 @@ int workflow_parse_size(const char *text, uint64_t *bytes)
 	return 0;
 }
 
-/* Characters a POSIX shell takes literally anywhere in an argument. */
-static bool shell_char_is_safe(char c)
-{
-	return isalnum((unsigned char)c) || strchr("_./=:,@%+-", c);
-}
-
-/* arg as one shell word: as it is when that is safe, else in '...'. */
-static void shell_quote(struct strbuf *out, const char *arg)
-{
-	const char *p;
-
-	for (p = arg; *p && shell_char_is_safe(*p); p++)
-		;
-	if (*arg && !*p) {
-		strbuf_addstr(out, arg);
-		return;
-	}
-	strbuf_addstr(out, "'");
-	for (p = arg; *p; p++) {
-		if (*p == '\'')
-			strbuf_addstr(out, "'\\''");
-		else
-			strbuf_add(out, p, 1);
-	}
-	strbuf_addstr(out, "'");
-}
-
 /* After "${{" at p: the end of " run.args }}", or NULL if it is not that. */
 static const char *args_placeholder_end(const char *p)
 {
@@ -1784,7 +1757,7 @@ char *workflow_expand_args(const char *text, char *const *args, size_t count)
 	for (i = 0; i < count; i++) {
 		if (i)
 			strbuf_addstr(&quoted, " ");
-		shell_quote(&quoted, args[i]);
+		strbuf_add_shell_word(&quoted, args[i]);
 	}
 	strbuf_grow(&out, strlen(text));
 	for (hit = strstr(p, "${{"); hit; hit = strstr(p, "${{")) {

@@ -16,6 +16,7 @@ import stat
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -524,6 +525,45 @@ def wait_ctime_settled(root, settle=2.5):
 def git(repo, *args):
     subprocess.run(["git", "-C", str(repo), *args], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def git_init(root):
+    """An empty git repository at root (made), with an identity to commit as."""
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    return root
+
+
+def make_repo(root, workflows, providers=None, files=None):
+    """A committed repository: .dstack/workflows.yaml (and providers.yaml)
+    from dedented text, plus files {relative path: dedented text}."""
+    git_init(root)
+    files = dict(files or {})
+    files[".dstack/workflows.yaml"] = workflows
+    if providers:
+        files[".dstack/providers.yaml"] = providers
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(textwrap.dedent(text))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+def no_process(marker):
+    """No process has marker in its command line."""
+    return subprocess.run(["pgrep", "-f", marker], stdout=subprocess.PIPE).stdout == b""
+
+
+def wait_for(predicate, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 # The seed's example (custom-providers.txt), verbatim apart from indentation.

@@ -6,7 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import textwrap
 import threading
 import time
 from functools import partial
@@ -14,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import BIN, MiB, assert_error, assert_ok, git, parse_table, write_random
+from conftest import BIN, MiB, assert_error, assert_ok, make_repo, parse_table, write_random
 
 SLOW_SIZE = 2 * MiB
 SLOW_SECONDS = 2.5
@@ -70,18 +69,6 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def make_repo(root, workflows, providers=None):
-    (root / ".dstack").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
-    (root / ".dstack" / "workflows.yaml").write_text(textwrap.dedent(workflows))
-    if providers:
-        (root / ".dstack" / "providers.yaml").write_text(textwrap.dedent(providers))
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
-    return root
 
 
 def runs(ds, cwd):

@@ -8,7 +8,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SEED_MAIN, SEED_SCHEMA, assert_error, assert_ok, git, parse_table
+import conftest
+from conftest import SEED_MAIN, SEED_SCHEMA, assert_error, assert_ok, parse_table
 
 # Debian's tools first: the providers run python3 and pip3 from PATH.
 DEBIAN_PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -38,23 +39,11 @@ def http_server(tmp_path):
 
 
 def make_repo(root, workflows, providers=SEED_PROVIDERS, extra=None):
-    (root / ".dstack").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
-    (root / ".dstack" / "workflows.yaml").write_text(workflows)
-    (root / ".dstack" / "providers.yaml").write_text(providers)
-    curl = root / "providers" / "curl"
-    curl.mkdir(parents=True)
-    (curl / "main.py").write_text(SEED_MAIN)
-    (curl / "schema.yaml").write_text(SEED_SCHEMA)
-    (curl / "requirements.txt").write_text("")
-    for path, text in (extra or {}).items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
-    return root
+    """A repository with the seed's curl provider files and extra ones."""
+    files = {"providers/curl/main.py": SEED_MAIN, "providers/curl/schema.yaml": SEED_SCHEMA,
+             "providers/curl/requirements.txt": ""}
+    files.update(extra or {})
+    return conftest.make_repo(root, workflows, providers, files)
 
 
 def seed_workflow(url, extra=""):

@@ -5,31 +5,15 @@ and nothing left running after a runner dies."""
 import json
 import os
 import signal
-import subprocess
 import textwrap
 import time
 
 import pytest
 
-from conftest import assert_error, assert_ok, git, parse_table
+from conftest import assert_error, assert_ok, make_repo, no_process, parse_table, wait_for
 
 NPROC = os.cpu_count()
 
-
-def make_repo(root, workflows, providers=None, files=None):
-    (root / ".dstack").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
-    (root / ".dstack" / "workflows.yaml").write_text(textwrap.dedent(workflows))
-    if providers:
-        (root / ".dstack" / "providers.yaml").write_text(textwrap.dedent(providers))
-    for path, text in (files or {}).items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(textwrap.dedent(text))
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
-    return root
 
 
 # A provider in shell: it writes the jobs given in the workflow's `jobs`
@@ -58,18 +42,6 @@ def logs(ds, name):
     return assert_ok(ds("logs", name)).stdout
 
 
-def no_process(marker):
-    return subprocess.run(["pgrep", "-f", marker], stdout=subprocess.PIPE,
-                          text=True).stdout == ""
-
-
-def wait_for(predicate, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_jobs_of_a_run_run_side_by_side(ds, tmp_path):

@@ -9,17 +9,15 @@ import time
 
 import pytest
 
-from conftest import BIN, assert_error, assert_ok, assert_usage_error, git, parse_table
+from conftest import (BIN, assert_error, assert_ok, assert_usage_error, git, git_init, no_process,
+                      parse_table, wait_for)
 
 
 @pytest.fixture
 def repo(tmp_path):
     """A committed repository with a few workflows."""
-    root = tmp_path / "repo"
-    (root / ".dstack").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
+    root = git_init(tmp_path / "repo")
+    (root / ".dstack").mkdir()
     (root / ".dstack" / "workflows.yaml").write_text(textwrap.dedent("""\
         workflows:
           - name: hello
@@ -371,17 +369,6 @@ def slow_repo(repo):
     return repo
 
 
-def no_process(marker):
-    return subprocess.run(["pgrep", "-f", marker], stdout=subprocess.PIPE, text=True).stdout == ""
-
-
-def wait_for(predicate, timeout=20):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.parametrize("abort", [False, True])

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BIN, assert_ok, git, parse_table
+from conftest import BIN, assert_ok, git, git_init, no_process, parse_table, wait_for
 
 
 def _take_terminal():
@@ -80,11 +80,8 @@ class Terminal:
 
 @pytest.fixture
 def tty_repo(tmp_path):
-    root = tmp_path / "repo"
-    (root / ".dstack").mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
+    root = git_init(tmp_path / "repo")
+    (root / ".dstack").mkdir()
     (root / ".dstack" / "workflows.yaml").write_text(textwrap.dedent(f"""\
         workflows:
           - name: hello
@@ -131,17 +128,6 @@ def runs(ds, cwd):
     return parse_table(assert_ok(ds("ps", "-a", cwd=cwd)).stdout)
 
 
-def no_process(marker):
-    return subprocess.run(["pgrep", "-f", marker], stdout=subprocess.PIPE).stdout == b""
-
-
-def wait_for(predicate, timeout=30):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_run_on_a_terminal_shows_its_output(ds, tty_repo, terminal):
