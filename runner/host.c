@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sched.h>
@@ -39,10 +40,11 @@ static void host_child_read_only(const struct host_job *job)
 }
 
 /*
- * In the child, between fork and exec: only async-signal-safe calls.  The
- * signal mask and dispositions are reset, since a caller's threads (the
- * FUSE daemon's block every signal) would otherwise leave the job deaf
- * to SIGTERM.
+ * In the child, between vfork and exec: only system calls, on the
+ * parent's memory, which must not change.  Signals come in blocked (see
+ * host_job_run); dispositions are reset before they are let in, and the
+ * mask is left empty, since a caller's threads (the FUSE daemon's block
+ * every signal) would otherwise leave the job deaf to SIGTERM.
  */
 static void host_child(const struct host_job *job, int out)
 {
@@ -58,10 +60,10 @@ static void host_child(const struct host_job *job, int out)
 		if (write(job->cgroup_procs[i], "0", 1) < 0)
 			_exit(126);
 	host_child_read_only(job);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
 	for (sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
 		_exit(127);
 	if (out > STDERR_FILENO)
@@ -72,6 +74,27 @@ static void host_child(const struct host_job *job, int out)
 	if (write(STDERR_FILENO, message, sizeof(message) - 1) < 0)
 		_exit(127);
 	_exit(127);
+}
+
+/*
+ * vfork: no copy of the runner's memory to make, and then to fault back
+ * page by page, while the job starts.  No handler of ours may run in the
+ * child, which shares that memory: signals wait until it has reset them.
+ */
+static pid_t host_spawn(const struct host_job *job, const int pipe_fds[2])
+{
+	sigset_t all, old;
+	pid_t pid;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = vfork();
+	if (pid == 0) {
+		close(pipe_fds[0]);
+		host_child(job, pipe_fds[1]);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return pid;
 }
 
 int host_job_run(const struct host_job *job, int *status, bool *stopped,
@@ -86,16 +109,12 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 	*stopped = false;
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
 		return error_errno(err, -errno, "pipe");
-	pid = fork();
+	pid = host_spawn(job, pipe_fds);
 	if (pid < 0) {
-		ret = error_errno(err, -errno, "fork");
+		ret = error_errno(err, -errno, "vfork");
 		close(pipe_fds[0]);
 		close(pipe_fds[1]);
 		return ret;
-	}
-	if (pid == 0) {
-		close(pipe_fds[0]);
-		host_child(job, pipe_fds[1]);
 	}
 	/* Both sides set the group: a stop may come before the child runs. */
 	setpgid(pid, pid);

@@ -17,14 +17,18 @@ struct snapshot_info {
 	char commit[41];	/* HEAD, empty in a repository without commits */
 	char *branch;		/* HEAD's branch, NULL when detached or unborn */
 	bool dirty;		/* uncommitted changes or untracked files */
+	/* What a snapshot holds, as git saw it at submission: tracked files
+	 * (deleted ones are skipped when copied) and untracked ones not ignored. */
+	char **paths;
+	size_t path_count;
 };
 
 /* Finds the repository around cwd and describes it. */
 int snapshot_describe(const char *cwd, struct snapshot_info *info,
 		      struct error *err);
 /*
- * Copies the working tree as git sees it into dest: tracked files as they
- * are now (deleted ones left out) and untracked files not ignored.
+ * Copies the files info names (see snapshot_info.paths) from the working
+ * tree into dest, as they are now; deleted ones are left out.
  */
 int snapshot_copy(const struct snapshot_info *info, const char *dest,
 		  struct error *err);

@@ -86,6 +86,39 @@ static int snapshot_status(git_repository *repo, git_status_list **list,
 	return 0;
 }
 
+static void snapshot_path_add(struct snapshot_info *info, const char *path)
+{
+	info->paths = xrealloc(info->paths, (info->path_count + 1) * sizeof(char *));
+	info->paths[info->path_count++] = xstrdup(path);
+}
+
+/* The index's files (not submodules) and the untracked files not ignored. */
+static int snapshot_paths(git_repository *repo, git_status_list *status,
+			  struct snapshot_info *info, struct error *err)
+{
+	git_index *index;
+	size_t i, count;
+
+	if (git_repository_index(&index, repo) < 0)
+		return snapshot_git_error(err, "git index");
+	count = git_index_entrycount(index);
+	for (i = 0; i < count; i++) {
+		const git_index_entry *entry = git_index_get_byindex(index, i);
+
+		if (entry && (entry->mode & S_IFMT) != GIT_FILEMODE_COMMIT)
+			snapshot_path_add(info, entry->path);
+	}
+	git_index_free(index);
+	count = git_status_list_entrycount(status);
+	for (i = 0; i < count; i++) {
+		const git_status_entry *entry = git_status_byindex(status, i);
+
+		if ((entry->status & GIT_STATUS_WT_NEW) && entry->index_to_workdir)
+			snapshot_path_add(info, entry->index_to_workdir->new_file.path);
+	}
+	return 0;
+}
+
 int snapshot_describe(const char *cwd, struct snapshot_info *info,
 		      struct error *err)
 {
@@ -100,12 +133,6 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 	ret = snapshot_open(cwd, &repo, err);
 	if (ret < 0)
 		return ret;
-	/*
-	 * The info holds libgit2 until released: a job's thread that copies
-	 * the snapshot then exits while libgit2 is up, so its per-thread
-	 * state is freed.
-	 */
-	git_libgit2_init();
 	info->root = xstrdup(git_repository_workdir(repo));
 	len = strlen(info->root);
 	if (len > 1 && info->root[len - 1] == '/')
@@ -121,6 +148,8 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 	ret = snapshot_status(repo, &status, err);
 	if (ret == 0)
 		info->dirty = git_status_list_entrycount(status) > 0;
+	if (ret == 0)
+		ret = snapshot_paths(repo, status, info, err);
 	git_status_list_free(status);
 	snapshot_close(repo);
 	if (ret < 0)
@@ -130,8 +159,11 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 
 void snapshot_info_release(struct snapshot_info *info)
 {
-	if (info->root)
-		git_libgit2_shutdown();
+	size_t i;
+
+	for (i = 0; i < info->path_count; i++)
+		free(info->paths[i]);
+	free(info->paths);
 	free(info->root);
 	free(info->repo);
 	free(info->branch);
@@ -203,39 +235,10 @@ out:
 int snapshot_copy(const struct snapshot_info *info, const char *dest,
 		  struct error *err)
 {
-	git_repository *repo;
-	git_index *index = NULL;
-	git_status_list *status = NULL;
-	size_t i, count;
-	int ret;
+	size_t i;
+	int ret = 0;
 
-	ret = snapshot_open(info->root, &repo, err);
-	if (ret < 0)
-		return ret;
-	if (git_repository_index(&index, repo) < 0) {
-		ret = snapshot_git_error(err, "git index");
-		goto out;
-	}
-	count = git_index_entrycount(index);
-	for (i = 0; i < count && ret == 0; i++) {
-		const git_index_entry *entry = git_index_get_byindex(index, i);
-
-		if (entry && (entry->mode & S_IFMT) != GIT_FILEMODE_COMMIT)
-			ret = snapshot_copy_file(info->root, dest, entry->path, err);
-	}
-	if (ret == 0)
-		ret = snapshot_status(repo, &status, err);
-	count = status ? git_status_list_entrycount(status) : 0;
-	for (i = 0; i < count && ret == 0; i++) {
-		const git_status_entry *entry = git_status_byindex(status, i);
-
-		if ((entry->status & GIT_STATUS_WT_NEW) && entry->index_to_workdir)
-			ret = snapshot_copy_file(info->root, dest,
-						 entry->index_to_workdir->new_file.path, err);
-	}
-out:
-	git_status_list_free(status);
-	git_index_free(index);
-	snapshot_close(repo);
+	for (i = 0; i < info->path_count && ret == 0; i++)
+		ret = snapshot_copy_file(info->root, dest, info->paths[i], err);
 	return ret;
 }

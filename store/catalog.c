@@ -303,12 +303,20 @@ int catalog_open(struct store *store, struct error *err)
 	sqlite3_busy_timeout(store->db, 30000);
 	sqlite3_extended_result_codes(store->db, 0);
 	/*
+	 * The log file stays when the last connection closes, checkpointed
+	 * and (with a journal_size_limit) emptied, so an immutable reader
+	 * misses nothing: the next command need not make it again and sync
+	 * the directory it is in.
+	 */
+	if (store->writable)
+		sqlite3_file_control(store->db, "main", SQLITE_FCNTL_PERSIST_WAL, &(int){ 1 });
+	/*
 	 * synchronous=FULL: a commit is on disk when COMMIT returns, as git's
 	 * refs are; WAL keeps that to one fsync of the log per transaction.
 	 */
 	ret = catalog_exec_at_open(store, store->writable
 				   ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-				     " PRAGMA foreign_keys=ON"
+				     " PRAGMA journal_size_limit=4194304; PRAGMA foreign_keys=ON"
 				   : "PRAGMA foreign_keys=ON", NULL, NULL, err);
 	if (ret < 0)
 		return ret;
