@@ -318,7 +318,8 @@ static int run_follow(struct run_child *c)
 
 int cmd_run(int argc, char **argv)
 {
-	struct runner_request request = { .output = run_output, .warn = cli_warn };
+	struct runner_request request = { .output = run_output, .warn = cli_warn,
+					  .stop_on_signals = true };
 	struct run_report report = { .fd = -1 };
 	struct run_child child;
 	const char *tag = NULL;

@@ -107,6 +107,34 @@ int runner_reap_orphans(struct store *store, struct error *err)
 	return ret < 0 ? ret : (int)orphans.count;
 }
 
+int run_stop_poll(const struct run_stop *stop, struct store *store, int64_t run,
+		  struct error *err)
+{
+	enum store_stop_request request;
+	int ret;
+
+	if (*stop->aborting)
+		return 0;
+	ret = store_run_stop_request(store, run, &request, err);
+	/* aborting first: a job loop that sees stopping alone sends SIGTERM. */
+	if (ret == 0 && request == STORE_STOP_ABORT)
+		*stop->aborting = 1;
+	if (ret == 0 && request != STORE_STOP_NONE)
+		*stop->stopping = 1;
+	return ret;
+}
+
+int run_tick(void *arg)
+{
+	struct run_ticker *ticker = arg;
+	int ret = job_output_tick(ticker->out);
+
+	if (ret == 0)
+		ret = run_stop_poll(ticker->stop, ticker->out->store, ticker->out->run,
+				    &ticker->out->err);
+	return ret;
+}
+
 int runner_stop(struct store *store, const char *name, bool abort,
 		struct store_run *run, struct error *err)
 {
@@ -123,9 +151,11 @@ int runner_stop(struct store *store, const char *name, bool abort,
 		return ret < 0 ? ret : error_set(err, -ESRCH,
 						 "run '%s': its runner is gone; marked failed", name);
 	}
-	if (kill(run->runner_pid, abort ? SIGUSR1 : SIGTERM) < 0)
-		return error_errno(err, -errno, "run '%s': cannot signal its runner (pid %d)",
-				   name, (int)run->runner_pid);
+	/* Through the catalog: the runner may be a daemon running many runs. */
+	ret = store_run_request_stop(store, run->id, abort ? STORE_STOP_ABORT : STORE_STOP_STOP,
+				     err);
+	if (ret < 0)
+		return ret;
 	/* stop returns once the run has ended, as DESIGN.md has it. */
 	while ((ret = store_run_find(store, name, run, err)) == 0 && !run->finished) {
 		if (!runner_alive(run)) {

@@ -331,11 +331,13 @@ static int jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
 int custom_provider_jobs(struct store *store, const struct runner_request *request,
 			 const struct provider_def *def, const struct snapshot_info *info,
 			 const struct workflow *workflow, const struct store_run *run,
-			 struct job_spec **jobs, size_t *count, struct error *err)
+			 const struct run_stop *stop, struct job_spec **jobs, size_t *count,
+			 struct error *err)
 {
 	struct job_output out = { .store = store, .request = request, .run = run->id, .job = -1 };
-	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
-				 .output_ctx = &out };
+	struct run_ticker ticker = { .out = &out, .stop = stop };
+	struct host_job host = { .output = job_output_write, .output_ctx = &out,
+				 .tick = run_tick, .tick_ctx = &ticker, .stop = stop };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT, in = STRBUF_INIT,
 		      jobs_path = STRBUF_INIT, text = STRBUF_INIT;
 	struct job_env env = { 0 };

@@ -102,7 +102,7 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 {
 	char buf[65536];
 	int pipe_fds[2], wstatus, ret = 0;
-	int64_t term_sent = 0;
+	int64_t term_sent = 0, last_tick = time_now_ns();
 	bool kill_sent = false;
 	pid_t pid;
 
@@ -127,11 +127,11 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 		int ready;
 
 		/* SIGTERM to the whole group, SIGKILL if it lingers or at once to abort. */
-		if (runner_aborting && !kill_sent) {
+		if (*job->stop->aborting && !kill_sent) {
 			kill(-pid, SIGKILL);
 			kill_sent = true;
 			*stopped = true;
-		} else if (runner_stopping && !term_sent) {
+		} else if (*job->stop->stopping && !term_sent) {
 			kill(-pid, SIGTERM);
 			term_sent = time_now_ns();
 			*stopped = true;
@@ -141,14 +141,16 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 			kill_sent = true;
 		}
 		ready = poll(&pfd, 1, HOST_TICK_MS);
-
+		/* A chatty job must not keep the tick (flushes, stop requests) away. */
+		if (ready >= 0 && time_now_ns() - last_tick >= HOST_TICK_MS * 1000000ll) {
+			last_tick = time_now_ns();
+			if (job->tick && ret == 0)
+				ret = job->tick(job->tick_ctx);
+		}
 		if (ready < 0 && errno == EINTR)
 			continue;
-		if (ready == 0) {
-			if (job->tick && ret == 0)
-				ret = job->tick(job->output_ctx);
+		if (ready == 0)
 			continue;
-		}
 		n = read(pipe_fds[0], buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;

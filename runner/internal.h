@@ -34,6 +34,20 @@ int snapshot_copy(const struct snapshot_info *info, const char *dest,
 		  struct error *err);
 void snapshot_info_release(struct snapshot_info *info);
 
+/*
+ * How a run is told to stop: flags its scheduler and jobs look at.  A
+ * run in the CLI points them at runner_stopping and runner_aborting (its
+ * signals stop it); a run in the daemon has its own.  Either way
+ * `dstack stop` asks through the catalog (run_stop_poll).
+ */
+struct run_stop {
+	volatile sig_atomic_t *stopping;
+	volatile sig_atomic_t *aborting;
+};
+/* Raises the flags when the catalog asks the run to stop. */
+int run_stop_poll(const struct run_stop *stop, struct store *store, int64_t run,
+		  struct error *err);
+
 /* Runs a bash script on the host in dir with env, in its own process group. */
 struct host_job {
 	const char *dir;
@@ -49,15 +63,17 @@ struct host_job {
 	void (*started)(void *ctx, pid_t pid);
 	void *started_ctx;
 	int (*output)(void *ctx, const void *data, size_t len);
-	/* Called when output pauses, at least every HOST_TICK_MS. */
-	int (*tick)(void *ctx);
 	void *output_ctx;
+	/* Called at least every HOST_TICK_MS, output or not. */
+	int (*tick)(void *ctx);
+	void *tick_ctx;
+	const struct run_stop *stop;
 };
 #define HOST_TICK_MS 250
 /* How long a stopped job has between SIGTERM and SIGKILL. */
 #define HOST_STOP_GRACE_NS (10ll * 1000000000)
 /*
- * *status: the exit code, or 128 + signal.  When runner_stopping is set
+ * *status: the exit code, or 128 + signal.  When the run is told to stop
  * meanwhile, the job's process group is stopped and *stopped set.
  */
 int host_job_run(const struct host_job *job, int *status, bool *stopped,
@@ -69,12 +85,6 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
  */
 int host_exec(const char *program, char *const *argv, struct strbuf *out, int *status,
 	      struct error *err);
-/*
- * Set by the signals that stop a run in this process: SIGINT, SIGTERM and
- * SIGHUP stop it; SIGUSR1 aborts it (jobs killed at once, nothing stored).
- */
-extern volatile sig_atomic_t runner_stopping;
-extern volatile sig_atomic_t runner_aborting;
 
 /* What the host offers jobs (resources.c). */
 #define HOST_GPUS_MAX 64
@@ -140,6 +150,12 @@ struct job_output {
 int job_output_write(void *ctx, const void *data, size_t len);
 int job_output_tick(void *ctx);
 int job_output_flush(struct job_output *out);
+/* A host job's tick: flushes its output and hears whether `dstack stop` asked. */
+struct run_ticker {
+	struct job_output *out;
+	const struct run_stop *stop;
+};
+int run_tick(void *ticker);
 /* A "dstack: ..." line of our own in the job's output. */
 void job_output_say(struct job_output *out, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -169,6 +185,7 @@ struct run_context {
 	/* Read once, when some job asks for resources. */
 	struct host_capacity capacity;
 	bool capacity_read;
+	struct run_stop stop;
 };
 
 /* Where a job is, as the scheduler sees it. */
@@ -236,6 +253,7 @@ int custom_provider_validate(const char *root, const struct provider_def *def,
 int custom_provider_jobs(struct store *store, const struct runner_request *request,
 			 const struct provider_def *def, const struct snapshot_info *info,
 			 const struct workflow *workflow, const struct store_run *run,
-			 struct job_spec **jobs, size_t *count, struct error *err);
+			 const struct run_stop *stop, struct job_spec **jobs, size_t *count,
+			 struct error *err);
 
 #endif

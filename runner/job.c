@@ -283,7 +283,7 @@ static void job_say_end(struct job_output *out, const struct job_slot *slot,
 	char limit[32];
 
 	if (slot->stopped) {
-		job_output_say(out, "job %d %s", slot->n, runner_aborting ? "aborted" : "stopped");
+		job_output_say(out, "job %d %s", slot->n, *slot->ctx->stop.aborting ? "aborted" : "stopped");
 	} else if (slot->code && job_cgroup_oom_killed(cg)) {
 		size_format(slot->ctx->jobs[slot->n].resources.memory, limit);
 		job_output_say(out, "job %d was killed: out of memory (its limit is %s)", slot->n,
@@ -302,8 +302,10 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	struct artifact_names ro = { 0 };
 	struct job_output out = { .store = store, .request = ctx->request, .run = run, .job = n };
 	struct job_process process = { .store = store, .slot = slot };
-	struct host_job host = { .output = job_output_write, .tick = job_output_tick,
-				 .output_ctx = &out, .script = spec->script,
+	struct run_ticker ticker = { .out = &out, .stop = &ctx->stop };
+	struct host_job host = { .output = job_output_write, .output_ctx = &out,
+				 .tick = run_tick, .tick_ctx = &ticker, .stop = &ctx->stop,
+				 .script = spec->script,
 				 .started = job_started, .started_ctx = &process };
 	struct job_cgroup cg = { .procs = { -1, -1 } };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
@@ -367,9 +369,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	/* What the job left behind, even outside its process group, ends with it. */
 	job_cgroup_destroy(&cg);
 	/* An aborted job stores nothing. */
-	if (ret == 0 && !runner_aborting)
+	if (ret == 0 && !*ctx->stop.aborting)
 		ret = store_job_set_status(store, run, n, "uploading", -1, err);
-	if (ret == 0 && !runner_aborting)
+	if (ret == 0 && !*ctx->stop.aborting)
 		ret = job_store_artifacts(store, &out, dir.buf, spec, &complete, err);
 	else
 		complete = true;
@@ -380,7 +382,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 		ret = err->code;
 	}
 	if (ret == 0 && slot->stopped)
-		ret = store_job_set_status(store, run, n, runner_aborting ? "aborted" : "stopped",
+		ret = store_job_set_status(store, run, n, *slot->ctx->stop.aborting ? "aborted" : "stopped",
 					   -1, err);
 	else if (ret == 0)
 		ret = store_job_set_status(store, run, n, slot->code ? "failed" : "done",

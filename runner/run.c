@@ -60,8 +60,12 @@ static int deps_resolve(struct store *store, const struct workflow *workflow,
 }
 
 
-volatile sig_atomic_t runner_stopping;
-volatile sig_atomic_t runner_aborting;
+/*
+ * Set by the signals that stop a run of the CLI: SIGINT, SIGTERM and
+ * SIGHUP stop it; SIGUSR1 aborts it (jobs killed at once, nothing stored).
+ */
+static volatile sig_atomic_t runner_stopping;
+static volatile sig_atomic_t runner_aborting;
 
 static void runner_on_signal(int sig)
 {
@@ -267,8 +271,10 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct snapshot_info info;
 	struct store_run_spec spec = { 0 };
 	struct error why = { 0 };
+	volatile sig_atomic_t stopping = 0, aborting = 0;
 	struct run_context ctx = { .store = store, .request = request, .info = &info,
-				   .deps = &deps, .run = run };
+				   .deps = &deps, .run = run,
+				   .stop = { .stopping = &stopping, .aborting = &aborting } };
 	char *args = NULL, commit[64];
 	size_t count = 0;
 	int first_failure = 0, ret;
@@ -278,7 +284,11 @@ int runner_run(struct store *store, const struct runner_request *request,
 	ret = snapshot_describe(request->cwd, &info, err);
 	if (ret < 0)
 		return ret;
-	runner_catch_signals(old_signals);
+	if (request->stop_on_signals) {
+		runner_catch_signals(old_signals);
+		ctx.stop.stopping = &runner_stopping;
+		ctx.stop.aborting = &runner_aborting;
+	}
 	ret = workflow_set_load(info.root, &set, request->warn, request->warn_ctx, err);
 	if (ret == 0)
 		ret = provider_def_set_load(info.root, &defs, request->warn, request->warn_ctx, err);
@@ -324,8 +334,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 		request->created(request->created_ctx, run);
 	ret = store_run_set_status(store, run->id, "downloading", -1, err);
 	if (ret == 0 && def) {
-		ret = custom_provider_jobs(store, request, def, &info, workflow, run, &jobs, &count,
-					   err);
+		ret = custom_provider_jobs(store, request, def, &info, workflow, run, &ctx.stop,
+					   &jobs, &count, err);
 		ctx.jobs = jobs;
 		ctx.count = count;
 		if (ret == 0)
@@ -336,7 +346,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	if (ret == 0)
 		ret = run_schedule(&ctx, &first_failure, &stopped, err);
 	/* A provider that failed, or whose jobs cannot run, fails the run. */
-	if (ret == -EPROTO && runner_stopping) {
+	if (ret == -EPROTO && *ctx.stop.stopping) {
 		ret = store_run_set_status(store, run->id, "stopped", -1, err);
 		if (ret == 0)
 			ret = store_run_find(store, run->name, run, err);
@@ -356,7 +366,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 		goto out;
 	}
 	if (stopped)
-		ret = store_run_set_status(store, run->id, runner_aborting ? "aborted" : "stopped",
+		ret = store_run_set_status(store, run->id, *ctx.stop.aborting ? "aborted" : "stopped",
 					   -1, err);
 	else
 		ret = store_run_set_status(store, run->id, first_failure ? "failed" : "done",
@@ -364,7 +374,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 	if (ret == 0)
 		ret = store_run_find(store, run->name, run, err);
 out:
-	runner_release_signals(old_signals);
+	if (request->stop_on_signals)
+		runner_release_signals(old_signals);
 	host_capacity_release(&ctx.capacity);
 	job_specs_free(jobs, count);
 	free(deps.ids);

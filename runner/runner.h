@@ -25,6 +25,11 @@ struct runner_request {
 	/* Hears of the run once it exists (run -d hands its name back). */
 	void (*created)(void *ctx, const struct store_run *run);
 	void *created_ctx;
+	/*
+	 * SIGINT, SIGTERM and SIGHUP stop the run, SIGUSR1 aborts it (the
+	 * CLI); a daemon running many runs leaves its signals alone.
+	 */
+	bool stop_on_signals;
 };
 
 /*

@@ -300,11 +300,11 @@ static int schedule_pass(struct schedule *sched, bool *busy, bool *poll, bool *m
 		*busy = true;
 		if (slot->state != JOB_PENDING)
 			continue;
-		if (runner_stopping || sched->failing) {
+		if (*ctx->stop.stopping || sched->failing) {
 			*moved = true;
-			*stopped = *stopped || runner_stopping;
+			*stopped = *stopped || *ctx->stop.stopping;
 			ret = job_end_unstarted(sched, slot, sched->failing ? "failed" :
-						runner_aborting ? "aborted" : "stopped", err);
+						*ctx->stop.aborting ? "aborted" : "stopped", err);
 			continue;
 		}
 		switch (job_readiness(sched, slot)) {
@@ -375,6 +375,9 @@ int run_schedule(struct run_context *ctx, int *first_failure, bool *stopped,
 			break;
 		if (moved)
 			continue;
+		/* Jobs waiting to start hear of `dstack stop` too. */
+		if (ret == 0)
+			ret = run_stop_poll(&ctx->stop, ctx->store, ctx->run->id, err);
 		/* Signals do not wake the condition: look again at least this often. */
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_nsec += (poll ? SCHEDULE_POLL_MS : HOST_TICK_MS) * 1000000l;

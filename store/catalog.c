@@ -113,6 +113,9 @@ static const char *const catalog_migrations[] = {
 	"  gpus INTEGER NOT NULL,"
 	"  PRIMARY KEY(run, job),"
 	"  FOREIGN KEY(run, job) REFERENCES jobs(run, n) ON DELETE CASCADE);",
+	/* 4: `dstack stop` asks through the catalog: a daemon runs many runs,
+	 * so a signal to its process cannot say which one. */
+	"ALTER TABLE runs ADD COLUMN stop_request INTEGER;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))

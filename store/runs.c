@@ -271,6 +271,40 @@ int store_job_release(struct store *store, int64_t run, int job, struct error *e
 			  run, job, err);
 }
 
+int store_run_request_stop(struct store *store, int64_t run, enum store_stop_request request,
+			   struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"UPDATE runs SET stop_request = max(coalesce(stop_request, 0), ?1)"
+		" WHERE id = ?2 AND finished IS NULL", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int(stmt, 1, (int)request);
+	sqlite3_bind_int64(stmt, 2, run);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "ask the run to stop", err);
+}
+
+int store_run_stop_request(struct store *store, int64_t run,
+			   enum store_stop_request *request, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT coalesce(stop_request, 0) FROM runs WHERE id = ?", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	rc = sqlite3_step(stmt);
+	*request = rc == SQLITE_ROW ? (enum store_stop_request)sqlite3_column_int(stmt, 0)
+				    : STORE_STOP_NONE;
+	sqlite3_reset(stmt);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read the run", err);
+}
+
 int store_log_append(struct store *store, int64_t run, int job,
 		     const void *data, size_t len, struct error *err)
 {

@@ -165,6 +165,18 @@ int store_job_claim(struct store *store, int64_t run, int job, const char *backe
 		    int gpu_count, struct store_claim *granted, struct error *err);
 int store_job_release(struct store *store, int64_t run, int job, struct error *err);
 
+/* What a run's runner is asked to do, through the catalog. */
+enum store_stop_request {
+	STORE_STOP_NONE,
+	STORE_STOP_STOP,	/* SIGTERM the jobs, SIGKILL after the grace */
+	STORE_STOP_ABORT,	/* kill them now, store nothing */
+};
+/* Asks a live run to stop (an abort overrides a stop, never the reverse). */
+int store_run_request_stop(struct store *store, int64_t run, enum store_stop_request request,
+			   struct error *err);
+int store_run_stop_request(struct store *store, int64_t run,
+			   enum store_stop_request *request, struct error *err);
+
 /* Appends output of a job to the run's logs. */
 int store_log_append(struct store *store, int64_t run, int job,
 		     const void *data, size_t len, struct error *err);

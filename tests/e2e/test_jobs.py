@@ -324,3 +324,18 @@ def test_two_terminals_running_two_workflows_do_not_wait_for_each_other(ds, tmp_
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     assert {r["STATUS"] for r in runs(ds, repo, "-a")} == {"done"}
+
+
+def test_stop_reaches_a_job_that_never_stops_talking(ds, tmp_path):
+    # Output every 10 ms: the job's loop never waits a whole tick for it.
+    repo = make_repo(tmp_path / "repo", workflows_yaml(
+        {"name": "chatty", "provider": "bash",
+         "commands": ["while true; do echo chat51; sleep 0.01; done"]}))
+    runner = ds.popen("run", "chatty", cwd=repo)
+    assert wait_for(lambda: any(r["STATUS"] == "running" for r in runs(ds, repo)))
+    [run] = runs(ds, repo)
+    assert_ok(ds("stop", run["RUN"]))
+    runner.communicate(timeout=30)
+    [run] = runs(ds, repo)
+    assert run["STATUS"] == "stopped"
+    assert no_process("chat51")
