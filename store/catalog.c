@@ -445,6 +445,7 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	snprintf(run->provider, sizeof(run->provider), "%s", sqlite3_column_text(stmt, 12));
 	run->runner_pid = (pid_t)sqlite3_column_int64(stmt, 13);
 	run->runner_started = sqlite3_column_int64(stmt, 14);
+	run->started = sqlite3_column_int64(stmt, 15);
 }
 
 int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,

@@ -162,6 +162,12 @@ int object_read(struct store *store, const uint8_t *hash, void *out,
 int object_find(struct store *store, const uint8_t *hash,
 		struct object_location *loc, char pack_name[33]);
 
+/*
+ * The capacity in bytes of store_entry_pread's chunk cache (64 MiB unless
+ * set): tests shrink it to make eviction happen with little data.
+ */
+void chunk_cache_set_capacity(uint64_t bytes);
+
 /* Catalog */
 int catalog_open(struct store *store, struct error *err);
 int catalog_begin(struct store *store, struct error *err);
@@ -194,7 +200,8 @@ void run_name_make(int64_t number, char out[64]);
 	" (SELECT group_concat(path, ', ') FROM (SELECT DISTINCT path FROM artifacts a" \
 	"  WHERE a.run = r.id ORDER BY path))," \
 	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1)," \
-	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)"
+	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)," \
+	" coalesce(r.started, 0)"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
 /* Steps a RUN_COLUMNS statement, calling fn per run; resets it after. */
 int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,

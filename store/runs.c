@@ -325,6 +325,24 @@ int store_log_append(struct store *store, int64_t run, int job,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "append log", err);
 }
 
+int store_run_logs_size(struct store *store, int64_t run, int job, uint64_t *bytes,
+			struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT coalesce(sum(length(data)), 0) FROM logs WHERE run = ?1"
+		" AND (?2 = -2 OR job = ?2)", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int(stmt, 2, job);
+	rc = sqlite3_step(stmt);
+	*bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(stmt, 0) : 0;
+	sqlite3_reset(stmt);
+	return rc == SQLITE_ROW ? 0 : catalog_error(store, rc, "read logs", err);
+}
+
 int store_run_logs(struct store *store, int64_t run, int64_t *after,
 		   store_log_fn *fn, void *ctx, struct error *err)
 {

@@ -67,6 +67,7 @@ struct store_run {
 	char status[16];
 	char tag[128];		/* empty when untagged */
 	int64_t submitted;	/* ns since the epoch */
+	int64_t started;	/* 0 until its first job starts */
 	int64_t finished;	/* 0 while live */
 	char artifacts[256];	/* artifact paths of all jobs, ", "-joined */
 	char provider[128];
@@ -181,6 +182,9 @@ int store_run_stop_request(struct store *store, int64_t run,
 int store_log_append(struct store *store, int64_t run, int job,
 		     const void *data, size_t len, struct error *err);
 typedef int store_log_fn(void *ctx, int job, const void *data, size_t len);
+/* How many bytes of logs a run has (of job only; -2: of all its jobs). */
+int store_run_logs_size(struct store *store, int64_t run, int job, uint64_t *bytes,
+			struct error *err);
 /* Calls fn for each log row after *after, which it advances. */
 int store_run_logs(struct store *store, int64_t run, int64_t *after,
 		   store_log_fn *fn, void *ctx, struct error *err);
@@ -246,6 +250,17 @@ int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
 int store_entry_extract(struct store *store, const struct store_entry *entry,
 			int fd, store_progress_fn *progress, void *progress_ctx,
 			struct error *err);
+/*
+ * Reads up to size bytes of a regular-file entry at offset into buf;
+ * *done gets how many (short only at the end of the file).  Only the
+ * chunks the range touches are read and decompressed, each verified;
+ * decompressed chunks are kept in a cache shared by every store handle
+ * of the process (bounded, thread-safe), so neighbouring reads from any
+ * thread reuse them.  On failure *done is 0; buf may hold some verified
+ * bytes of the range.
+ */
+int store_entry_pread(struct store *store, const struct store_entry *entry, void *buf,
+		      size_t size, uint64_t offset, size_t *done, struct error *err);
 
 /* Re-hashes every object and checks every reference; counts problems. */
 int store_fsck(struct store *store, store_report_fn *report, void *ctx,
