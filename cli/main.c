@@ -64,6 +64,15 @@ const struct cli_command cli_commands[] = {
 	  "The built-in providers, then those of the current repository's\n"
 	  ".dstack/providers.yaml; a provider of the repository takes the place\n"
 	  "of a built-in of the same name." },
+	{ "mount", cmd_mount, "dstack mount [-f] [-o allow_other] [DIR]",
+	  "show runs, logs and artifacts as files, and run workflows through ctl",
+	  "Mounts the /dstack tree of the current repository at DIR (default\n"
+	  "/dstack as root, else $XDG_RUNTIME_DIR/dstack) and returns once it is\n"
+	  "mounted, serving it in the background (-f: in the foreground).\n"
+	  "`echo WORKFLOW > DIR/ctl` starts a run.  -o allow_other lets other\n"
+	  "users in, with the files' permissions checked." },
+	{ "umount", cmd_umount, "dstack umount [DIR]",
+	  "unmount the tree; the runs it started are stopped", NULL },
 	{ "gc", cmd_gc, "dstack gc",
 	  "delete stored data that no run or tag reaches", NULL },
 	{ "fsck", cmd_fsck, "dstack fsck",

@@ -5,6 +5,7 @@
  * duplicate keys, broken UTF-8) is refused with its line and column, so a
  * mistake is reported where it was made rather than acted on.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <float.h>
 #include <stdio.h>
@@ -1067,4 +1068,95 @@ int json_schema_validate(const struct json *schema, const struct json *value,
 	ret = validate(&vd, schema, value);
 	strbuf_release(&vd.path);
 	return ret;
+}
+
+static bool yaml_is_scalar(const struct json *value)
+{
+	return (value->type != JSON_ARRAY && value->type != JSON_OBJECT) || !value->count;
+}
+
+static void yaml_add_scalar(struct strbuf *out, const struct json *value)
+{
+	long long number;
+
+	switch (value->type) {
+	case JSON_NULL:
+		strbuf_addstr(out, "null");
+		break;
+	case JSON_BOOL:
+		strbuf_addstr(out, value->boolean ? "true" : "false");
+		break;
+	case JSON_NUMBER:
+		if (json_integer(value, &number))
+			strbuf_addf(out, "%lld", number);
+		else
+			strbuf_addf(out, "%.17g", value->number);
+		break;
+	case JSON_STRING:
+		/* A JSON string is a YAML double-quoted scalar. */
+		json_add_string(out, value->string);
+		break;
+	case JSON_ARRAY:
+		strbuf_addstr(out, "[]");
+		break;
+	case JSON_OBJECT:
+		strbuf_addstr(out, "{}");
+		break;
+	}
+}
+
+static void yaml_add_key(struct strbuf *out, const char *key)
+{
+	const char *p;
+
+	for (p = key; *p && (isalnum((unsigned char)*p) || *p == '_' || *p == '-'); p++)
+		;
+	if (*key && !*p)
+		strbuf_addstr(out, key);
+	else
+		json_add_string(out, key);
+}
+
+/* The entries of a container, each line starting at column indent. */
+static void yaml_add_block(struct strbuf *out, const struct json *value, int indent,
+			   bool first_indented)
+{
+	size_t i;
+
+	for (i = 0; i < value->count; i++) {
+		const struct json *item = &value->items[i];
+
+		if (i || first_indented)
+			strbuf_addf(out, "%*s", indent, "");
+		if (value->type == JSON_ARRAY) {
+			strbuf_addstr(out, "- ");
+			if (yaml_is_scalar(item)) {
+				yaml_add_scalar(out, item);
+				strbuf_addstr(out, "\n");
+			} else {
+				/* The item's first line follows its dash. */
+				yaml_add_block(out, item, indent + 2, false);
+			}
+			continue;
+		}
+		yaml_add_key(out, value->keys[i]);
+		if (yaml_is_scalar(item)) {
+			strbuf_addstr(out, ": ");
+			yaml_add_scalar(out, item);
+			strbuf_addstr(out, "\n");
+		} else {
+			strbuf_addstr(out, ":\n");
+			yaml_add_block(out, item, indent + 2, true);
+		}
+	}
+}
+
+void json_add_yaml(struct strbuf *out, const struct json *value)
+{
+	if (yaml_is_scalar(value)) {
+		yaml_add_scalar(out, value);
+		strbuf_addstr(out, "\n");
+		return;
+	}
+	yaml_add_block(out, value, 0, true);
 }

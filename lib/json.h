@@ -41,6 +41,11 @@ const struct json *json_get(const struct json *object, const char *key);
  * the output always parses.
  */
 void json_add_string(struct strbuf *out, const char *s);
+/*
+ * Appends value as block-style YAML (strings double-quoted, so any text
+ * survives), for files people read: a workflow's or a job's spec.yaml.
+ */
+void json_add_yaml(struct strbuf *out, const struct json *value);
 /* True when number is an integer that fits in long long; *out gets it. */
 bool json_integer(const struct json *value, long long *out);
 

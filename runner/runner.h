@@ -67,4 +67,12 @@ int runner_providers_each(const char *cwd,
 			  void (*warn)(void *ctx, const char *line), void *ctx,
 			  struct error *err);
 
+/*
+ * Calls fn with each workflow of the repository whose working tree is
+ * root, and the workflow as loaded, as YAML; a non-zero return stops.
+ */
+int runner_workflows_each(const char *root,
+			  int (*fn)(void *ctx, const char *name, const char *spec_yaml),
+			  void *ctx, struct error *err);
+
 #endif
