@@ -316,12 +316,82 @@ static int run_follow(struct run_child *c)
 	return WEXITSTATUS(status);
 }
 
+static int logs_print(struct store *store, const char *name, bool follow,
+		      struct store_run *run, struct error *err);
+
+/*
+ * Hands the run to the daemon serving this repository's tree, through its
+ * ctl, then follows it (-d: prints its name).  Killing this process does
+ * not stop the run: the daemon runs it.
+ */
+static int run_handoff(struct store *store, const struct store_daemon *daemon,
+		       const char *tag, bool detach, char **words, int count)
+{
+	struct strbuf line = STRBUF_INIT, answer = STRBUF_INIT, ctl = STRBUF_INIT;
+	struct store_run run;
+	struct error err = { 0 };
+	char buf[4096], *end;
+	ssize_t n;
+	int i, fd, write_errno = 0, ret;
+
+	if (tag)
+		strbuf_addf(&line, "-t %s ", tag);
+	for (i = 0; i < count; i++) {
+		if (i)
+			strbuf_addstr(&line, " ");
+		strbuf_add_shell_word(&line, words[i]);
+	}
+	strbuf_addstr(&line, "\n");
+	strbuf_addf(&ctl, "%s/ctl", daemon->mountpoint);
+	fd = open(ctl.buf, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || write(fd, line.buf, line.len) < 0)
+		write_errno = errno;
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
+		strbuf_add(&answer, buf, (size_t)n);
+	if (fd >= 0)
+		close(fd);
+	end = answer.buf ? strchr(answer.buf, '\n') : NULL;
+	if (end)
+		*end = '\0';
+	if (!answer.buf || !strncmp(answer.buf, "error: ", 7) || write_errno)
+		ret = cli_error("%s", answer.buf && !strncmp(answer.buf, "error: ", 7) ?
+				answer.buf + 7 : write_errno ? strerror(write_errno) :
+				"the daemon did not answer");
+	else if (detach)
+		ret = printf("%s\n", answer.buf) < 0 ? CLI_FAILED : CLI_OK;
+	else if (logs_print(store, answer.buf, true, &run, &err) < 0)
+		ret = cli_error("%s", err.message);
+	else
+		ret = strcmp(run.status, "done") ? cli_error("run %s %s", run.name, run.status)
+						 : CLI_OK;
+	strbuf_release(&line);
+	strbuf_release(&answer);
+	strbuf_release(&ctl);
+	return ret;
+}
+
+/* A daemon serving this repository's tree, if any (cheap when none is). */
+static int run_daemon(struct store *store, const char *cwd, struct store_daemon *daemon)
+{
+	struct strbuf repo = STRBUF_INIT;
+	struct error err = { 0 };
+	int ret = runner_daemon_find(store, NULL, daemon, &err);
+
+	if (ret == 0)
+		ret = runner_repo_id(cwd, &repo, &err);
+	if (ret == 0)
+		ret = runner_daemon_find(store, repo.buf, daemon, &err);
+	strbuf_release(&repo);
+	return ret;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct runner_request request = { .output = run_output, .warn = cli_warn,
 					  .stop_on_signals = true };
 	struct run_report report = { .fd = -1 };
 	struct run_child child;
+	struct store_daemon daemon;
 	const char *tag = NULL;
 	bool detach = false;
 	struct store *store;
@@ -351,6 +421,13 @@ int cmd_run(int argc, char **argv)
 		return cli_error("cannot find the current directory: %s", strerror(errno));
 	/* A reader that goes away (| head, or a follower let go of it) must not kill the run. */
 	signal(SIGPIPE, SIG_IGN);
+	if (cli_open_store(&store, true) < 0)
+		return CLI_FAILED;
+	if (run_daemon(store, cwd, &daemon) == 0) {
+		ret = run_handoff(store, &daemon, tag, detach, argv + i, argc - i);
+		store_close(store);
+		return ret;
+	}
 	/*
 	 * With -d, and on a terminal (where Ctrl-C may let go of the run),
 	 * the run executes in a child; otherwise here, with no fork to pay
@@ -358,6 +435,7 @@ int cmd_run(int argc, char **argv)
 	 * cross fork.
 	 */
 	if (detach || (isatty(STDIN_FILENO) && isatty(STDERR_FILENO))) {
+		store_close(store);
 		if (run_fork(&child, detach, &report.fd) < 0)
 			return CLI_FAILED;
 		if (child.pid > 0)
@@ -367,9 +445,9 @@ int cmd_run(int argc, char **argv)
 		request.created_ctx = &report;
 		if (detach)
 			request.output = NULL;
+		if (cli_open_store(&store, true) < 0)
+			return CLI_FAILED;
 	}
-	if (cli_open_store(&store, true) < 0)
-		return CLI_FAILED;
 	request.cwd = cwd;
 	request.workflow = argv[i];
 	request.args = argv + i + 1;
@@ -680,15 +758,36 @@ static int logs_row(void *ctx, int job, const void *data, size_t len)
 	return fwrite(data, 1, len, stdout) == len ? 0 : -EIO;
 }
 
-int cmd_logs(int argc, char **argv)
+/* A run's logs; with follow, what comes too, until the run has ended. */
+static int logs_print(struct store *store, const char *name, bool follow,
+		      struct store_run *run, struct error *err)
 {
 	struct timespec pause = { 0, 200 * 1000000 };
+	int64_t after = 0;
+	int ret = store_run_find(store, name, run, err);
+
+	while (ret == 0) {
+		bool ended = run->finished != 0;
+
+		ret = store_run_logs(store, run->id, &after, logs_row, NULL, err);
+		fflush(stdout);
+		if (ret < 0 || !follow || ended)
+			break;
+		nanosleep(&pause, NULL);
+		runner_reap_orphans(store, err);
+		error_clear(err);
+		ret = store_run_find(store, name, run, err);
+	}
+	return ret;
+}
+
+int cmd_logs(int argc, char **argv)
+{
 	struct store *store;
 	struct store_run run;
 	struct error err = { 0 };
 	const char *name = NULL;
 	bool follow = false;
-	int64_t after = 0;
 	int i, ret;
 
 	if (cli_wants_help("logs", argc, argv))
@@ -705,20 +804,7 @@ int cmd_logs(int argc, char **argv)
 		return cli_usage_error("logs", "logs takes one RUN");
 	if (cli_open_store(&store, false) < 0)
 		return CLI_FAILED;
-	ret = store_run_find(store, name, &run, &err);
-	/* -f: what is there, then what comes, until the run has ended. */
-	while (ret == 0) {
-		bool ended = run.finished != 0;
-
-		ret = store_run_logs(store, run.id, &after, logs_row, NULL, &err);
-		fflush(stdout);
-		if (ret < 0 || !follow || ended)
-			break;
-		nanosleep(&pause, NULL);
-		runner_reap_orphans(store, &err);
-		error_clear(&err);
-		ret = store_run_find(store, name, &run, &err);
-	}
+	ret = logs_print(store, name, follow, &run, &err);
 	store_close(store);
 	if (ret == -EIO && !err.code)
 		return cli_error("cannot write the logs: %s", strerror(EIO));

@@ -85,6 +85,29 @@ static void fs_teardown(struct fs *fs)
 	free(fs->root);
 }
 
+/*
+ * Tells the store this daemon serves the repository's tree, or no longer:
+ * `dstack run` then hands it runs, and jobs bind deps from the tree.
+ * Best effort: without it everything works as without a daemon.
+ */
+static void fs_register(struct fs *fs, bool serving)
+{
+	struct store_daemon daemon = { .pid = getpid() };
+	struct error err = { 0 };
+	struct store *store = fs_store(fs, &err);
+
+	if (!store)
+		return;
+	if (!serving) {
+		store_daemon_remove(store, fs->repo, daemon.pid, &err);
+		return;
+	}
+	snprintf(daemon.repo, sizeof(daemon.repo), "%s", fs->repo);
+	snprintf(daemon.mountpoint, sizeof(daemon.mountpoint), "%s", fs->options.mountpoint);
+	daemon.started = proc_start_time(daemon.pid);
+	store_daemon_add(store, &daemon, &err);
+}
+
 /* The session, with -o allow_other,default_permissions when asked. */
 static struct fuse_session *fs_session(struct fs *fs, struct error *err)
 {
@@ -132,6 +155,7 @@ int fs_mount(const struct fs_options *options, struct error *err)
 		fs_teardown(&fs);
 		return error_set(err, -EIO, "cannot go to the background");
 	}
+	fs_register(&fs, true);
 	if (fuse_set_signal_handlers(fs.session) != 0) {
 		ret = error_set(err, -EIO, "cannot catch signals");
 	} else {
@@ -142,6 +166,7 @@ int fs_mount(const struct fs_options *options, struct error *err)
 		fuse_remove_signal_handlers(fs.session);
 		ret = ret < 0 ? error_set(err, ret, "the FUSE session failed") : 0;
 	}
+	fs_register(&fs, false);
 	fuse_session_unmount(fs.session);
 	ctl_runs_finish(&fs);
 	fuse_session_destroy(fs.session);

@@ -107,6 +107,33 @@ int runner_reap_orphans(struct store *store, struct error *err)
 	return ret < 0 ? ret : (int)orphans.count;
 }
 
+struct daemon_find {
+	const char *repo;
+	struct store_daemon *found;
+	bool ok;
+};
+
+static int daemon_visit(void *ctx, const struct store_daemon *daemon)
+{
+	struct daemon_find *find = ctx;
+
+	if ((find->repo && strcmp(find->repo, daemon->repo)) ||
+	    proc_start_time(daemon->pid) != daemon->started)
+		return 0;
+	*find->found = *daemon;
+	find->ok = true;
+	return 1;
+}
+
+int runner_daemon_find(struct store *store, const char *repo, struct store_daemon *daemon,
+		       struct error *err)
+{
+	struct daemon_find find = { .repo = repo, .found = daemon };
+	int ret = store_daemon_list(store, daemon_visit, &find, err);
+
+	return ret < 0 ? ret : find.ok ? 0 : -ENOENT;
+}
+
 int run_stop_poll(const struct run_stop *stop, struct store *store, int64_t run,
 		  struct error *err)
 {

@@ -25,18 +25,31 @@
  */
 static void host_child_read_only(const struct host_job *job)
 {
+	static const char message[] = "dstack: cannot mount the deps' artifacts from the tree\n";
 	size_t i;
 
-	if (!job->read_only_count || unshare(CLONE_NEWNS) < 0)
+	if (!job->read_only_count)
 		return;
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		/* Folders to bind stay empty without it: the job must not start. */
+		if (job->read_only_sources)
+			goto fail;
 		return;
+	}
 	for (i = 0; i < job->read_only_count; i++) {
 		const char *path = job->read_only[i];
+		const char *source = job->read_only_sources ? job->read_only_sources[i] : path;
 
-		if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) == 0)
+		if (mount(source, path, NULL, MS_BIND | MS_REC, NULL) == 0)
 			mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
+		else if (job->read_only_sources)
+			goto fail;
 	}
+	return;
+fail:
+	if (write(STDERR_FILENO, message, sizeof(message) - 1) < 0)
+		_exit(126);
+	_exit(126);
 }
 
 /*

@@ -56,6 +56,8 @@ struct host_job {
 	/* Made read-only in the job's own mount namespace (where allowed). */
 	char *const *read_only;
 	size_t read_only_count;
+	/* NULL, or for each read_only path the folder bound onto it (a must). */
+	char *const *read_only_sources;
 	/* Each joined by the child before it runs the script. */
 	const int *cgroup_procs;
 	size_t cgroup_count;
@@ -169,8 +171,10 @@ int runner_python_env(struct store *store, struct job_env *env, struct error *er
 /* The runs whose artifacts a workflow's jobs get: its deps, resolved. */
 struct dep_runs {
 	int64_t *ids;
+	char (*names)[64];
 	size_t count;
 };
+
 
 /* What the jobs of one run share while it executes (schedule.c, job.c). */
 struct run_context {

@@ -175,6 +175,10 @@ struct artifact_names {
 	const char *dir;
 	char **paths;
 	size_t count;
+	/* When the tree is mounted: its folder of the run's artifacts, and
+	 * for each path the folder to bind onto it. */
+	const char *tree;
+	char **sources;
 };
 
 /* Collects DIR/PATH for each artifact path of a run (its root entries). */
@@ -194,24 +198,59 @@ static int artifact_name_add(void *ctx, const struct store_entry *entry)
 		}
 	}
 	names->paths = xrealloc(names->paths, (names->count + 1) * sizeof(char *));
-	names->paths[names->count++] = path.buf;
+	names->paths[names->count] = path.buf;
+	if (names->tree) {
+		struct strbuf source = STRBUF_INIT;
+
+		strbuf_addf(&source, "%s/%s", names->tree, entry->artifact);
+		names->sources = xrealloc(names->sources, (names->count + 1) * sizeof(char *));
+		names->sources[names->count] = source.buf;
+	}
+	names->count++;
 	return 0;
 }
 
 /* Writes the deps' artifacts into the job's directory; names them in ro. */
+/*
+ * Puts the deps' artifacts in the job's directory and names them in ro:
+ * where a daemon serves the tree (and this process may mount, as root)
+ * they are bound from it in the job's mount namespace, so nothing is read
+ * until the job reads it; else they are written out of the store.
+ */
 static int deps_materialize(struct store *store, const struct dep_runs *deps,
 			    const char *dir, struct artifact_names *ro,
 			    struct error *err)
 {
-	size_t i;
+	struct store_daemon daemon;
+	struct strbuf tree = STRBUF_INIT;
+	struct error none = { 0 };
+	bool bind = deps->count && geteuid() == 0 &&
+		    runner_daemon_find(store, NULL, &daemon, &none) == 0;
+	size_t i, first;
 	int ret = 0;
 
 	ro->dir = dir;
 	for (i = 0; i < deps->count && ret == 0; i++) {
-		ret = store_run_download(store, deps->ids[i], dir, NULL, NULL, err);
+		first = ro->count;
+		if (bind) {
+			strbuf_reset(&tree);
+			strbuf_addf(&tree, "%s/runs/%s/artifacts", daemon.mountpoint,
+				    deps->names[i]);
+			ro->tree = tree.buf;
+		} else {
+			ret = store_run_download(store, deps->ids[i], dir, NULL, NULL, err);
+		}
 		if (ret == 0)
 			ret = store_run_entries(store, deps->ids[i], artifact_name_add, ro, err);
+		ro->tree = NULL;
+		/* The mount points: empty folders the tree's are bound onto. */
+		for (; bind && ret == 0 && first < ro->count; first++) {
+			ret = fs_mkdir_p(ro->paths[first], 0755);
+			if (ret < 0)
+				error_errno(err, ret, "%s", ro->paths[first]);
+		}
 	}
+	strbuf_release(&tree);
 	return ret;
 }
 
@@ -219,9 +258,13 @@ static void artifact_names_release(struct artifact_names *names)
 {
 	size_t i;
 
-	for (i = 0; i < names->count; i++)
+	for (i = 0; i < names->count; i++) {
 		free(names->paths[i]);
+		if (names->sources)
+			free(names->sources[i]);
+	}
 	free(names->paths);
+	free(names->sources);
 }
 
 
@@ -356,6 +399,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	host.env = env.vars;
 	host.read_only = ro.paths;
 	host.read_only_count = ro.count;
+	host.read_only_sources = ro.sources;
 	host.cgroup_procs = cg.procs;
 	host.cgroup_count = cg.count;
 	ret = store_run_set_status(store, run, "running", -1, err);

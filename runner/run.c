@@ -32,6 +32,7 @@ static int deps_resolve(struct store *store, const struct workflow *workflow,
 	int ret = 0;
 
 	deps->ids = xcalloc(workflow->dep_count + 1, sizeof(*deps->ids));
+	deps->names = xcalloc(workflow->dep_count + 1, sizeof(*deps->names));
 	for (i = 0; i < workflow->dep_count && ret == 0; i++) {
 		const struct workflow_dep *dep = &workflow->deps[i];
 
@@ -53,6 +54,7 @@ static int deps_resolve(struct store *store, const struct workflow *workflow,
 					workflow->name, i, why.message);
 			break;
 		}
+		snprintf(deps->names[deps->count], sizeof(deps->names[0]), "%s", run.name);
 		deps->ids[deps->count++] = run.id;
 	}
 	strbuf_release(&spec);
@@ -379,6 +381,7 @@ out:
 	host_capacity_release(&ctx.capacity);
 	job_specs_free(jobs, count);
 	free(deps.ids);
+	free(deps.names);
 	provider_def_set_release(&defs);
 	workflow_set_release(&set);
 	snapshot_info_release(&info);

@@ -51,6 +51,13 @@ int runner_stop(struct store *store, const char *name, bool abort,
 /* Marks failed the live runs whose runner is gone; returns how many. */
 int runner_reap_orphans(struct store *store, struct error *err);
 
+/*
+ * A live daemon serving the tree of repo's runs (of any repository's when
+ * repo is NULL) over this store: -ENOENT when there is none.
+ */
+int runner_daemon_find(struct store *store, const char *repo, struct store_daemon *daemon,
+		       struct error *err);
+
 /* The identity runs of the repository around cwd are recorded under. */
 int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err);
 /* The working tree root of the repository around cwd. */

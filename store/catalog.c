@@ -116,6 +116,13 @@ static const char *const catalog_migrations[] = {
 	/* 4: `dstack stop` asks through the catalog: a daemon runs many runs,
 	 * so a signal to its process cannot say which one. */
 	"ALTER TABLE runs ADD COLUMN stop_request INTEGER;",
+	/* 5: the daemons serving the tree, so `dstack run` hands runs to them
+	 * and jobs find their deps' artifacts in a mounted tree. */
+	"CREATE TABLE daemons("
+	"  repo TEXT PRIMARY KEY,"
+	"  mountpoint TEXT NOT NULL,"
+	"  pid INTEGER NOT NULL,"
+	"  started INTEGER NOT NULL);",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))

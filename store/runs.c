@@ -460,3 +460,65 @@ int store_run_list(struct store *store, const char *repo, store_run_fn *fn,
 		sqlite3_bind_text(stmt, 1, repo, -1, SQLITE_STATIC);
 	return runs_each(store, stmt, fn, ctx, "list runs", err);
 }
+
+int store_daemon_add(struct store *store, const struct store_daemon *daemon,
+		     struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"INSERT OR REPLACE INTO daemons(repo, mountpoint, pid, started) VALUES (?, ?, ?, ?)",
+		err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, daemon->repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, daemon->mountpoint, -1, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 3, (int)daemon->pid);
+	sqlite3_bind_int64(stmt, 4, daemon->started);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record the daemon", err);
+}
+
+int store_daemon_remove(struct store *store, const char *repo, pid_t pid,
+			struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, "DELETE FROM daemons WHERE repo = ? AND pid = ?",
+					  err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_text(stmt, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 2, (int)pid);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "forget the daemon", err);
+}
+
+int store_daemon_list(struct store *store, store_daemon_fn *fn, void *ctx,
+		      struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT repo, mountpoint, pid, started FROM daemons ORDER BY repo", err);
+	struct store_daemon daemon;
+	int rc, ret = 0;
+
+	if (!stmt)
+		return err->code;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		memset(&daemon, 0, sizeof(daemon));
+		snprintf(daemon.repo, sizeof(daemon.repo), "%s", sqlite3_column_text(stmt, 0));
+		snprintf(daemon.mountpoint, sizeof(daemon.mountpoint), "%s",
+			 sqlite3_column_text(stmt, 1));
+		daemon.pid = (pid_t)sqlite3_column_int(stmt, 2);
+		daemon.started = sqlite3_column_int64(stmt, 3);
+		ret = fn(ctx, &daemon);
+		if (ret)
+			break;
+	}
+	sqlite3_reset(stmt);
+	if (!ret && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "list daemons", err);
+	return ret;
+}

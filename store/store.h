@@ -199,6 +199,23 @@ int store_run_latest_done(struct store *store, const char *repo,
 int store_run_list(struct store *store, const char *repo, store_run_fn *fn,
 		   void *ctx, struct error *err);
 
+/* A daemon serving the tree of a repository's runs (`dstack mount`). */
+struct store_daemon {
+	char repo[512];
+	char mountpoint[4096];
+	pid_t pid;
+	int64_t started;	/* proc_start_time of pid: pids are reused */
+};
+/* Records the daemon of its repository, replacing one recorded before. */
+int store_daemon_add(struct store *store, const struct store_daemon *daemon,
+		     struct error *err);
+/* Forgets the daemon pid recorded for repo (if it is still that one). */
+int store_daemon_remove(struct store *store, const char *repo, pid_t pid,
+			struct error *err);
+typedef int store_daemon_fn(void *ctx, const struct store_daemon *daemon);
+int store_daemon_list(struct store *store, store_daemon_fn *fn, void *ctx,
+		      struct error *err);
+
 /* Resolves "RUN" or ":TAG" to a run. */
 int store_run_find(struct store *store, const char *spec, struct store_run *out,
 		   struct error *err);
