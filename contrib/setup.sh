@@ -11,8 +11,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
 packages=(gcc pkg-config meson ninja-build libsqlite3-dev liblz4-dev libssl-dev
-          libyaml-dev libgit2-dev git curl python3 python3-pytest python3-yaml
-          python3-venv python3-pip util-linux)
+          libyaml-dev libgit2-dev libcurl4-openssl-dev libfuse3-dev fuse3 git curl
+          python3 python3-pytest python3-yaml python3-venv python3-pip util-linux)
 
 install_missing() {
 	local missing=() p
