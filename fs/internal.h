@@ -77,6 +77,7 @@ struct view_entry {
 	int job;
 	size_t parent;		/* index of its folder */
 	size_t first_child, child_count;	/* in view.children */
+	size_t subdirs;		/* for its link count: find trusts it */
 };
 
 /*

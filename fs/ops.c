@@ -420,14 +420,13 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 	case NODE_WORKFLOW:
 	case NODE_RUN:
 	case NODE_JOB:
+		/* Link count 1: "not counted", so find does not skip subfolders. */
 		st->st_mode = S_IFDIR | 0555;
-		st->st_nlink = 2;
 		*timeout = FS_FOLDER_TIMEOUT;
 		break;
 	case NODE_TAGS:
 		/* Writable: ln -s adds a tag, rm deletes one. */
 		st->st_mode = S_IFDIR | 0755;
-		st->st_nlink = 2;
 		break;
 	case NODE_CTL:
 		st->st_mode = S_IFREG | 0644;
@@ -471,7 +470,7 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 		st->st_mode = entry->mode & ~(mode_t)0222;
 		st->st_size = (off_t)(S_ISLNK(entry->mode) && entry->target ?
 				      strlen(entry->target) : entry->size);
-		st->st_nlink = S_ISDIR(entry->mode) ? 2 : 1;
+		st->st_nlink = S_ISDIR(entry->mode) ? 2 + entry->subdirs : 1;
 		st->st_blocks = (blkcnt_t)((entry->size + 511) / 512);
 		if (run_is_final(store, node->name, &run)) {
 			timespec_from_ns(&st->st_mtim, run.finished);

@@ -161,6 +161,8 @@ static void view_index(struct artifact_view *view)
 		}
 		view->entries[i].parent = (size_t)(parent - view->entries);
 		view->entries[view->entries[i].parent].child_count++;
+		if (S_ISDIR(view->entries[i].mode))
+			view->entries[view->entries[i].parent].subdirs++;
 	}
 	view->children = xcalloc(view->count + 1, sizeof(*view->children));
 	fill = xcalloc(view->count + 1, sizeof(*fill));
