@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "fs/fs.h"
+#include "runner/runner.h"
 
 /* DIR, else /dstack for root and $XDG_RUNTIME_DIR/dstack for others. */
 static int mount_dir(const char *given, struct strbuf *dir)
@@ -31,7 +32,8 @@ static int mount_dir(const char *given, struct strbuf *dir)
 int cmd_mount(int argc, char **argv)
 {
 	struct fs_options options = { 0 };
-	struct strbuf dir = STRBUF_INIT;
+	struct strbuf dir = STRBUF_INIT, root = STRBUF_INIT;
+	struct stat st;
 	char cwd[PATH_MAX], home[PATH_MAX], mountpoint[PATH_MAX];
 	struct store *store;
 	struct error err = { 0 };
@@ -54,14 +56,24 @@ int cmd_mount(int argc, char **argv)
 		return CLI_FAILED;
 	if (!getcwd(cwd, sizeof(cwd)))
 		return cli_error("cannot find the current directory: %s", strerror(errno));
+	/* Nothing is made before the repository and the store are known good. */
+	if (runner_repo_root(cwd, &root, &err) < 0) {
+		strbuf_release(&dir);
+		return cli_error("%s", err.message);
+	}
+	strbuf_release(&root);
 	/* The store made (or checked) here; the daemon opens its own handles. */
-	if (cli_open_store(&store, true) < 0)
+	if (cli_open_store(&store, true) < 0) {
+		strbuf_release(&dir);
 		return CLI_FAILED;
+	}
 	store_close(store);
 	if (mkdir(dir.buf, 0755) < 0 && errno != EEXIST)
 		ret = cli_error("%s: %s", dir.buf, strerror(errno));
 	else if (!realpath(dir.buf, mountpoint) || !realpath(cli_home(), home))
 		ret = cli_error("%s: %s", dir.buf, strerror(errno));
+	else if (stat(mountpoint, &st) < 0 || !S_ISDIR(st.st_mode))
+		ret = cli_error("%s: not a folder to mount the tree on", dir.buf);
 	else
 		ret = CLI_OK;
 	strbuf_release(&dir);

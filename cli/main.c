@@ -72,7 +72,7 @@ const struct cli_command cli_commands[] = {
 	  "`echo WORKFLOW > DIR/ctl` starts a run.  -o allow_other lets other\n"
 	  "users in, with the files' permissions checked." },
 	{ "umount", cmd_umount, "dstack umount [DIR]",
-	  "unmount the tree; the runs it started are stopped", NULL },
+	  "unmount the tree; the daemon finishes its live runs, then exits", NULL },
 	{ "gc", cmd_gc, "dstack gc",
 	  "delete stored data that no run or tag reaches", NULL },
 	{ "fsck", cmd_fsck, "dstack fsck",

@@ -261,18 +261,10 @@ int ctl_write(struct fs *fs, const struct node *node, const char *data, size_t l
 void ctl_runs_finish(struct fs *fs)
 {
 	struct fs_run *fs_run;
-	struct error err = { 0 };
-	struct store *store = fs_store(fs, &err);
-	struct store_run run;
 
 	pthread_mutex_lock(&fs->runs_lock);
+	/* No new runs; the live ones are never killed by an unmount: they finish. */
 	fs->stopping = true;
-	/* Runs going when the tree goes are stopped, and end as stopped runs do. */
-	for (fs_run = fs->runs; fs_run && store; fs_run = fs_run->next) {
-		if (fs_run->created && !fs_run->done &&
-		    store_run_find(store, fs_run->name, &run, &err) == 0)
-			store_run_request_stop(store, run.id, STORE_STOP_STOP, &err);
-	}
 	while (fs->runs) {
 		fs_run = fs->runs;
 		fs->runs = fs_run->next;

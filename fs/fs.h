@@ -20,7 +20,7 @@ struct fs_options {
 
 /*
  * Mounts the tree and serves it until it is unmounted (umount, SIGTERM,
- * SIGINT); runs it started and still going are stopped, and waited for,
+ * SIGINT); runs it started and still going are finished, never killed,
  * before it returns.  Without foreground, the calling process exits 0
  * once the tree is mounted, and a child serves it.
  */

@@ -144,7 +144,7 @@ struct ctl_answer {
  */
 int ctl_write(struct fs *fs, const struct node *node, const char *data, size_t len,
 	      struct ctl_answer *answer);
-/* Stops the runs ctl writes started and waits for them (at unmount). */
+/* Takes no new runs and waits for those ctl writes started (at unmount). */
 void ctl_runs_finish(struct fs *fs);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * mount.c - the daemon: mounts the tree with libfuse's low-level API,
  * serves it with the multithreaded loop (each thread with a store handle
- * of its own), and on unmount or SIGTERM stops the runs it started and
- * waits for them, so none is lost.
+ * of its own), and on unmount or SIGTERM takes no new runs and finishes
+ * the ones it started, so none is lost.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -94,6 +94,7 @@ static const struct child_fixed run_children[] = {
 };
 
 static const struct child_fixed job_children[] = {
+	{ "spec.yaml", NODE_RUN_FILE, FILE_SPEC },
 	{ "status", NODE_RUN_FILE, FILE_STATUS }, { "info", NODE_RUN_FILE, FILE_INFO },
 	{ "logs", NODE_RUN_FILE, FILE_LOGS }, { "artifacts", NODE_ARTIFACT, 0 },
 };
@@ -324,13 +325,15 @@ static int file_text(struct fs *fs, struct store *store, const struct node *node
 	struct error err = { 0 };
 	int ret;
 
-	if (node->file == FILE_SPEC) {
+	if (node->file == FILE_SPEC && node->job < 0) {
 		struct workflow_find find = { .name = node->name, .spec = out };
 
 		ret = workflow_lookup(fs, &find);
 		return ret < 0 ? ret : find.found ? 0 : -ENOENT;
 	}
 	ret = store_run_find(store, node->name, &run, &err);
+	if (ret == 0 && node->file == FILE_SPEC)
+		return store_job_spec(store, run.id, node->job, out, &err) < 0 ? -ENOENT : 0;
 	if (ret == 0 && node->job >= 0) {
 		ret = store_run_jobs(store, run.id, job_status_visit, &job, &err);
 		if (ret == 0 && !job.ok)
@@ -907,13 +910,16 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_err(req, 0);
 }
 
+/* Replies from a copy: file may be released as soon as the reply is out. */
 static void reply_range(fuse_req_t req, const char *data, size_t len, size_t size, off_t offset)
 {
-	if ((size_t)offset >= len)
-		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, data + offset, len - (size_t)offset < size ?
-				    len - (size_t)offset : size);
+	struct strbuf part = STRBUF_INIT;
+
+	if ((size_t)offset < len)
+		strbuf_add(&part, data + offset, len - (size_t)offset < size ?
+						  len - (size_t)offset : size);
+	fuse_reply_buf(req, part.buf, part.len);
+	strbuf_release(&part);
 }
 
 struct log_range {
@@ -957,15 +963,21 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 	if (file->node->kind == NODE_CTL || file->node->file == FILE_CTL) {
 		/* The answer from its start, whatever the offset; then end of file. */
 		struct ctl_answer *answer = &file->answer;
+		struct strbuf part = STRBUF_INIT;
 		size_t left;
 
+		/*
+		 * Once the reply is sent the reader may close, and file be
+		 * released on another thread: reply from a copy, after.
+		 */
 		pthread_mutex_lock(&file->answer_lock);
 		left = answer->text.len - answer->read;
 		left = left < size ? left : size;
-		fuse_reply_buf(req, answer->text.buf ? answer->text.buf + answer->read : NULL,
-			       left);
+		strbuf_add(&part, answer->text.buf ? answer->text.buf + answer->read : "", left);
 		answer->read += left;
 		pthread_mutex_unlock(&file->answer_lock);
+		fuse_reply_buf(req, part.buf, part.len);
+		strbuf_release(&part);
 		return;
 	}
 	if (file->entry) {

@@ -222,6 +222,9 @@ struct job_slot {
 	struct error err;
 };
 
+/* Records each job's spec, as YAML, for the tree's jobs/N/spec.yaml. */
+int job_specs_record(struct store *store, int64_t run, const struct job_spec *jobs,
+		     size_t count, struct error *err);
 /* The job's ports: its own numbers, and a free port for each 0. */
 int job_ports_pick(const struct job_spec *spec, int **ports, struct error *err);
 /* Tells the scheduler a job's process exists (its workers may start). */

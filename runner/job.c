@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/json.h"
 #include "runner/internal.h"
 
 extern char **environ;
@@ -438,5 +439,108 @@ out:
 	strbuf_release(&out.pending);
 	strbuf_release(&root);
 	strbuf_release(&dir);
+	return ret;
+}
+
+static void spec_add_strings(struct strbuf *json, const char *key, char *const *items,
+			     size_t count)
+{
+	size_t i;
+
+	strbuf_addf(json, ",\"%s\":[", key);
+	for (i = 0; i < count; i++) {
+		if (i)
+			strbuf_addstr(json, ",");
+		json_add_string(json, items[i]);
+	}
+	strbuf_addstr(json, "]");
+}
+
+/* A job as its provider made it, as JSON: the fields of DESIGN.md's jobs. */
+static void job_spec_json(const struct job_spec *spec, struct strbuf *json)
+{
+	const struct job_resources *res = &spec->resources;
+	char *script = xstrdup(spec->script), *line, *save = NULL;
+	size_t i;
+	bool first = true;
+
+	/* The script is "set -e" and the commands, a line each. */
+	strbuf_addstr(json, "{\"commands\":[");
+	for (line = strtok_r(script, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (first && !strcmp(line, "set -e")) {
+			first = false;
+			continue;
+		}
+		if (json->buf[json->len - 1] != '[')
+			strbuf_addstr(json, ",");
+		json_add_string(json, line);
+		first = false;
+	}
+	strbuf_addstr(json, "]");
+	free(script);
+	if (spec->image) {
+		strbuf_addstr(json, ",\"image\":");
+		json_add_string(json, spec->image);
+	}
+	if (spec->working_dir) {
+		strbuf_addstr(json, ",\"working_dir\":");
+		json_add_string(json, spec->working_dir);
+	}
+	if (spec->artifact_count)
+		spec_add_strings(json, "artifacts", spec->artifacts, spec->artifact_count);
+	if (spec->env_count)
+		spec_add_strings(json, "env", spec->env, spec->env_count);
+	if (spec->port_count) {
+		strbuf_addstr(json, ",\"ports\":[");
+		for (i = 0; i < spec->port_count; i++)
+			strbuf_addf(json, "%s%d", i ? "," : "", spec->ports[i]);
+		strbuf_addstr(json, "]");
+	}
+	if (res->cpu || res->memory || res->gpu_count || res->shm_size) {
+		strbuf_addstr(json, ",\"resources\":{");
+		strbuf_addf(json, "\"cpu\":%d,\"memory\":%llu,\"shm_size\":%llu,"
+			    "\"gpu\":{\"count\":%d,\"memory\":%llu", res->cpu,
+			    (unsigned long long)res->memory, (unsigned long long)res->shm_size,
+			    res->gpu_count, (unsigned long long)res->gpu_memory);
+		if (res->gpu_name) {
+			strbuf_addstr(json, ",\"name\":");
+			json_add_string(json, res->gpu_name);
+		}
+		strbuf_addstr(json, "}}");
+	}
+	if (spec->depends_on_count) {
+		strbuf_addstr(json, ",\"depends_on\":[");
+		for (i = 0; i < spec->depends_on_count; i++)
+			strbuf_addf(json, "%s%zu", i ? "," : "", spec->depends_on[i]);
+		strbuf_addstr(json, "]");
+	}
+	if (spec->worker)
+		strbuf_addf(json, ",\"master\":%zu", spec->master);
+	strbuf_addstr(json, "}");
+}
+
+int job_specs_record(struct store *store, int64_t run, const struct job_spec *jobs,
+		     size_t count, struct error *err)
+{
+	struct strbuf json = STRBUF_INIT, yaml = STRBUF_INIT;
+	struct json *value = NULL;
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < count && ret == 0; i++) {
+		strbuf_reset(&json);
+		strbuf_reset(&yaml);
+		job_spec_json(&jobs[i], &json);
+		/* Ours, so it parses. */
+		ret = json_parse(json.buf, json.len, &value, err);
+		if (ret == 0) {
+			json_add_yaml(&yaml, value);
+			ret = store_job_set_spec(store, run, (int)i, yaml.buf, err);
+		}
+		json_free(value);
+		value = NULL;
+	}
+	strbuf_release(&json);
+	strbuf_release(&yaml);
 	return ret;
 }

@@ -346,6 +346,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 			err->code = ret = -EPROTO;
 	}
 	if (ret == 0)
+		ret = job_specs_record(store, run->id, jobs, count, err);
+	if (ret == 0)
 		ret = run_schedule(&ctx, &first_failure, &stopped, err);
 	/* A provider that failed, or whose jobs cannot run, fails the run. */
 	if (ret == -EPROTO && *ctx.stop.stopping) {

@@ -160,6 +160,33 @@ int store_job_set_image(struct store *store, int64_t run, int job,
 			  false, image, -1, run, job, err);
 }
 
+int store_job_set_spec(struct store *store, int64_t run, int job, const char *spec,
+		       struct error *err)
+{
+	return run_update(store, "UPDATE jobs SET spec = ?1 WHERE run = ?4 AND n = ?5", false,
+			  spec, -1, run, job, err);
+}
+
+int store_job_spec(struct store *store, int64_t run, int job, struct strbuf *out,
+		   struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT spec FROM jobs WHERE run = ? AND n = ?", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int(stmt, 2, job);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW && sqlite3_column_text(stmt, 0))
+		strbuf_addstr(out, (const char *)sqlite3_column_text(stmt, 0));
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_DONE)
+		return error_set(err, -ENOENT, "no job %d", job);
+	return rc == SQLITE_ROW ? 0 : catalog_error(store, rc, "read the job", err);
+}
+
 int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
 			  int64_t started, struct error *err)
 {

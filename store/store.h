@@ -136,6 +136,12 @@ int store_run_set_status(struct store *store, int64_t run, const char *status,
 			 int exit_code, struct error *err);
 int store_job_set_status(struct store *store, int64_t run, int job,
 			 const char *status, int exit_code, struct error *err);
+/* A job's spec as the provider made it (YAML, for jobs/N/spec.yaml). */
+int store_job_set_spec(struct store *store, int64_t run, int job, const char *spec,
+		       struct error *err);
+/* Appends the job's spec to out (nothing when none was recorded). */
+int store_job_spec(struct store *store, int64_t run, int job, struct strbuf *out,
+		   struct error *err);
 /* Records the image a job names (kept on the host backend for the record). */
 int store_job_set_image(struct store *store, int64_t run, int job,
 			const char *image, struct error *err);

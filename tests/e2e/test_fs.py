@@ -1,0 +1,1132 @@
+"""The /dstack tree (`dstack mount`) as a user meets it: ls, cat, tail -f,
+`echo ... > ctl`, cp, tar, diff and plain system calls on a real FUSE
+mount of a fresh repository's runs, one mount per test, always unmounted.
+
+The contract is the "/dstack tree" section of DESIGN.md: its layout, the
+root and run `ctl` files (lines split like shell words, several lines in
+one write, read-back on the same descriptor, the errno of the first bad
+line), read-only artifacts (EROFS), tags as symlinks, and `mount`/`umount`.
+"""
+import errno
+import os
+import queue
+import random
+import re
+import shlex
+import signal
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+
+from conftest import (ISO_UTC, MiB, RUN_NAME, assert_error, assert_ok, describe, git,
+                      make_repo, no_process, parse_table, snapshot, wait_for, write_random)
+
+FINAL = {"done", "failed", "stopped", "aborted"}
+INFO_KEYS = ["workflow", "provider", "args", "tag", "submitted", "started", "finished",
+             "repo", "commit", "exit"]
+BIG_SIZE = 5 * MiB + 12345          # not a multiple of any chunk size
+SLOW_LINES = 15                     # slow: a line every 0.2 s, then "last line"
+
+WORKFLOWS = """\
+    workflows:
+      - name: make
+        provider: bash
+        commands:
+          - echo making artifacts
+          - mkdir -p out/nested/deep
+          - cp data/big.bin data/small.txt data/run.sh out/
+          - echo deep > out/nested/deep/leaf.txt
+          - touch out/empty
+          - ln -s small.txt out/link
+          - ln -s nested/deep/leaf.txt out/deeplink
+          - echo made
+        artifacts:
+          - out
+
+      - name: slow
+        provider: bash
+        commands:
+          - for i in $(seq 1 %(lines)d); do echo "line $i"; sleep 0.2; done
+          - echo "last line"
+
+      - name: forever
+        provider: bash
+        commands:
+          - echo started
+          - sleep 1000.%(token)d
+
+      - name: fails
+        provider: bash
+        commands:
+          - echo before
+          - exit 3
+
+      - name: after
+        provider: bash
+        deps:
+          - workflow: make
+        commands:
+          - cat out/small.txt
+
+      - name: badprov
+        provider: no-such-provider
+        commands:
+          - "true"
+
+      - name: print-args
+        provider: bash
+        commands:
+          - printf '<%%s>\\n' ${{ run.args }}
+    """
+
+
+# --------------------------------------------------------------------------
+# Mounts and daemons
+
+
+def mounted_paths():
+    """Mount points listed in /proc/mounts (octal escapes undone)."""
+    out = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            point = line.split()[1]
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point))
+    return out
+
+
+def is_mounted(path):
+    return str(path) in mounted_paths()
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def daemon_pids(mnt):
+    """Live `dstack mount ... MNT` processes (what `pgrep -f "mount ... MNT"`
+    finds, without the `umount MNT` commands)."""
+    want = os.fsencode(str(mnt))
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if (len(argv) >= 3 and argv[0].endswith(b"dstack") and argv[1] == b"mount"
+                and argv[-1] == want and _alive(int(entry))):
+            pids.append(int(entry))
+    return pids
+
+
+def pids_with(marker):
+    cp = subprocess.run(["pgrep", "-f", marker], stdout=subprocess.PIPE, text=True)
+    return [int(p) for p in cp.stdout.split()]
+
+
+def mount_env(tmp_path):
+    """Under ASan the daemon's stderr is /dev/null: its reports go to files."""
+    env = {}
+    if os.environ.get("ASAN_OPTIONS"):
+        env["ASAN_OPTIONS"] = (os.environ["ASAN_OPTIONS"] +
+                               f":log_path={tmp_path / 'asan-daemon'}")
+    return env
+
+
+def asan_reports(tmp_path):
+    return sorted(tmp_path.glob("asan-daemon*"))
+
+
+def force_unmount(mnt, marker=None):
+    """Last resort: lazy unmount, kill the daemon (and the jobs it left)."""
+    if is_mounted(mnt):
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    for pid in daemon_pids(mnt):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if marker:
+        for pid in pids_with(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Tree:
+    """A mounted tree: repo, mountpoint, the ds bound to its $DSTACK_HOME."""
+
+    def __init__(self, ds, repo, mnt, token, tmp_path):
+        self.ds, self.repo, self.mnt, self.token, self.tmp = ds, repo, mnt, token, tmp_path
+        self.marker = f"sleep 1000.{token}"
+
+    def __iter__(self):
+        return iter((self.repo, self.mnt))
+
+    def path(self, *parts):
+        return self.mnt.joinpath(*parts)
+
+    def run(self, name, *parts):
+        return self.mnt.joinpath("runs", name, *parts)
+
+
+@pytest.fixture
+def tree(ds, tmp_path):
+    """A fresh repository (big.bin, small files, a 0755 script) mounted at
+    tmp_path/mnt with its own $DSTACK_HOME; unmounted at the end whatever
+    happened, the daemon gone, no mount and no job left behind."""
+    token = random.randrange(10**6, 10**7)
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"lines": SLOW_LINES, "token": token},
+                     files={"data/small.txt": "hello small\n",
+                            "data/run.sh": "#!/bin/sh\necho hi\n"})
+    write_random(repo / "data" / "big.bin", BIG_SIZE, seed=1234)
+    (repo / "data" / "run.sh").chmod(0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "data")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    t = Tree(ds, repo, mnt, token, tmp_path)
+    cp = ds("mount", mnt, cwd=repo, env=mount_env(tmp_path), timeout=60)
+    try:
+        assert_ok(cp)
+        assert cp.stdout == "", describe(cp)
+        assert is_mounted(mnt), "dstack mount returned 0 but nothing is mounted\n" + describe(cp)
+        assert daemon_pids(mnt), "no daemon serves the tree"
+        yield t
+    finally:
+        problems = []
+        if is_mounted(mnt):
+            um = ds("umount", mnt, timeout=60)
+            if um.returncode != 0:
+                problems.append("umount failed in teardown\n" + describe(um))
+        if not wait_for(lambda: not daemon_pids(mnt), timeout=40):
+            problems.append(f"the daemon did not exit after umount: {daemon_pids(mnt)}")
+        if is_mounted(mnt) or daemon_pids(mnt):
+            problems.append("a mount or daemon was left behind")
+        if not wait_for(lambda: no_process(t.marker), timeout=10):
+            problems.append(f"job processes left: {pids_with(t.marker)}")
+        force_unmount(mnt, t.marker)
+        assert not is_mounted(mnt), f"{mnt} still mounted"
+        reports = asan_reports(tmp_path)
+        if reports:
+            problems.append("ASan report of the daemon:\n" +
+                            "\n".join(p.read_text(errors="replace")[-6000:] for p in reports))
+        assert not problems, "\n".join(problems)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def sh(script, timeout=60, cwd=None):
+    return subprocess.run(["bash", "-c", script], cwd=cwd, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_all(fd):
+    out = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def ctl(path, data):
+    """One write to a ctl file on a fresh O_RDWR descriptor, then its
+    read-back: (errno or 0, answer lines)."""
+    if isinstance(data, str):
+        data = data.encode()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            n = os.write(fd, data)
+            assert n == len(data), f"short write {n} of {len(data)}"
+            code = 0
+        except OSError as e:
+            code = e.errno
+        answer = read_all(fd).decode()
+    finally:
+        os.close(fd)
+    assert answer == "" or answer.endswith("\n"), repr(answer)
+    return code, answer.splitlines()
+
+
+def start(t, line):
+    """Starts a run through the root ctl; returns its name."""
+    code, answer = ctl(t.path("ctl"), line + "\n")
+    assert code == 0, f"ctl write {line!r} failed: {errno.errorcode.get(code)} {answer}"
+    assert len(answer) == 1 and RUN_NAME.match(answer[0]), answer
+    return answer[0]
+
+
+def status(t, name, job=None):
+    parts = ("jobs", str(job), "status") if job is not None else ("status",)
+    return t.run(name, *parts).read_text()
+
+
+def wait_status(t, name, want=FINAL, timeout=30):
+    seen = []
+
+    def check():
+        s = status(t, name).strip()
+        if not seen or seen[-1] != s:
+            seen.append(s)
+        return s in want
+
+    assert wait_for(check, timeout=timeout), f"{name}: statuses seen {seen}, wanted {want}"
+    return seen[-1]
+
+
+def info(t, name):
+    text = t.run(name, "info").read_text()
+    lines = text.splitlines()
+    assert text.endswith("\n")
+    pairs = [l.split(": ", 1) if ": " in l else [l.rstrip(":"), ""] for l in lines]
+    assert all(l.startswith(k + ":") for l, (k, _) in zip(lines, pairs)), text
+    return dict(pairs), [k for k, _ in pairs]
+
+
+def runs_listed(t):
+    return sorted(os.listdir(t.path("runs")))
+
+
+def ps_all(t):
+    return parse_table(t.ds.ok("ps", "-a", cwd=t.repo).stdout)
+
+
+def expect_errno(code, fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    assert e.value.errno == code, \
+        f"{fn.__name__}{args}: {errno.errorcode.get(e.value.errno)}, wanted {errno.errorcode[code]}"
+
+
+def make_run(t):
+    name = start(t, "make")
+    assert wait_status(t, name) == "done", t.run(name, "logs").read_text()
+    return name
+
+
+def masked(snap):
+    """A snapshot with the write bits taken away, as the tree shows modes."""
+    return {k: (kind, None if mode is None else mode & ~0o222, c)
+            for k, (kind, mode, c) in snap.items()}
+
+
+# --------------------------------------------------------------------------
+# 1. Every level of the tree
+
+
+def test_listing_every_level(tree):
+    t = tree
+    assert sorted(os.listdir(t.mnt)) == ["ctl", "runs", "tags", "workflows"]
+    assert sorted(os.listdir(t.path("workflows"))) == sorted(
+        ["make", "slow", "forever", "fails", "after", "badprov", "print-args"])
+    # No done run yet: no latest.
+    assert os.listdir(t.path("workflows", "make")) == ["spec.yaml"]
+    assert runs_listed(t) == []
+    assert os.listdir(t.path("tags")) == []
+
+    name = make_run(t)
+    assert sorted(os.listdir(t.path("workflows", "make"))) == ["latest", "spec.yaml"]
+    assert os.listdir(t.path("workflows", "slow")) == ["spec.yaml"]
+    latest = t.path("workflows", "make", "latest")
+    assert os.path.islink(latest) and os.readlink(latest) == f"../../runs/{name}"
+    assert os.path.realpath(latest) == str(t.run(name))
+    assert runs_listed(t) == [name]
+    assert sorted(os.listdir(t.run(name))) == sorted(
+        ["status", "info", "ctl", "logs", "artifacts", "jobs"])
+    assert os.listdir(t.run(name, "jobs")) == ["0"]
+    assert {"status", "info", "logs", "artifacts"} <= set(os.listdir(t.run(name, "jobs", "0")))
+    assert os.listdir(t.run(name, "artifacts")) == ["out"]
+    assert sorted(os.listdir(t.run(name, "artifacts", "out"))) == sorted(
+        ["big.bin", "small.txt", "run.sh", "nested", "empty", "link", "deeplink"])
+    assert os.listdir(t.run(name, "artifacts", "out", "nested")) == ["deep"]
+    assert os.listdir(t.run(name, "jobs", "0", "artifacts", "out", "nested", "deep")) == \
+        ["leaf.txt"]
+
+    # Kinds of things, as stat sees them.
+    for p in ["", "workflows", "workflows/make", "runs", f"runs/{name}",
+              f"runs/{name}/jobs", f"runs/{name}/jobs/0", f"runs/{name}/artifacts", "tags"]:
+        assert stat.S_ISDIR(os.stat(t.path(p)).st_mode), p
+    for p in ["ctl", "workflows/make/spec.yaml", f"runs/{name}/status", f"runs/{name}/info",
+              f"runs/{name}/logs", f"runs/{name}/ctl", f"runs/{name}/jobs/0/logs"]:
+        assert stat.S_ISREG(os.lstat(t.path(p)).st_mode), p
+
+    # ls at every level, as a user would type it.
+    for p in ["", "workflows", "workflows/make", "runs", f"runs/{name}", f"runs/{name}/jobs",
+              f"runs/{name}/jobs/0", f"runs/{name}/artifacts/out", "tags"]:
+        cp = sh(f"ls -la {shlex.quote(str(t.path(p)))}")
+        assert cp.returncode == 0 and cp.stderr == "", (p, cp.stderr)
+    cp = sh(f"ls -R {t.mnt}")
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+
+    # A tag shows in tags/.
+    t.ds.ok("tags", "add", "first", name)
+    assert os.listdir(t.path("tags")) == ["first"]
+
+    # latest follows the newest done run; a failed run does not count.
+    second = make_run(t)
+    failed = start(t, "fails")
+    assert wait_status(t, failed) == "failed"
+    assert os.readlink(latest) == f"../../runs/{second}"
+    assert sorted(runs_listed(t)) == sorted([name, second, failed])
+    assert os.listdir(t.path("workflows", "fails")) == ["spec.yaml"]
+
+
+def test_job_folder_holds_its_spec_yaml(tree):
+    """DESIGN: runs/RUN/jobs/N/{spec.yaml,status,info,logs,artifacts/...}."""
+    t = tree
+    name = make_run(t)
+    job = t.run(name, "jobs", "0")
+    assert sorted(os.listdir(job)) == sorted(["spec.yaml", "status", "info", "logs",
+                                              "artifacts"])
+    spec = yaml.safe_load((job / "spec.yaml").read_text())
+    assert isinstance(spec, dict) and "commands" in spec, spec
+
+
+# --------------------------------------------------------------------------
+# 2. cat of status, info, logs, spec.yaml
+
+
+def test_cat_status_info_logs_and_spec(tree):
+    t = tree
+    name = make_run(t)
+    cat = lambda *parts: assert_ok(subprocess.run(
+        ["cat", str(t.path(*parts))], capture_output=True, text=True)).stdout
+
+    assert cat("runs", name, "status") == "done\n"
+    assert cat("runs", name, "jobs", "0", "status") == "done\n"
+
+    text = cat("runs", name, "info")
+    values, keys = info(t, name)
+    assert keys == INFO_KEYS, text
+    assert values["workflow"] == "make" and values["provider"] == "bash"
+    assert values["args"] == "" and values["tag"] == ""
+    for k in ("submitted", "started", "finished"):
+        assert ISO_UTC.match(values[k]), text
+    assert values["submitted"] <= values["started"] <= values["finished"], text
+    assert values["repo"] in (str(t.repo), os.path.realpath(t.repo)), text
+    head = subprocess.run(["git", "-C", str(t.repo), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert values["commit"] == head, text
+    assert values["exit"] == "0", text
+
+    logs = cat("runs", name, "logs")
+    assert "making artifacts\n" in logs and "made\n" in logs
+    assert logs == t.ds.ok("logs", name).stdout
+    assert cat("runs", name, "jobs", "0", "logs") == logs
+
+    spec = yaml.safe_load(cat("workflows", "make", "spec.yaml"))
+    assert spec["name"] == "make" and spec["provider"] == "bash"
+    assert "echo made" in spec["commands"] and spec["artifacts"] == ["out"]
+    assert yaml.safe_load(cat("workflows", "after", "spec.yaml"))["deps"] == [{"workflow": "make"}]
+
+    # A failed run: its status, its exit code, its output.
+    failed = start(t, "fails")
+    assert wait_status(t, failed) == "failed"
+    assert cat("runs", failed, "status") == "failed\n"
+    values, _ = info(t, failed)
+    assert values["exit"] == "3" and values["workflow"] == "fails"
+    assert "before\n" in cat("runs", failed, "logs")
+
+    # Args and tag show in info; args as one shell-quoted line.
+    tagged = start(t, "-t v1 print-args a 'b c'")
+    assert wait_status(t, tagged) == "done"
+    values, _ = info(t, tagged)
+    assert shlex.split(values["args"]) == ["a", "b c"], values["args"]
+    assert values["tag"] == "v1"
+
+    # A live run: started, not finished, no exit yet; stopped: still no exit.
+    live = start(t, "forever")
+    wait_status(t, live, {"running"})
+    values, keys = info(t, live)
+    assert keys == INFO_KEYS
+    assert ISO_UTC.match(values["started"]) and values["finished"] == "" and values["exit"] == ""
+    t.ds.ok("stop", live)
+    assert cat("runs", live, "status") == "stopped\n"
+    values, _ = info(t, live)
+    assert ISO_UTC.match(values["finished"]) and values["exit"] == ""
+
+    # Uncommitted files: the commit says (dirty).
+    (t.repo / "untracked.txt").write_text("new\n")
+    dirty = make_run(t)
+    assert info(t, dirty)[0]["commit"] == head + " (dirty)"
+
+
+# --------------------------------------------------------------------------
+# 3. Starting runs through ctl
+
+
+def test_echo_to_ctl_starts_a_run(tree):
+    t = tree
+    cp = sh(f"echo make > {t.path('ctl')}")
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    [name] = runs_listed(t)
+    assert RUN_NAME.match(name)
+    rows = {r["RUN"]: r for r in ps_all(t)}
+    assert name in rows and rows[name]["WORKFLOW"] == "make", rows
+    assert wait_status(t, name) == "done"
+
+
+def test_several_lines_in_one_write_start_runs_in_order(tree):
+    t = tree
+    fd = os.open(t.path("ctl"), os.O_RDWR)
+    try:
+        data = b"fails\nprint-args one two\nmake\n"
+        assert os.write(fd, data) == len(data)
+        names = read_all(fd).decode().splitlines()
+    finally:
+        os.close(fd)
+    assert len(names) == 3 and all(RUN_NAME.match(n) for n in names), names
+    assert len(set(names)) == 3
+    assert sorted(runs_listed(t)) == sorted(names)
+    for n, wf in zip(names, ["fails", "print-args", "make"]):
+        wait_status(t, n)
+        assert info(t, n)[0]["workflow"] == wf
+    submitted = [info(t, n)[0]["submitted"] for n in names]
+    assert submitted == sorted(submitted), submitted
+
+
+def test_ctl_read_back_on_the_same_descriptor(tree):
+    t = tree
+    ctl_path = shlex.quote(str(t.path("ctl")))
+    cp = sh(f"exec 3<>{ctl_path}; echo make >&3; cat <&3; echo ---; cat <&3; echo ---")
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stdout.splitlines()
+    assert len(lines) == 3 and RUN_NAME.match(lines[0]) and lines[1:] == ["---", "---"], lines
+    assert runs_listed(t) == [lines[0]]
+
+    # End of file, and end of file again.
+    fd = os.open(t.path("ctl"), os.O_RDWR)
+    try:
+        os.write(fd, b"fails\n")
+        first = os.read(fd, 4096).decode()
+        assert os.read(fd, 4096) == b"" and os.read(fd, 4096) == b""
+        [n1] = first.splitlines()
+        assert RUN_NAME.match(n1)
+        # A fresh descriptor reads nothing, even while another holds an answer.
+        fresh = os.open(t.path("ctl"), os.O_RDWR)
+        try:
+            assert os.read(fresh, 4096) == b""
+        finally:
+            os.close(fresh)
+        with open(t.path("ctl"), "rb") as f:
+            assert f.read() == b""
+        # A new write replaces the answer: read or not.
+        os.write(fd, b"print-args x\n")
+        [n2] = read_all(fd).decode().splitlines()
+        os.write(fd, b"fails\n")
+        os.write(fd, b"make\n")
+        [n4] = read_all(fd).decode().splitlines()
+        assert len({n1, n2, n4}) == 3
+        # A partly read answer, then a new write: the new answer from its start.
+        os.write(fd, b"fails\nfails\n")
+        assert len(os.read(fd, 3)) == 3
+        os.write(fd, b"print-args y\n")
+        [n7] = read_all(fd).decode().splitlines()
+        assert RUN_NAME.match(n7)
+        assert info(t, n7)[0]["workflow"] == "print-args"
+    finally:
+        os.close(fd)
+    for n in runs_listed(t):
+        wait_status(t, n)
+    assert len(runs_listed(t)) == 8
+
+
+def test_ctl_tag_option_tags_the_run_once_it_ends(tree):
+    t = tree
+    cp = sh(f"echo '-t slowtag slow' > {t.path('ctl')}")
+    assert cp.returncode == 0, cp.stderr
+    [name] = runs_listed(t)
+    wait_status(t, name, {"running"})
+    assert not os.path.lexists(t.path("tags", "slowtag")), "tagged before the run ended"
+    assert wait_status(t, name) == "done"
+    assert wait_for(lambda: os.path.lexists(t.path("tags", "slowtag")), timeout=5)
+    assert os.readlink(t.path("tags", "slowtag")) == f"../runs/{name}"
+    assert t.ds.tags()["slowtag"]["RUN"] == name
+    assert info(t, name)[0]["tag"] == "slowtag"
+
+
+def test_ctl_args_are_split_like_shell_words(tree):
+    t = tree
+    cp = sh(f"""echo "print-args -l 'Hello, world!'" > {t.path('ctl')}""")
+    assert cp.returncode == 0, cp.stderr
+    [name] = runs_listed(t)
+    assert wait_status(t, name) == "done"
+    logs = t.run(name, "logs").read_text()
+    assert [l for l in logs.splitlines() if l.startswith("<")] == ["<-l>", "<Hello, world!>"], logs
+    # Double quotes and backslashes, too.
+    name2 = start(t, r'print-args "a  b" c\ d "e\"f" ' + "''")
+    assert wait_status(t, name2) == "done"
+    logs = t.run(name2, "logs").read_text()
+    assert [l for l in logs.splitlines() if l.startswith("<")] == \
+        ["<a  b>", "<c d>", '<e"f>', "<>"], logs
+
+
+# --------------------------------------------------------------------------
+# 4. Every error code
+
+
+def test_ctl_errors_and_their_errno(tree):
+    t = tree
+    root_ctl = t.path("ctl")
+
+    code, answer = ctl(root_ctl, "nosuch\n")
+    assert code == errno.ENOENT, errno.errorcode.get(code)
+    assert len(answer) == 1 and answer[0].startswith("error: ") and "nosuch" in answer[0], answer
+    cp = sh(f"echo nosuch > {root_ctl}")
+    assert cp.returncode != 0 and "No such file or directory" in cp.stderr, cp.stderr
+
+    code, answer = ctl(root_ctl, "print-args 'unterminated\n")
+    assert code == errno.EINVAL, errno.errorcode.get(code)
+    assert len(answer) == 1 and answer[0].startswith("error: "), answer
+
+    code, answer = ctl(root_ctl, "badprov\n")
+    assert code == errno.EINVAL, errno.errorcode.get(code)
+    assert len(answer) == 1 and answer[0].startswith("error: "), answer
+
+    # A dep with no done run to resolve: cannot start.
+    code, answer = ctl(root_ctl, "after\n")
+    assert code == errno.EINVAL, errno.errorcode.get(code)
+    assert len(answer) == 1 and answer[0].startswith("error: "), answer
+    assert runs_listed(t) == [], "a run was made by a failed line"
+
+    # The second line is bad: the first took effect, nothing after it.
+    code, answer = ctl(root_ctl, "make\nnosuch\nfails\n")
+    assert code == errno.ENOENT, errno.errorcode.get(code)
+    assert len(answer) == 2 and RUN_NAME.match(answer[0]), answer
+    assert answer[1].startswith("error: ") and "nosuch" in answer[1], answer
+    made = answer[0]
+    assert runs_listed(t) == [made]
+    code, answer = ctl(root_ctl, "fails\nprint-args 'oops\nfails\n")
+    assert code == errno.EINVAL, errno.errorcode.get(code)
+    assert len(answer) == 2 and RUN_NAME.match(answer[0]) and answer[1].startswith("error: ")
+    for n in runs_listed(t):
+        wait_status(t, n)
+    time.sleep(0.5)
+    assert sorted(r["WORKFLOW"] for r in ps_all(t)) == ["fails", "make"]
+
+    # Now make has a done run: after starts.
+    assert wait_status(t, made) == "done"
+    after = start(t, "after")
+    assert wait_status(t, after) == "done", t.run(after, "logs").read_text()
+    assert "hello small" in t.run(after, "logs").read_text(), t.run(after, "logs").read_text()
+
+    # A run's ctl: an unknown command is malformed.
+    code, answer = ctl(t.run(made, "ctl"), "frobnicate\n")
+    assert code == errno.EINVAL, errno.errorcode.get(code)
+    assert len(answer) == 1 and answer[0].startswith("error: "), answer
+
+
+def test_unknown_runs_and_tags_are_enoent(tree):
+    t = tree
+    name = make_run(t)
+    expect_errno(errno.ENOENT, os.listdir, t.path("runs", "no-such-run-1"))
+    expect_errno(errno.ENOENT, os.stat, t.path("runs", "no-such-run-1"))
+    expect_errno(errno.ENOENT, os.open, t.path("runs", "no-such-run-1", "ctl"), os.O_WRONLY)
+    expect_errno(errno.ENOENT, os.stat, t.run(name, "jobs", "1"))
+    expect_errno(errno.ENOENT, os.stat, t.run(name, "artifacts", "out", "nope"))
+    expect_errno(errno.ENOENT, os.stat, t.path("workflows", "nosuch"))
+    expect_errno(errno.ENOENT, os.readlink, t.path("tags", "nosuch"))
+    expect_errno(errno.ENOENT, os.unlink, t.path("tags", "nosuch"))
+    # A tag onto a run that does not exist.
+    expect_errno(errno.ENOENT, os.symlink, "../runs/no-such-run-9", t.path("tags", "ghost"))
+    cp = sh(f"rm {t.path('tags', 'nosuch')}")
+    assert cp.returncode != 0 and "No such file or directory" in cp.stderr, cp.stderr
+    assert os.listdir(t.path("tags")) == []
+
+
+def test_artifacts_refuse_every_change_with_erofs(tree):
+    t = tree
+    name = make_run(t)
+    for base in (t.run(name, "artifacts"), t.run(name, "jobs", "0", "artifacts")):
+        out = base / "out"
+        small = out / "small.txt"
+        expect_errno(errno.EROFS, os.open, small, os.O_WRONLY)
+        expect_errno(errno.EROFS, os.open, small, os.O_RDWR)
+        expect_errno(errno.EROFS, os.open, small, os.O_WRONLY | os.O_TRUNC)
+        expect_errno(errno.EROFS, os.open, small, os.O_WRONLY | os.O_APPEND)
+        expect_errno(errno.EROFS, os.truncate, small, 0)
+        expect_errno(errno.EROFS, os.open, out / "new.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+        expect_errno(errno.EROFS, os.open, base / "new.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+        expect_errno(errno.EROFS, os.unlink, small)
+        expect_errno(errno.EROFS, os.unlink, out / "link")
+        expect_errno(errno.EROFS, os.mkdir, out / "newdir")
+        expect_errno(errno.EROFS, os.mkdir, out / "nested" / "deep" / "newdir")
+        expect_errno(errno.EROFS, os.rmdir, out / "nested" / "deep")
+        expect_errno(errno.EROFS, os.rename, small, out / "moved.txt")
+        expect_errno(errno.EROFS, os.symlink, "small.txt", out / "newlink")
+        expect_errno(errno.EROFS, os.chmod, small, 0o666)
+        cp = sh(f"echo x > {small}")
+        assert cp.returncode != 0 and "Read-only file system" in cp.stderr, cp.stderr
+        cp = sh(f"echo x >> {small}; touch {out}/t; rm -f {small}; mkdir {out}/d")
+        assert cp.stderr.count("Read-only file system") == 4, cp.stderr
+    assert (t.run(name, "artifacts", "out", "small.txt")).read_text() == "hello small\n"
+
+
+def test_status_info_logs_refuse_writes(tree):
+    t = tree
+    name = make_run(t)
+    allowed = {errno.EACCES, errno.EROFS}
+    for p in [t.run(name, "status"), t.run(name, "info"), t.run(name, "logs"),
+              t.run(name, "jobs", "0", "status"), t.run(name, "jobs", "0", "logs"),
+              t.path("workflows", "make", "spec.yaml")]:
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+            with pytest.raises(OSError) as e:
+                os.close(os.open(p, flags))
+            assert e.value.errno in allowed, (p, flags, errno.errorcode.get(e.value.errno))
+        cp = sh(f"echo x > {p}")
+        assert cp.returncode != 0, p
+    # Nothing new is made outside tags/.
+    for p in [t.path("newfile"), t.path("runs", "newfile"), t.run(name, "newfile")]:
+        with pytest.raises(OSError) as e:
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
+        assert e.value.errno in allowed, (p, errno.errorcode.get(e.value.errno))
+    assert t.run(name, "status").read_text() == "done\n"
+
+
+def test_tag_onto_an_existing_tag_is_eexist(tree):
+    t = tree
+    name = make_run(t)
+    other = make_run(t)
+    tags = t.path("tags")
+    cp = sh(f"cd {tags} && ln -s ../runs/{name} keep")
+    assert cp.returncode == 0, cp.stderr
+    # -T (--no-target-directory): else ln, seeing that keep leads to a
+    # folder, would make the link inside it, as it does on any file system.
+    cp = sh(f"cd {tags} && ln -sT ../runs/{other} keep")
+    assert cp.returncode != 0 and "File exists" in cp.stderr, cp.stderr
+    expect_errno(errno.EEXIST, os.symlink, f"../runs/{other}", tags / "keep")
+    # A run's ctl `tag NAME` onto an existing tag, too.
+    code, answer = ctl(t.run(other, "ctl"), "tag keep\n")
+    assert code == errno.EEXIST, errno.errorcode.get(code)
+    assert len(answer) == 1 and answer[0].startswith("error: "), answer
+    assert os.readlink(tags / "keep") == f"../runs/{name}"
+
+
+# --------------------------------------------------------------------------
+# 5. Tags as symlinks
+
+
+def test_tags_are_added_by_ln_s_and_deleted_by_rm(tree):
+    t = tree
+    name = make_run(t)
+    cp = sh(f"ln -s ../runs/{name} {t.path('tags', 'best')}")
+    assert cp.returncode == 0, cp.stderr
+    assert os.listdir(t.path("tags")) == ["best"]
+    assert os.readlink(t.path("tags", "best")) == f"../runs/{name}"
+    assert os.path.realpath(t.path("tags", "best")) == str(t.run(name))
+    assert (t.path("tags", "best", "status")).read_text() == "done\n"
+    assert (t.path("tags", "best", "artifacts", "out", "small.txt")).read_text() == "hello small\n"
+    row = t.ds.tags()["best"]
+    assert row["RUN"] == name and row["WORKFLOW"] == "make"
+    assert info(t, name)[0]["tag"] == "best"
+    cp = sh(f"ls -l {t.path('tags')}")
+    assert cp.returncode == 0 and f"best -> ../runs/{name}" in cp.stdout, cp.stdout
+
+    cp = sh(f"rm {t.path('tags', 'best')}")
+    assert cp.returncode == 0, cp.stderr
+    assert os.listdir(t.path("tags")) == []
+    assert "best" not in t.ds.tags()
+    assert runs_listed(t) == [name], "deleting the tag removed the run"
+    # A tag made by the CLI shows up, and rm of it deletes it.
+    t.ds.ok("tags", "add", "cli-tag", name)
+    assert os.readlink(t.path("tags", "cli-tag")) == f"../runs/{name}"
+    os.unlink(t.path("tags", "cli-tag"))
+    assert t.ds.tags() == {}
+
+
+# --------------------------------------------------------------------------
+# 6. A run's ctl
+
+
+def test_run_ctl_stop_abort_tag_rm(tree):
+    t = tree
+    live = start(t, "forever")
+    wait_status(t, live, {"running"})
+    assert pids_with(t.marker), "the job's process is not there"
+    cp = sh(f"echo stop > {t.run(live, 'ctl')}", timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    # stop returns once the run has ended.
+    assert status(t, live) == "stopped\n"
+    assert wait_for(lambda: no_process(t.marker), timeout=5)
+
+    # Read-back on the same descriptor: ok.
+    cp = sh(f"exec 3<>{t.run(live, 'ctl')}; echo 'tag keep' >&3; cat <&3")
+    assert cp.returncode == 0 and cp.stdout == "ok\n", (cp.stdout, cp.stderr)
+    assert os.readlink(t.path("tags", "keep")) == f"../runs/{live}"
+    assert t.ds.tags()["keep"]["RUN"] == live
+
+    aborted = start(t, "forever")
+    wait_status(t, aborted, {"running"})
+    code, answer = ctl(t.run(aborted, "ctl"), "abort\n")
+    assert (code, answer) == (0, ["ok"])
+    assert wait_status(t, aborted, timeout=5) == "aborted"
+
+    # rm refuses a tagged run, naming the tag.
+    code, answer = ctl(t.run(live, "ctl"), "rm\n")
+    assert code != 0 and len(answer) == 1 and answer[0].startswith("error: ")
+    assert "keep" in answer[0], answer
+    assert live in runs_listed(t)
+
+    # rm refuses a live run.
+    busy = start(t, "forever")
+    wait_status(t, busy, {"running"})
+    code, answer = ctl(t.run(busy, "ctl"), "rm\n")
+    assert code != 0 and len(answer) == 1 and answer[0].startswith("error: "), answer
+    assert status(t, busy) == "running\n"
+    code, answer = ctl(t.run(busy, "ctl"), "stop\n")
+    assert (code, answer) == (0, ["ok"])
+    assert status(t, busy) == "stopped\n"
+
+    # rm of an ended untagged run removes it; the answer stays readable.
+    code, answer = ctl(t.run(aborted, "ctl"), "rm\n")
+    assert (code, answer) == (0, ["ok"])
+    assert wait_for(lambda: aborted not in runs_listed(t), timeout=3)
+    assert wait_for(lambda: not os.path.exists(t.run(aborted)), timeout=3)
+    assert aborted not in [r["RUN"] for r in ps_all(t)]
+    assert sorted(runs_listed(t)) == sorted([live, busy])
+
+
+# --------------------------------------------------------------------------
+# 7. Artifacts
+
+
+def test_artifacts_are_the_files_byte_for_byte(tree):
+    t = tree
+    name = make_run(t)
+    arts = t.run(name, "artifacts")
+    out = arts / "out"
+    dl = t.ds.download(name, t.tmp / "dl")
+
+    # The tree equals the download, modes without their write bits.
+    got = snapshot(arts)
+    assert got == masked(snapshot(dl)), (got, snapshot(dl))
+    assert snapshot(t.run(name, "jobs", "0", "artifacts")) == got
+
+    # And the originals: bytes, modes, links, the nested folder.
+    big = (t.repo / "data" / "big.bin").read_bytes()
+    assert (out / "big.bin").read_bytes() == big
+    assert os.stat(out / "big.bin").st_size == BIG_SIZE
+    assert (out / "small.txt").read_bytes() == b"hello small\n"
+    assert (out / "run.sh").read_bytes() == (t.repo / "data" / "run.sh").read_bytes()
+    assert stat.S_IMODE(os.stat(out / "run.sh").st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(out / "small.txt").st_mode) == 0o444
+    for p in (out / "big.bin", out / "small.txt", out / "empty"):
+        assert os.stat(p).st_mode & 0o222 == 0, p
+    assert os.stat(out / "empty").st_size == 0 and (out / "empty").read_bytes() == b""
+    assert os.path.islink(out / "link") and os.readlink(out / "link") == "small.txt"
+    assert (out / "link").read_text() == "hello small\n"
+    assert os.readlink(out / "deeplink") == "nested/deep/leaf.txt"
+    assert (out / "deeplink").read_text() == "deep\n"
+    assert stat.S_ISDIR(os.lstat(out / "nested" / "deep").st_mode)
+    assert (out / "nested" / "deep" / "leaf.txt").read_text() == "deep\n"
+
+    # 200 reads at random offsets and sizes, some across the end.
+    rng = random.Random(99)
+    sizes = [1, 2, 7, 511, 4096, 4097, 65535, 65536, 65537, 131072 + 3, MiB - 1, MiB + 1]
+    fd = os.open(out / "big.bin", os.O_RDONLY)
+    try:
+        for i in range(200):
+            if i % 4 == 0:
+                off = rng.choice([0, 65536, MiB, 4 * MiB]) + rng.choice([-1, 0, 1]) \
+                    if i % 8 else BIG_SIZE - rng.randrange(0, 5000)
+                off = max(off, 0)
+            else:
+                off = rng.randrange(0, BIG_SIZE + 100)
+            n = rng.choice(sizes) if i % 2 else rng.randrange(1, 300000)
+            if i % 16 == 0:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert os.pread(fd, n, off) == big[off:off + n], (off, n)
+    finally:
+        os.close(fd)
+
+
+def test_user_tools_work_on_an_artifacts_folder(tree):
+    t = tree
+    name = make_run(t)
+    arts = t.run(name, "artifacts")
+    dl = t.ds.download(name, t.tmp / "dl")
+    tmp = t.tmp
+
+    cp = sh(f"diff -r {arts}/out {dl}/out")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    cp = sh(f"diff -r --no-dereference {arts}/out {dl}/out")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+
+    cp = sh(f"cp -a {arts}/out {tmp}/copy")
+    assert cp.returncode == 0, cp.stderr
+    assert snapshot(tmp / "copy") == snapshot(arts / "out")
+    cp = sh(f"diff -r {tmp}/copy {dl}/out")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+
+    (tmp / "untar").mkdir()
+    cp = sh(f"tar -C {arts} -cf {tmp}/a.tar out && tar -C {tmp}/untar -xf {tmp}/a.tar")
+    assert cp.returncode == 0, cp.stderr
+    assert snapshot(tmp / "untar" / "out") == snapshot(arts / "out")
+    cp = sh(f"diff -r {tmp}/untar/out {dl}/out")
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    cp = sh(f"tar -C {arts} -cf - out | tar -tvf -")
+    assert cp.returncode == 0 and "out/nested/deep/leaf.txt" in cp.stdout, cp.stderr
+    assert "out/link -> small.txt" in cp.stdout, cp.stdout
+
+    cp = sh(f"cd {arts} && find . -printf '%p %y\\n' | sort")
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    want = sh(f"cd {dl} && find . -printf '%p %y\\n' | sort").stdout
+    assert cp.stdout == want
+
+    cp = sh(f"du -s {arts}")
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    assert int(cp.stdout.split()[0]) >= BIG_SIZE // 1024, cp.stdout
+    cp = sh(f"du -sb {arts}/out/big.bin")
+    assert cp.returncode == 0 and int(cp.stdout.split()[0]) == BIG_SIZE, cp.stdout
+    cp = sh(f"sha256sum {arts}/out/big.bin {t.repo}/data/big.bin")
+    a, b = [l.split()[0] for l in cp.stdout.splitlines()]
+    assert a == b
+
+
+# --------------------------------------------------------------------------
+# 8. Concurrent readers while a run writes
+
+
+def test_concurrent_artifact_reads_while_a_run_logs(tree):
+    t = tree
+    name = make_run(t)
+    out = t.run(name, "artifacts", "out")
+    big = (t.repo / "data" / "big.bin").read_bytes()
+    live = start(t, "slow")
+    stop = threading.Event()
+    errors = []
+    counts = [0] * 8
+
+    def reader(k):
+        rng = random.Random(k)
+        try:
+            fd = os.open(out / "big.bin", os.O_RDONLY)
+            try:
+                i = 0
+                while (not stop.is_set() or i < 30) and i < 100000:
+                    off = rng.randrange(0, BIG_SIZE)
+                    n = rng.choice([1, 4096, 65536 + 17, 300000, MiB])
+                    got = os.pread(fd, n, off)
+                    if got != big[off:off + n]:
+                        errors.append(f"thread {k}: wrong bytes at {off}+{n}")
+                        return
+                    if i % 10 == 0:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    if i % 25 == 0:
+                        assert sorted(os.listdir(out / "nested" / "deep")) == ["leaf.txt"]
+                        assert (out / "small.txt").read_bytes() == b"hello small\n"
+                    i += 1
+                counts[k] = i
+            finally:
+                os.close(fd)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"thread {k}: {e!r}")
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+    for th in threads:
+        th.start()
+    sizes = []
+    prev = ""
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            text = t.run(live, "logs").read_text()
+            assert text.startswith(prev), "logs went back"
+            if not sizes or sizes[-1] != len(text):
+                sizes.append(len(text))
+            prev = text
+            if "last line\n" in text and status(t, live).strip() in FINAL:
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=60)
+    assert not any(th.is_alive() for th in threads), "a reader hangs"
+    assert not errors, errors
+    assert all(c >= 30 for c in counts), counts
+    assert len(sizes) >= 3, f"logs did not grow while read: {sizes}"
+    assert "last line\n" in prev
+    assert wait_status(t, live) == "done"
+
+
+# --------------------------------------------------------------------------
+# 9. tail -f
+
+
+def test_tail_f_follows_a_live_run_to_its_last_line(tree):
+    t = tree
+    name = start(t, "slow")
+    tail = subprocess.Popen(["tail", "-n", "+1", "-f", str(t.run(name, "logs"))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+
+    def pump():
+        for line in tail.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    got = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            got.append(line)
+            if len(got) == 1:
+                # tail follows a live run: its first line came while it ran.
+                live_at_first_line = status(t, name).strip()
+            if line == "last line\n":
+                break
+    finally:
+        tail.kill()
+        _, err = tail.communicate(timeout=10)
+    text = "".join(got)
+    assert "last line\n" in text, f"tail -f stopped at {got[-3:]}; stderr: {err}"
+    assert live_at_first_line not in FINAL, "the run had ended before tail saw a line"
+    numbered = [l for l in got if l.startswith("line ")]
+    assert numbered == [f"line {i}\n" for i in range(1, SLOW_LINES + 1)], numbered
+    assert wait_status(t, name) == "done"
+    assert t.run(name, "logs").read_text().startswith(text)
+
+
+# --------------------------------------------------------------------------
+# 10. The CLI and the tree see the same runs
+
+
+def test_cli_runs_show_in_the_tree_and_ctl_runs_in_ps(tree):
+    t = tree
+    t.ds.ok("run", "make", cwd=t.repo)
+    [row] = ps_all(t)
+    name = row["RUN"]
+    assert wait_for(lambda: name in runs_listed(t), timeout=2.5), runs_listed(t)
+    assert status(t, name) == "done\n"
+    assert (t.run(name, "artifacts", "out", "small.txt")).read_text() == "hello small\n"
+
+    # A live run started by the CLI shows while it runs.
+    cp = t.ds.ok("run", "-d", "forever", cwd=t.repo)
+    live = [r["RUN"] for r in ps_all(t) if r["WORKFLOW"] == "forever"]
+    assert len(live) == 1, cp.stdout
+    live = live[0]
+    assert wait_for(lambda: live in runs_listed(t), timeout=2.5)
+    wait_status(t, live, {"running"})
+    t.ds.ok("stop", live)
+    assert status(t, live) == "stopped\n"
+
+    # A run started through ctl shows in ps -a.
+    via_ctl = start(t, "fails")
+    rows = {r["RUN"]: r for r in ps_all(t)}
+    assert via_ctl in rows and rows[via_ctl]["WORKFLOW"] == "fails"
+    wait_status(t, via_ctl)
+    rows = {r["RUN"]: r for r in ps_all(t)}
+    assert rows[via_ctl]["STATUS"] == "failed"
+    assert "before" in t.ds.ok("logs", via_ctl).stdout
+
+
+# --------------------------------------------------------------------------
+# 11-12. Unmounting
+
+
+def test_umount_with_open_files(tree):
+    t = tree
+    name = make_run(t)
+    pids = daemon_pids(t.mnt)
+    assert len(pids) == 1, pids
+    art = os.open(t.run(name, "artifacts", "out", "big.bin"), os.O_RDONLY)
+    logs = os.open(t.run(name, "logs"), os.O_RDONLY)
+    cwd_holder = subprocess.Popen(["sleep", "60"], cwd=t.run(name, "artifacts", "out"))
+    try:
+        assert os.pread(art, 10, 0)
+        cp = t.ds("umount", t.mnt, timeout=30)
+        assert_ok(cp)
+        assert cp.stdout == "" and cp.stderr == "", describe(cp)
+        assert not is_mounted(t.mnt), "the tree is still there after umount"
+        assert os.listdir(t.mnt) == [], "the mountpoint still shows the tree"
+    finally:
+        for fd in (art, logs):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        cwd_holder.kill()
+        cwd_holder.wait()
+    assert wait_for(lambda: not any(_alive(p) for p in pids), timeout=20), \
+        "the daemon did not exit once the open files were closed"
+    # A new mount may start at once and shows the same runs.
+    assert_ok(t.ds("mount", t.mnt, cwd=t.repo, env=mount_env(t.tmp)))
+    assert is_mounted(t.mnt)
+    assert runs_listed(t) == [name]
+
+
+def test_umount_finishes_the_runs_the_daemon_started(tree):
+    # DESIGN.md: umount takes the tree away at once; live runs are never
+    # killed by it: the daemon takes no new runs, finishes them, then exits.
+    t = tree
+    pids = daemon_pids(t.mnt)
+    live = start(t, "slow")
+    wait_status(t, live, {"running"})
+    cp = t.ds("umount", t.mnt, timeout=30)
+    assert_ok(cp)
+    assert not is_mounted(t.mnt)
+    assert any(_alive(p) for p in pids), "the daemon left before its run ended"
+    assert wait_for(lambda: not any(_alive(p) for p in pids), timeout=30), \
+        "the daemon did not exit once its run ended"
+    rows = {r["RUN"]: r for r in ps_all(t)}
+    assert rows[live]["STATUS"] == "done", rows[live]
+    assert "last line" in assert_ok(t.ds("logs", live)).stdout
+
+
+# --------------------------------------------------------------------------
+# 13. mount's own errors
+
+
+def test_mount_errors(ds, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"lines": 1, "token": 1})
+    try:
+        cp = ds("mount", mnt, cwd=plain, timeout=30)
+        assert_error(cp, "not in a git repository")
+        assert cp.stdout == ""
+        assert not is_mounted(mnt) and not daemon_pids(mnt)
+
+        # Nothing is mounted there.
+        cp = ds("umount", mnt, timeout=30)
+        assert_error(cp, str(mnt))
+
+        cp = ds("mount", afile, cwd=repo, timeout=30)
+        assert not is_mounted(afile), "mounted over a regular file\n" + describe(cp)
+        assert_error(cp)
+        assert not daemon_pids(afile)
+    finally:
+        for p in (mnt, afile):
+            if is_mounted(p):
+                ds("umount", p, timeout=30)
+                wait_for(lambda: not daemon_pids(p), timeout=10)
+            force_unmount(p)
+        assert not is_mounted(mnt) and not is_mounted(afile)
