@@ -71,6 +71,8 @@ WORKFLOWS = """\
           - workflow: make
         commands:
           - cat out/small.txt
+          - awk -v d="$PWD/out" '$5 == d { for (i = 7; $i != "-"; i++); print "type " $(i + 1) }' /proc/self/mountinfo
+          - touch out/new 2>/dev/null && echo wrote || echo read-only
 
       - name: badprov
         provider: no-such-provider
@@ -1042,6 +1044,35 @@ def test_cli_runs_show_in_the_tree_and_ctl_runs_in_ps(tree):
     rows = {r["RUN"]: r for r in ps_all(t)}
     assert rows[via_ctl]["STATUS"] == "failed"
     assert "before" in t.ds.ok("logs", via_ctl).stdout
+
+
+def test_cli_run_is_handed_to_the_daemon_and_outlives_the_cli(tree):
+    t = tree
+    cli = t.ds.popen("run", "slow", cwd=t.repo)
+    assert wait_for(lambda: any(r["STATUS"] == "running" for r in ps_all(t)))
+    [live] = [r["RUN"] for r in ps_all(t)]
+    cli.kill()
+    cli.communicate(timeout=30)
+    # The daemon runs it: killing the CLI does not stop it.
+    wait_status(t, live)
+    assert status(t, live) == "done\n"
+    assert "last line" in t.ds.ok("logs", live).stdout
+
+
+def test_deps_are_bound_from_the_tree_and_written_out_without_it(tree):
+    t = tree
+    t.ds.ok("run", "make", cwd=t.repo)
+    through_tree = t.ds.ok("run", "after", cwd=t.repo).stdout.splitlines()
+    assert through_tree[0] == "hello small"
+    assert through_tree[1] == "type fuse.dstack", through_tree
+    assert through_tree[2] == "read-only"
+    assert_ok(t.ds("umount", t.mnt, timeout=30))
+    assert wait_for(lambda: not daemon_pids(t.mnt))
+    # No daemon: the runner writes the artifacts out of the store.
+    plain = t.ds.ok("run", "after", cwd=t.repo).stdout.splitlines()
+    assert plain[0] == "hello small"
+    assert plain[1] != "type fuse.dstack", plain
+    assert plain[2] == "read-only"
 
 
 # --------------------------------------------------------------------------
