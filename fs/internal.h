@@ -124,7 +124,11 @@ struct fs {
 	pthread_cond_t runs_changed;
 	struct fs_run *runs;	/* a list */
 	bool stopping;
+	pthread_once_t read_ahead_once;
 };
+
+/* Raises the tree's read-ahead where allowed; call after INIT (mount.c). */
+void fs_read_ahead(const char *mountpoint);
 
 /* The store handle of the calling thread (a handle is not thread-safe). */
 struct store *fs_store(struct fs *fs, struct error *err);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -15,6 +16,8 @@
 
 #include "fs/internal.h"
 #include "runner/runner.h"
+
+#define FS_READ_AHEAD_KB "4096"
 
 static pthread_key_t store_key;
 static pthread_once_t store_key_once = PTHREAD_ONCE_INIT;
@@ -69,6 +72,7 @@ static int fs_setup(struct fs *fs, const struct fs_options *options, struct erro
 	pthread_mutex_init(&fs->views_lock, NULL);
 	pthread_mutex_init(&fs->runs_lock, NULL);
 	pthread_cond_init(&fs->runs_changed, NULL);
+	fs->read_ahead_once = (pthread_once_t)PTHREAD_ONCE_INIT;
 	/* The root is node 1, FUSE_ROOT_ID. */
 	node_get(&fs->nodes, "", &(struct node){ .kind = NODE_ROOT, .job = -1 });
 	return 0;
@@ -106,6 +110,41 @@ static void fs_register(struct fs *fs, bool serving)
 	snprintf(daemon.mountpoint, sizeof(daemon.mountpoint), "%s", fs->options.mountpoint);
 	daemon.started = proc_start_time(daemon.pid);
 	store_daemon_add(store, &daemon, &err);
+}
+
+/*
+ * A FUSE mount reads ahead 128 KiB, and the daemon cannot ask for more at
+ * INIT: one request in flight makes cold sequential reads wait on each
+ * chunk in turn.  Where this process may (root), the tree's read-ahead is
+ * raised so several chunks load at once on the loop's threads; only once
+ * INIT is answered, which sets it to the smaller of what each side said.
+ * The mount's device comes from mountinfo: a stat of the tree from the
+ * daemon could wait for the daemon.
+ */
+void fs_read_ahead(const char *mountpoint)
+{
+	struct strbuf path = STRBUF_INIT;
+	char line[8192], where[4096];
+	unsigned int major, minor;
+	bool found = false;
+	FILE *mounts = fopen("/proc/self/mountinfo", "re");
+	int fd;
+
+	while (mounts && !found && fgets(line, sizeof(line), mounts))
+		found = sscanf(line, "%*d %*d %u:%u %*s %4095s", &major, &minor, where) == 3 &&
+			!strcmp(where, mountpoint);
+	if (mounts)
+		fclose(mounts);
+	if (!found)
+		return;
+	strbuf_addf(&path, "/sys/class/bdi/%u:%u/read_ahead_kb", major, minor);
+	/* Best effort: without it reads are right, only slower. */
+	fd = open(path.buf, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		fs_write_all(fd, FS_READ_AHEAD_KB, strlen(FS_READ_AHEAD_KB));
+		close(fd);
+	}
+	strbuf_release(&path);
 }
 
 /* The session, with -o allow_other,default_permissions when asked. */

@@ -20,9 +20,21 @@
 /* The tree's folders change as runs come: a second, as the issue allows. */
 #define FS_FOLDER_TIMEOUT 1.0
 
+/* The daemon's fs, kept by INIT for fs_read_ahead_once (which takes no argument). */
+static struct fs *daemon_fs;
+
+static void fs_read_ahead_once(void)
+{
+	fs_read_ahead(daemon_fs->options.mountpoint);
+}
+
 static struct fs *req_fs(fuse_req_t req)
 {
-	return fuse_req_userdata(req);
+	struct fs *fs = fuse_req_userdata(req);
+
+	/* Any request but INIT comes after the kernel took INIT's answer. */
+	pthread_once(&fs->read_ahead_once, fs_read_ahead_once);
+	return fs;
 }
 
 static void reply_error(fuse_req_t req, int ret)
@@ -491,7 +503,7 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	daemon_fs = userdata;
 	/* ls -l and find get names and attributes in one round trip. */
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
