@@ -113,6 +113,25 @@ static const struct child_fixed job_children[] = {
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The names a folder of kind always holds, or NULL. */
+static const struct child_fixed *fixed_children(enum node_kind kind, size_t *count)
+{
+	switch (kind) {
+	case NODE_ROOT:
+		*count = COUNT(root_children);
+		return root_children;
+	case NODE_RUN:
+		*count = COUNT(run_children);
+		return run_children;
+	case NODE_JOB:
+		*count = COUNT(job_children);
+		return job_children;
+	default:
+		*count = 0;
+		return NULL;
+	}
+}
+
 struct workflow_find {
 	const char *name;
 	struct strbuf *spec;	/* the found one's spec, when not NULL */
@@ -196,8 +215,8 @@ static int job_visit(void *ctx, const struct store_job *job)
 static int child_resolve(struct fs *fs, struct store *store, const struct node *parent,
 			 const char *name, struct node *proto, struct artifact_view **view)
 {
-	const struct child_fixed *fixed = NULL;
-	size_t fixed_count = 0, i;
+	const struct child_fixed *fixed;
+	size_t fixed_count, i;
 	struct store_run run;
 	struct strbuf path = STRBUF_INIT;
 	struct error err = { 0 };
@@ -205,18 +224,11 @@ static int child_resolve(struct fs *fs, struct store *store, const struct node *
 
 	memset(proto, 0, sizeof(*proto));
 	proto->job = -1;
+	fixed = fixed_children(parent->kind, &fixed_count);
 	switch (parent->kind) {
 	case NODE_ROOT:
-		fixed = root_children;
-		fixed_count = COUNT(root_children);
-		break;
 	case NODE_RUN:
-		fixed = run_children;
-		fixed_count = COUNT(run_children);
-		break;
 	case NODE_JOB:
-		fixed = job_children;
-		fixed_count = COUNT(job_children);
 		break;
 	case NODE_WORKFLOWS: {
 		struct workflow_find find = { .name = name };
@@ -647,25 +659,18 @@ static int list_tag(void *ctx, const struct store_run *run)
 static int listing_make(struct fs *fs, struct store *store, const struct node *node,
 			struct listing *list)
 {
-	const struct child_fixed *fixed = NULL;
+	const struct child_fixed *fixed;
 	struct list_runs runs = { .list = list, .parent = node };
 	struct store_run run;
 	struct error err = { 0 };
 	size_t count = 0, i;
 	int ret = 0;
 
+	fixed = fixed_children(node->kind, &count);
 	switch (node->kind) {
 	case NODE_ROOT:
-		fixed = root_children;
-		count = COUNT(root_children);
-		break;
 	case NODE_RUN:
-		fixed = run_children;
-		count = COUNT(run_children);
-		break;
 	case NODE_JOB:
-		fixed = job_children;
-		count = COUNT(job_children);
 		break;
 	case NODE_WORKFLOW: {
 		struct node spec = { .kind = NODE_RUN_FILE, .file = FILE_SPEC, .name = node->name,

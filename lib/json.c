@@ -1070,39 +1070,10 @@ int json_schema_validate(const struct json *schema, const struct json *value,
 	return ret;
 }
 
+/* Scalars and empty containers are written as JSON, which YAML reads. */
 static bool yaml_is_scalar(const struct json *value)
 {
 	return (value->type != JSON_ARRAY && value->type != JSON_OBJECT) || !value->count;
-}
-
-static void yaml_add_scalar(struct strbuf *out, const struct json *value)
-{
-	long long number;
-
-	switch (value->type) {
-	case JSON_NULL:
-		strbuf_addstr(out, "null");
-		break;
-	case JSON_BOOL:
-		strbuf_addstr(out, value->boolean ? "true" : "false");
-		break;
-	case JSON_NUMBER:
-		if (json_integer(value, &number))
-			strbuf_addf(out, "%lld", number);
-		else
-			strbuf_addf(out, "%.17g", value->number);
-		break;
-	case JSON_STRING:
-		/* A JSON string is a YAML double-quoted scalar. */
-		json_add_string(out, value->string);
-		break;
-	case JSON_ARRAY:
-		strbuf_addstr(out, "[]");
-		break;
-	case JSON_OBJECT:
-		strbuf_addstr(out, "{}");
-		break;
-	}
 }
 
 static void yaml_add_key(struct strbuf *out, const char *key)
@@ -1131,7 +1102,7 @@ static void yaml_add_block(struct strbuf *out, const struct json *value, int ind
 		if (value->type == JSON_ARRAY) {
 			strbuf_addstr(out, "- ");
 			if (yaml_is_scalar(item)) {
-				yaml_add_scalar(out, item);
+				json_write(out, item);
 				strbuf_addstr(out, "\n");
 			} else {
 				/* The item's first line follows its dash. */
@@ -1142,7 +1113,7 @@ static void yaml_add_block(struct strbuf *out, const struct json *value, int ind
 		yaml_add_key(out, value->keys[i]);
 		if (yaml_is_scalar(item)) {
 			strbuf_addstr(out, ": ");
-			yaml_add_scalar(out, item);
+			json_write(out, item);
 			strbuf_addstr(out, "\n");
 		} else {
 			strbuf_addstr(out, ":\n");
@@ -1154,7 +1125,7 @@ static void yaml_add_block(struct strbuf *out, const struct json *value, int ind
 void json_add_yaml(struct strbuf *out, const struct json *value)
 {
 	if (yaml_is_scalar(value)) {
-		yaml_add_scalar(out, value);
+		json_write(out, value);
 		strbuf_addstr(out, "\n");
 		return;
 	}
