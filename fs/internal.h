@@ -89,8 +89,10 @@ struct view_entry {
  */
 struct artifact_view {
 	int64_t run;
+	char name[64];		/* the run's */
 	int job;
 	bool final;
+	int64_t finished;	/* the run's end, the files' times */
 	struct view_entry *entries;	/* sorted by path; [0] is the root */
 	size_t count;
 	size_t *children;

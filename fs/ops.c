@@ -412,13 +412,6 @@ static int link_target(struct fs *fs, struct store *store, const struct node *no
 	return ret < 0 ? -ENOENT : 0;
 }
 
-static bool run_is_final(struct store *store, const char *name, struct store_run *run)
-{
-	struct error err = { 0 };
-
-	return store_run_find(store, name, run, &err) == 0 && run->finished;
-}
-
 /* *timeout: how long the kernel may trust the answer. */
 static int node_stat(struct fs *fs, struct store *store, const struct node *node,
 		     struct stat *st, double *timeout)
@@ -499,8 +492,8 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 				      strlen(entry->target) : entry->size);
 		st->st_nlink = S_ISDIR(entry->mode) ? 2 + entry->subdirs : 1;
 		st->st_blocks = (blkcnt_t)((entry->size + 511) / 512);
-		if (run_is_final(store, node->name, &run)) {
-			timespec_from_ns(&st->st_mtim, run.finished);
+		if (view->final) {
+			timespec_from_ns(&st->st_mtim, view->finished);
 			st->st_ctim = st->st_atim = st->st_mtim;
 			*timeout = FS_FOREVER;
 		}

@@ -4,6 +4,7 @@
  * folder of 20,000 files lists in order without scanning its neighbours.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -199,8 +200,10 @@ static int view_build(struct store *store, const struct store_run *run, int job,
 
 	builder.view = xcalloc(1, sizeof(*builder.view));
 	builder.view->run = run->id;
+	snprintf(builder.view->name, sizeof(builder.view->name), "%s", run->name);
 	builder.view->job = job;
 	builder.view->final = run->finished != 0;
+	builder.view->finished = run->finished;
 	builder.view->refs = 1;
 	root = view_add(&builder, "");
 	root->mode = S_IFDIR | 0755;
@@ -221,13 +224,16 @@ int view_get(struct fs *fs, struct store *store, const char *run_name, int job,
 {
 	struct store_run run;
 	size_t i;
-	int ret = store_run_find(store, run_name, &run, err);
+	int ret;
 
-	if (ret < 0)
-		return ret;
+	/*
+	 * Only views of ended runs are kept, and a run's name is never given
+	 * again: a kept view answers without asking the catalog (find, ls -lR
+	 * and every open look up a view many times).
+	 */
 	pthread_mutex_lock(&fs->views_lock);
 	for (i = 0; i < fs->view_count; i++) {
-		if (fs->views[i]->run == run.id && fs->views[i]->job == job) {
+		if (!strcmp(fs->views[i]->name, run_name) && fs->views[i]->job == job) {
 			*view = fs->views[i];
 			(*view)->refs++;
 			pthread_mutex_unlock(&fs->views_lock);
@@ -235,7 +241,9 @@ int view_get(struct fs *fs, struct store *store, const char *run_name, int job,
 		}
 	}
 	pthread_mutex_unlock(&fs->views_lock);
-	ret = view_build(store, &run, job, view, err);
+	ret = store_run_find(store, run_name, &run, err);
+	if (ret == 0)
+		ret = view_build(store, &run, job, view, err);
 	/* A live run's artifacts still come: its view is made afresh each time. */
 	if (ret < 0 || !(*view)->final)
 		return ret;
