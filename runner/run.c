@@ -129,13 +129,23 @@ static char *data_args(const struct json *data, char *const *args, size_t arg_co
 		return workflow_expand_args(value->string, args, arg_count);
 	for (i = 0; value->type == JSON_ARRAY && i < value->count; i++) {
 		const struct json *item = &value->items[i];
-		char *word;
+		char text[64], *word, *plain = text;
+		long long number;
 
-		if (item->type != JSON_STRING)
+		/* YAML made `10` and `true` numbers and booleans: they are words too. */
+		if (item->type == JSON_STRING)
+			plain = item->string;
+		else if (item->type == JSON_NUMBER && json_integer(item, &number))
+			snprintf(text, sizeof(text), "%lld", number);
+		else if (item->type == JSON_NUMBER)
+			snprintf(text, sizeof(text), "%.17g", item->number);
+		else if (item->type == JSON_BOOL)
+			snprintf(text, sizeof(text), "%s", item->boolean ? "true" : "false");
+		else
 			continue;
-		word = strstr(item->string, "run.args") ?
-		       workflow_expand_args(item->string, args, arg_count) :
-		       workflow_expand_args("${{ run.args }}", &item->string, 1);
+		word = strstr(plain, "run.args") ?
+		       workflow_expand_args(plain, args, arg_count) :
+		       workflow_expand_args("${{ run.args }}", &plain, 1);
 		strbuf_addf(&line, "%s%s", line.len ? " " : "", word);
 		free(word);
 	}

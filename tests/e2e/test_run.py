@@ -337,14 +337,14 @@ def test_python_provider_runs_a_script_with_args_and_requirements(ds, repo):
             file: hello.py
             requirements: requirements.txt
             python: 3.99
-            args: ["--name", "${{ run.args }}"]
+            args: ["--name", "${{ run.args }}", --epochs, 10, --fast, true]
             artifacts: [out]
           - name: no-file
             provider: python
         """))
     cp = assert_ok(ds("run", "hello-py", "Ada Lovelace", cwd=repo))
     assert "dstack: python3.99 not found, using python3" in cp.stdout
-    assert "argv ['--name', 'Ada Lovelace']" in cp.stdout
+    assert "argv ['--name', 'Ada Lovelace', '--epochs', '10', '--fast', 'true']" in cp.stdout
     assert "venv True" in cp.stdout and "module dstack" in cp.stdout
     assert_error(ds("run", "no-file", cwd=repo), "provider python needs 'file'")
 
