@@ -546,19 +546,33 @@ static int entry_of(struct fs *fs, struct store *store, const struct node *paren
 	return ret;
 }
 
+/*
+ * What most operations start with: the node of ino and this thread's
+ * store handle.  false, with the request answered, when either is missing.
+ */
+static bool req_begin(fuse_req_t req, fuse_ino_t ino, struct fs **fs, const struct node **node,
+		      struct store **store)
+{
+	struct error err = { 0 };
+
+	*fs = req_fs(req);
+	*node = node_by_ino(&(*fs)->nodes, ino);
+	*store = *node ? fs_store(*fs, &err) : NULL;
+	if (!*node || !*store)
+		reply_error(req, *node ? -EIO : -ENOENT);
+	return *node && *store;
+}
+
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
 {
-	struct fs *fs = req_fs(req);
-	const struct node *parent = node_by_ino(&fs->nodes, parent_ino);
+	struct fs *fs;
+	const struct node *parent;
+	struct store *store;
 	struct fuse_entry_param entry;
-	struct error err = { 0 };
-	struct store *store = fs_store(fs, &err);
 	int ret;
 
-	if (!parent || !store) {
-		reply_error(req, parent ? -EIO : -ENOENT);
+	if (!req_begin(req, parent_ino, &fs, &parent, &store))
 		return;
-	}
 	ret = entry_of(fs, store, parent, name, &entry);
 	if (ret < 0)
 		reply_error(req, ret);
@@ -568,19 +582,16 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
 
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = req_fs(req);
-	const struct node *node = node_by_ino(&fs->nodes, ino);
-	struct error err = { 0 };
-	struct store *store = fs_store(fs, &err);
+	struct fs *fs;
+	const struct node *node;
+	struct store *store;
 	struct stat st;
 	double timeout;
 	int ret;
 
 	(void)fi;
-	if (!node || !store) {
-		reply_error(req, node ? -EIO : -ENOENT);
+	if (!req_begin(req, ino, &fs, &node, &store))
 		return;
-	}
 	ret = node_stat(fs, store, node, &st, &timeout);
 	if (ret < 0)
 		reply_error(req, ret);
@@ -590,19 +601,17 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	struct fs *fs = req_fs(req);
-	const struct node *node = node_by_ino(&fs->nodes, ino);
+	struct fs *fs;
+	const struct node *node;
+	struct store *store;
 	struct strbuf text = STRBUF_INIT;
 	struct artifact_view *view = NULL;
 	const struct view_entry *entry;
 	struct error err = { 0 };
-	struct store *store = fs_store(fs, &err);
 	int ret = -EINVAL;
 
-	if (!node || !store) {
-		reply_error(req, node ? -EIO : -ENOENT);
+	if (!req_begin(req, ino, &fs, &node, &store))
 		return;
-	}
 	if (node->kind == NODE_TAG || (node->kind == NODE_RUN_FILE && node->file == FILE_LATEST)) {
 		ret = link_target(fs, store, node, &text);
 	} else if (node->kind == NODE_ARTIFACT &&
@@ -855,19 +864,17 @@ struct open_file {
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = req_fs(req);
-	const struct node *node = node_by_ino(&fs->nodes, ino);
+	struct fs *fs;
+	const struct node *node;
+	struct store *store;
 	struct open_file *file;
 	struct store_run run;
 	struct error err = { 0 };
-	struct store *store = fs_store(fs, &err);
 	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
 	int ret = 0;
 
-	if (!node || !store) {
-		reply_error(req, node ? -EIO : -ENOENT);
+	if (!req_begin(req, ino, &fs, &node, &store))
 		return;
-	}
 	file = xcalloc(1, sizeof(*file));
 	file->node = node;
 	pthread_mutex_init(&file->answer_lock, NULL);
@@ -1053,20 +1060,17 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
-	struct fs *fs = req_fs(req);
-	const struct node *node = node_by_ino(&fs->nodes, ino);
-	struct error err = { 0 };
-	struct store *store = fs_store(fs, &err);
+	struct fs *fs;
+	const struct node *node;
+	struct store *store;
 	struct stat st;
 	double timeout;
-	bool ctl = node && (node->kind == NODE_CTL ||
-			    (node->kind == NODE_RUN_FILE && node->file == FILE_CTL));
+	bool ctl;
 
 	(void)fi;
-	if (!node || !store) {
-		reply_error(req, node ? -EIO : -ENOENT);
+	if (!req_begin(req, ino, &fs, &node, &store))
 		return;
-	}
+	ctl = node->kind == NODE_CTL || (node->kind == NODE_RUN_FILE && node->file == FILE_CTL);
 	/* `echo x > ctl` truncates first: a ctl file is always empty. */
 	if (!ctl || (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME |
 				FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_ATIME_NOW |
