@@ -455,15 +455,14 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	run->started = sqlite3_column_int64(stmt, 15);
 }
 
-int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,
-	      const char *what, struct error *err)
+int catalog_each(struct store *store, sqlite3_stmt *stmt,
+		 int (*row)(void *ctx, sqlite3_stmt *stmt), void *ctx, const char *what,
+		 struct error *err)
 {
-	struct store_run run;
 	int rc, ret = 0;
 
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		run_from_row(stmt, &run);
-		ret = fn(ctx, &run);
+		ret = row(ctx, stmt);
 		if (ret)
 			break;
 	}
@@ -471,6 +470,28 @@ int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *c
 	if (!ret && rc != SQLITE_DONE)
 		return catalog_error(store, rc, what, err);
 	return ret;
+}
+
+struct run_rows {
+	store_run_fn *fn;
+	void *ctx;
+};
+
+static int run_row(void *ctx, sqlite3_stmt *stmt)
+{
+	struct run_rows *rows = ctx;
+	struct store_run run;
+
+	run_from_row(stmt, &run);
+	return rows->fn(rows->ctx, &run);
+}
+
+int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,
+	      const char *what, struct error *err)
+{
+	struct run_rows rows = { .fn = fn, .ctx = ctx };
+
+	return catalog_each(store, stmt, run_row, &rows, what, err);
 }
 
 int run_insert(struct store *store, const struct store_run_spec *spec,

@@ -203,6 +203,13 @@ void run_name_make(int64_t number, char out[64]);
 	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)," \
 	" coalesce(r.started, 0)"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
+/*
+ * Steps stmt to its end, calling row for each row (a non-zero return
+ * stops the walk and is returned); resets it after.
+ */
+int catalog_each(struct store *store, sqlite3_stmt *stmt,
+		 int (*row)(void *ctx, sqlite3_stmt *stmt), void *ctx, const char *what,
+		 struct error *err);
 /* Steps a RUN_COLUMNS statement, calling fn per run; resets it after. */
 int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,
 	      const char *what, struct error *err);

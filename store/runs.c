@@ -416,34 +416,37 @@ int store_artifact_add(struct store *store, int64_t run, int job,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record artifact", err);
 }
 
+struct job_rows {
+	store_job_fn *fn;
+	void *ctx;
+};
+
+static int job_row(void *ctx, sqlite3_stmt *stmt)
+{
+	struct job_rows *rows = ctx;
+	struct store_job job = { 0 };
+
+	job.n = sqlite3_column_int(stmt, 0);
+	snprintf(job.status, sizeof(job.status), "%s", sqlite3_column_text(stmt, 1));
+	job.exit_code = sqlite3_column_int(stmt, 2);
+	snprintf(job.image, sizeof(job.image), "%s", sqlite3_column_text(stmt, 3));
+	job.pid = (pid_t)sqlite3_column_int(stmt, 4);
+	job.pid_started = sqlite3_column_int64(stmt, 5);
+	return rows->fn(rows->ctx, &job);
+}
+
 int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx,
 		   struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1),"
 					  " coalesce(image, ''), coalesce(pid, 0), coalesce(pid_started, 0)"
 					  " FROM jobs WHERE run = ? ORDER BY n", err);
-	struct store_job job;
-	int rc, ret = 0;
+	struct job_rows rows = { .fn = fn, .ctx = ctx };
 
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, run);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		memset(&job, 0, sizeof(job));
-		job.n = sqlite3_column_int(stmt, 0);
-		snprintf(job.status, sizeof(job.status), "%s", sqlite3_column_text(stmt, 1));
-		job.exit_code = sqlite3_column_int(stmt, 2);
-		snprintf(job.image, sizeof(job.image), "%s", sqlite3_column_text(stmt, 3));
-		job.pid = (pid_t)sqlite3_column_int(stmt, 4);
-		job.pid_started = sqlite3_column_int64(stmt, 5);
-		ret = fn(ctx, &job);
-		if (ret)
-			break;
-	}
-	sqlite3_reset(stmt);
-	if (!ret && rc != SQLITE_DONE)
-		return catalog_error(store, rc, "list jobs", err);
-	return ret;
+	return catalog_each(store, stmt, job_row, &rows, "list jobs", err);
 }
 
 static const char run_latest_done_sql[] =
@@ -523,29 +526,31 @@ int store_daemon_remove(struct store *store, const char *repo, pid_t pid,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "forget the daemon", err);
 }
 
+struct daemon_rows {
+	store_daemon_fn *fn;
+	void *ctx;
+};
+
+static int daemon_row(void *ctx, sqlite3_stmt *stmt)
+{
+	struct daemon_rows *rows = ctx;
+	struct store_daemon daemon = { 0 };
+
+	snprintf(daemon.repo, sizeof(daemon.repo), "%s", sqlite3_column_text(stmt, 0));
+	snprintf(daemon.mountpoint, sizeof(daemon.mountpoint), "%s", sqlite3_column_text(stmt, 1));
+	daemon.pid = (pid_t)sqlite3_column_int(stmt, 2);
+	daemon.started = sqlite3_column_int64(stmt, 3);
+	return rows->fn(rows->ctx, &daemon);
+}
+
 int store_daemon_list(struct store *store, store_daemon_fn *fn, void *ctx,
 		      struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store,
 		"SELECT repo, mountpoint, pid, started FROM daemons ORDER BY repo", err);
-	struct store_daemon daemon;
-	int rc, ret = 0;
+	struct daemon_rows rows = { .fn = fn, .ctx = ctx };
 
 	if (!stmt)
 		return err->code;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		memset(&daemon, 0, sizeof(daemon));
-		snprintf(daemon.repo, sizeof(daemon.repo), "%s", sqlite3_column_text(stmt, 0));
-		snprintf(daemon.mountpoint, sizeof(daemon.mountpoint), "%s",
-			 sqlite3_column_text(stmt, 1));
-		daemon.pid = (pid_t)sqlite3_column_int(stmt, 2);
-		daemon.started = sqlite3_column_int64(stmt, 3);
-		ret = fn(ctx, &daemon);
-		if (ret)
-			break;
-	}
-	sqlite3_reset(stmt);
-	if (!ret && rc != SQLITE_DONE)
-		return catalog_error(store, rc, "list daemons", err);
-	return ret;
+	return catalog_each(store, stmt, daemon_row, &rows, "list daemons", err);
 }
