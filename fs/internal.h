@@ -75,6 +75,10 @@ struct view_entry {
 	uint8_t *chunks;
 	size_t chunk_count;
 	int job;
+	/* A live job's folder (mount: true): where the entry is on the host,
+	 * and its modification time; NULL and 0 for stored ones. */
+	char *live;
+	int64_t mtime;
 	size_t parent;		/* index of its folder */
 	size_t first_child, child_count;	/* in view.children */
 	size_t subdirs;		/* for its link count: find trusts it */
@@ -85,7 +89,9 @@ struct view_entry {
  * job wins a path), or one job's.  Folders that only hold artifact paths
  * (out/ of out/models) are made up.  Views of ended runs never change and
  * are kept; a view is reference-counted so a reader keeps it while
- * another replaces it.
+ * another replaces it.  A live run's view also shows the folders its
+ * jobs mount (artifacts with mount: true) as they are on the host, until
+ * the job stores them.
  */
 struct artifact_view {
 	int64_t run;

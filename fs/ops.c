@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "fs/internal.h"
 #include "runner/runner.h"
@@ -496,6 +497,9 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 			timespec_from_ns(&st->st_mtim, view->finished);
 			st->st_ctim = st->st_atim = st->st_mtim;
 			*timeout = FS_FOREVER;
+		} else if (entry->mtime) {
+			timespec_from_ns(&st->st_mtim, entry->mtime);
+			st->st_ctim = st->st_atim = st->st_mtim;
 		}
 		break;
 	}
@@ -860,6 +864,7 @@ struct open_file {
 	struct ctl_answer answer;	/* ctl files */
 	pthread_mutex_t answer_lock;	/* the kernel may read and write at once */
 	int64_t run;			/* logs */
+	int live_fd;			/* a file of a live job's folder, or -1 */
 };
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -877,6 +882,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	file = xcalloc(1, sizeof(*file));
 	file->node = node;
+	file->live_fd = -1;
 	pthread_mutex_init(&file->answer_lock, NULL);
 	if (node->kind == NODE_CTL || (node->kind == NODE_RUN_FILE && node->file == FILE_CTL)) {
 		/* The answer is for this descriptor alone: reads come to us. */
@@ -889,8 +895,15 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		file->entry = ret == 0 ? view_find(file->view, node->path) : NULL;
 		if (ret == 0 && (!file->entry || !S_ISREG(file->entry->mode)))
 			ret = -EISDIR;
-		/* Stored bytes never change: the page cache may keep them. */
-		fi->keep_cache = 1;
+		if (ret == 0 && file->entry->live) {
+			/* Still being written by its job: every read comes to us. */
+			file->live_fd = open(file->entry->live, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			ret = file->live_fd < 0 ? (errno == ENOENT ? -ENOENT : -EIO) : 0;
+			fi->direct_io = 1;
+		} else {
+			/* Stored bytes never change: the page cache may keep them. */
+			fi->keep_cache = 1;
+		}
 	} else if (node->kind == NODE_RUN_FILE && node->file == FILE_LOGS) {
 		ret = store_run_find(store, node->name, &run, &err);
 		file->run = run.id;
@@ -919,6 +932,8 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *file = (struct open_file *)(uintptr_t)fi->fh;
 
 	(void)ino;
+	if (file->live_fd >= 0)
+		close(file->live_fd);
 	view_put(req_fs(req), file->view);
 	strbuf_release(&file->text);
 	strbuf_release(&file->answer.text);
@@ -995,6 +1010,17 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		pthread_mutex_unlock(&file->answer_lock);
 		fuse_reply_buf(req, part.buf, part.len);
 		strbuf_release(&part);
+		return;
+	}
+	if (file->live_fd >= 0) {
+		char *buf = xmalloc(size ? size : 1);
+		ssize_t got = pread(file->live_fd, buf, size, offset);
+
+		if (got < 0)
+			reply_error(req, -EIO);
+		else
+			fuse_reply_buf(req, buf, (size_t)got);
+		free(buf);
 		return;
 	}
 	if (file->entry) {

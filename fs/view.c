@@ -3,11 +3,14 @@
  * each folder's children listed, so lookups are a binary search and a
  * folder of 20,000 files lists in order without scanning its neighbours.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fs/internal.h"
 
@@ -63,8 +66,93 @@ static int view_collect(void *ctx, const struct store_entry *from)
 static void view_entry_release(struct view_entry *entry)
 {
 	free(entry->path);
+	free(entry->live);
 	free(entry->target);
 	free(entry->chunks);
+}
+
+/* Adds what the host folder at fd holds, as path/NAME, and below. */
+static void view_walk_live(struct view_builder *builder, int fd, const char *host,
+			   const char *path, int job)
+{
+	DIR *dir = fdopendir(fd);
+	struct dirent *d;
+
+	if (!dir) {
+		close(fd);
+		return;
+	}
+	/* Files come and go while the job runs: what is gone is left out. */
+	while ((d = readdir(dir))) {
+		struct strbuf name = STRBUF_INIT, where = STRBUF_INIT;
+		struct view_entry *entry;	/* good until the walk below adds more */
+		struct stat st;
+		int child;
+
+		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, "..") ||
+		    fstatat(dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode)))
+			continue;
+		strbuf_addf(&name, "%s/%s", path, d->d_name);
+		strbuf_addf(&where, "%s/%s", host, d->d_name);
+		entry = view_add(builder, name.buf);
+		entry->mode = st.st_mode;
+		entry->size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
+		entry->job = job;
+		entry->mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+		entry->live = xstrdup(where.buf);
+		if (S_ISLNK(st.st_mode)) {
+			char target[4096];
+			ssize_t len = readlinkat(dirfd(dir), d->d_name, target, sizeof(target) - 1);
+
+			target[len > 0 ? len : 0] = '\0';
+			entry->target = xstrdup(target);
+		} else if (S_ISDIR(st.st_mode)) {
+			child = openat(dirfd(dir), d->d_name,
+				       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (child >= 0)
+				view_walk_live(builder, child, where.buf, name.buf, job);
+		}
+		strbuf_release(&name);
+		strbuf_release(&where);
+	}
+	closedir(dir);
+}
+
+struct live_walk {
+	struct view_builder *builder;
+	size_t stored;		/* entries before the live ones */
+};
+
+/* A live job's folder, unless the job stored it already. */
+static int view_add_live(void *ctx, const struct store_live_artifact *live)
+{
+	struct live_walk *walk = ctx;
+	struct view_builder *builder = walk->builder;
+	struct view_entry *entry;
+	struct stat st;
+	size_t i;
+	int fd;
+
+	if (builder->job >= 0 && live->job != builder->job)
+		return 0;
+	for (i = 0; i < walk->stored; i++)
+		if (builder->view->entries[i].job == live->job &&
+		    !strcmp(builder->view->entries[i].path, live->path))
+			return 0;
+	fd = open(live->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	entry = view_add(builder, live->path);
+	entry->mode = st.st_mode;
+	entry->job = live->job;
+	entry->mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	entry->live = xstrdup(live->dir);
+	view_walk_live(builder, fd, live->dir, live->path, live->job);
+	return 0;
 }
 
 /* Path order with '/' first, so a folder's entries follow it together. */
@@ -209,6 +297,11 @@ static int view_build(struct store *store, const struct store_run *run, int job,
 	root->mode = S_IFDIR | 0755;
 	root->job = -1;
 	ret = store_run_entries(store, run->id, view_collect, &builder, err);
+	if (ret == 0 && !run->finished) {
+		struct live_walk walk = { .builder = &builder, .stored = builder.view->count };
+
+		ret = store_run_live_artifacts(store, run->id, view_add_live, &walk, err);
+	}
 	if (ret < 0) {
 		view_free(builder.view);
 		return ret;

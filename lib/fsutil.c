@@ -120,6 +120,28 @@ bool path_is_contained(const char *path)
 	return true;
 }
 
+int path_plain(const char *text, char **path)
+{
+	size_t len;
+
+	while (text[0] == '.' && text[1] == '/') {
+		text += 2;
+		while (*text == '/')
+			text++;
+	}
+	len = strlen(text);
+	while (len > 1 && text[len - 1] == '/')
+		len--;
+	if (!len)
+		return -EINVAL;
+	if (len == 1 && text[0] == '.')
+		return -EISDIR;
+	*path = xmalloc(len + 1);
+	memcpy(*path, text, len);
+	(*path)[len] = '\0';
+	return 0;
+}
+
 int fs_mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[4096];

@@ -82,6 +82,12 @@ int fs_pread_all(int fd, void *buf, size_t len, off_t offset);
  * not absolute, no "..", "." or empty component.
  */
 bool path_is_contained(const char *path);
+/*
+ * A folder's path as written (./out/, out) made plain (out) in *path, a
+ * new string; -EINVAL when it is empty, -EISDIR when it is "." (the
+ * folder it starts from).
+ */
+int path_plain(const char *text, char **path);
 /* Appends the whole file at path to out: 0 or -errno. */
 int fs_read_file(const char *path, struct strbuf *out);
 /* Writes len bytes to a new (or truncated) file at path: 0 or -errno. */

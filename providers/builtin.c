@@ -155,9 +155,11 @@ struct job_spec *provider_job(const struct provider_input *in, char *const *comm
 
 	job->script = job_script(commands, count);
 	job->working_dir = in->working_dir ? xstrdup(in->working_dir) : NULL;
-	job->artifacts = xcalloc(in->artifact_count + 1, sizeof(char *));
-	for (i = 0; i < in->artifact_count; i++)
-		job->artifacts[i] = xstrdup(in->artifacts[i]);
+	job->artifacts = xcalloc(in->artifact_count + 1, sizeof(*job->artifacts));
+	for (i = 0; i < in->artifact_count; i++) {
+		job->artifacts[i].path = xstrdup(in->artifacts[i].path);
+		job->artifacts[i].mount = in->artifacts[i].mount;
+	}
 	job->artifact_count = in->artifact_count;
 	job->ports = xcalloc(in->port_count + 1, sizeof(int));
 	for (i = 0; i < in->port_count; i++)
@@ -192,7 +194,7 @@ void job_specs_free(struct job_spec *jobs, size_t count)
 		free(jobs[i].script);
 		free(jobs[i].working_dir);
 		for (j = 0; j < jobs[i].artifact_count; j++)
-			free(jobs[i].artifacts[j]);
+			free(jobs[i].artifacts[j].path);
 		free(jobs[i].artifacts);
 		for (j = 0; j < jobs[i].env_count; j++)
 			free(jobs[i].env[j]);

@@ -42,7 +42,8 @@ int provider_curl_jobs(const struct provider_input *in, struct job_spec **jobs,
 	const char *output = json_get(in->data, "output")->string;
 	struct provider_input with = *in;
 	struct strbuf run = STRBUF_INIT, helper = STRBUF_INIT;
-	char *folder = NULL, *commands[1];
+	struct job_artifact folder = { 0 };
+	char *commands[1];
 	const char *slash;
 
 	/* As for artifacts, a leading "./" says nothing. */
@@ -62,8 +63,8 @@ int provider_curl_jobs(const struct provider_input *in, struct job_spec **jobs,
 	if (curl_helper(&helper, err) < 0)
 		return err->code;
 	if (!in->artifact_count) {
-		folder = xstrdup(output);
-		folder[slash - output] = '\0';
+		folder.path = xstrdup(output);
+		folder.path[slash - output] = '\0';
 		with.artifacts = &folder;
 		with.artifact_count = 1;
 	}
@@ -77,6 +78,6 @@ int provider_curl_jobs(const struct provider_input *in, struct job_spec **jobs,
 	*count = 1;
 	strbuf_release(&run);
 	strbuf_release(&helper);
-	free(folder);
+	free(folder.path);
 	return 0;
 }

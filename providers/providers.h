@@ -25,13 +25,19 @@ struct job_resources {
 	uint64_t gpu_memory;	/* bytes, at least, per GPU */
 };
 
+/* An artifact folder of a job, relative to its working directory. */
+struct job_artifact {
+	char *path;
+	bool mount;		/* shown live in the tree while the job runs */
+};
+
 /* What a provider reads of a workflow; commands have ${{ run.args }} expanded. */
 struct provider_input {
 	const char *workflow;
 	char *const *commands;
 	size_t command_count;
 	const char *working_dir;	/* NULL: the repository root */
-	char *const *artifacts;
+	const struct job_artifact *artifacts;
 	size_t artifact_count;
 	const int *ports;	/* port numbers the job opens, 0: any free port */
 	size_t port_count;
@@ -50,7 +56,7 @@ struct provider_input {
 struct job_spec {
 	char *script;		/* run by bash in the working directory */
 	char *working_dir;	/* relative to the snapshot root; NULL: root */
-	char **artifacts;	/* relative to working_dir */
+	struct job_artifact *artifacts;
 	size_t artifact_count;
 	char **env;		/* "K=V" from the provider, under the workflow's env */
 	size_t env_count;

@@ -174,6 +174,54 @@ static int job_resources_from_json(const struct json *object, size_t index,
 	return 0;
 }
 
+/*
+ * A job's artifacts: paths, or {path: P, mount: true} as workflows write
+ * them (a provider may hand on workflow.data["artifacts"] as it is).
+ */
+static int job_artifacts_from_json(const struct json *list, size_t index,
+				   struct job_spec *job, struct error *err)
+{
+	size_t i;
+
+	if (list->type != JSON_ARRAY)
+		return error_set(err, -EINVAL, "jobs[%zu].artifacts: expected a list of paths", index);
+	job->artifacts = xcalloc(list->count + 1, sizeof(*job->artifacts));
+	for (i = 0; i < list->count; i++) {
+		const struct json *item = &list->items[i], *path = item, *mount = NULL;
+		struct job_artifact *artifact = &job->artifacts[job->artifact_count];
+
+		if (item->type == JSON_OBJECT) {
+			size_t k;
+
+			for (k = 0; k < item->count; k++)
+				if (strcmp(item->keys[k], "path") && strcmp(item->keys[k], "mount"))
+					return error_set(err, -EINVAL,
+							 "jobs[%zu].artifacts[%zu]: unknown field '%s'",
+							 index, i, item->keys[k]);
+			path = json_get(item, "path");
+			mount = json_get(item, "mount");
+		}
+		if (!path || path->type != JSON_STRING)
+			return error_set(err, -EINVAL,
+					 "jobs[%zu].artifacts[%zu]: expected a path or {path: P, mount: true}",
+					 index, i);
+		if (mount && mount->type != JSON_BOOL && mount->type != JSON_NULL)
+			return error_set(err, -EINVAL, "jobs[%zu].artifacts[%zu].mount: expected true or false",
+					 index, i);
+		if (path_plain(path->string, &artifact->path) < 0)
+			return error_set(err, -EINVAL,
+					 "jobs[%zu].artifacts[%zu]: '%s' names no folder of the working directory",
+					 index, i, path->string);
+		job->artifact_count++;
+		artifact->mount = mount && mount->boolean;
+		if (!path_is_contained(artifact->path))
+			return error_set(err, -EINVAL,
+					 "jobs[%zu].artifacts[%zu]: '%s' must be a relative path on the host backend",
+					 index, i, artifact->path);
+	}
+	return 0;
+}
+
 /* One job object of DSTACK_JOBS; errors name the field. */
 static int job_from_json(const struct json *object, size_t index, size_t total,
 			 struct job_spec *job, struct error *err)
@@ -216,9 +264,10 @@ static int job_from_json(const struct json *object, size_t index, size_t total,
 						 "jobs[%zu].working_dir: expected a relative path", index);
 			job->working_dir = *v->string ? xstrdup(v->string) : NULL;
 		} else if (!strcmp(key, "artifacts")) {
-			if (json_strings(v, &job->artifacts, &job->artifact_count) < 0)
-				return error_set(err, -EINVAL, "jobs[%zu].artifacts: expected a list of strings",
-						 index);
+			int ret = job_artifacts_from_json(v, index, job, err);
+
+			if (ret < 0)
+				return ret;
 		} else if (!strcmp(key, "env")) {
 			size_t j;
 
@@ -284,11 +333,6 @@ static int job_from_json(const struct json *object, size_t index, size_t total,
 				return ret;
 		}
 	}
-	for (i = 0; i < job->artifact_count; i++)
-		if (!path_is_contained(job->artifacts[i]))
-			return error_set(err, -EINVAL,
-					 "jobs[%zu].artifacts[%zu]: '%s' must be a relative path on the host backend",
-					 index, i, job->artifacts[i]);
 	value = json_get(object, "commands");
 	if (!value || value->type == JSON_NULL)
 		return error_set(err, -EINVAL, "jobs[%zu]: missing field 'commands'", index);

@@ -156,15 +156,15 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 		int64_t tree;
 
 		strbuf_reset(&path);
-		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i]);
+		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i].path);
 		if (lstat(path.buf, &st) < 0) {
-			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i]);
+			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i].path);
 			*complete = false;
 			continue;
 		}
 		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
 		if (ret == 0)
-			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i],
+			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i].path,
 						 tree, err);
 	}
 	store_ingest_end(ingest);
@@ -354,6 +354,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	struct job_cgroup cg = { .procs = { -1, -1 } };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
 	struct job_env env;
+	struct error ignored = { 0 };
 	bool complete;
 	size_t i;
 	int ret;
@@ -377,10 +378,16 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
 		struct strbuf path = STRBUF_INIT;
 
-		strbuf_addf(&path, "%s/%s", dir.buf, spec->artifacts[i]);
+		strbuf_addf(&path, "%s/%s", dir.buf, spec->artifacts[i].path);
 		ret = fs_mkdir_p(path.buf, 0755);
-		if (ret < 0)
+		if (ret < 0) {
 			error_errno(err, ret, "%s", path.buf);
+		} else if (spec->artifacts[i].mount) {
+			struct store_live_artifact live = { .job = n, .path = spec->artifacts[i].path,
+							    .dir = path.buf };
+
+			ret = store_live_artifact_add(store, run, &live, err);
+		}
 		strbuf_release(&path);
 	}
 	if (ret == 0)
@@ -435,6 +442,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 out:
 	job_cgroup_destroy(&cg);
 	artifact_names_release(&ro);
+	/* Stored by now, or never to be: the tree stops showing the folders. */
+	if (store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
+		ret = err->code;
 	fs_remove_tree(root.buf);
 	strbuf_release(&out.pending);
 	strbuf_release(&root);
@@ -486,8 +496,19 @@ static void job_spec_json(const struct job_spec *spec, struct strbuf *json)
 		strbuf_addstr(json, ",\"working_dir\":");
 		json_add_string(json, spec->working_dir);
 	}
-	if (spec->artifact_count)
-		spec_add_strings(json, "artifacts", spec->artifacts, spec->artifact_count);
+	/* Mounted ones as the workflow wrote them: {path: P, mount: true}. */
+	if (spec->artifact_count) {
+		strbuf_addstr(json, ",\"artifacts\":[");
+		for (i = 0; i < spec->artifact_count; i++) {
+			strbuf_addstr(json, i ? "," : "");
+			if (spec->artifacts[i].mount)
+				strbuf_addstr(json, "{\"path\":");
+			json_add_string(json, spec->artifacts[i].path);
+			if (spec->artifacts[i].mount)
+				strbuf_addstr(json, ",\"mount\":true}");
+		}
+		strbuf_addstr(json, "]");
+	}
 	if (spec->env_count)
 		spec_add_strings(json, "env", spec->env, spec->env_count);
 	if (spec->port_count) {

@@ -174,7 +174,7 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 		.artifact_count = workflow->artifact_count,
 	};
 	char **commands = xcalloc(workflow->command_count + 1, sizeof(char *));
-	char **artifacts = xcalloc(workflow->artifact_count + 1, sizeof(char *));
+	struct job_artifact *artifacts = xcalloc(workflow->artifact_count + 1, sizeof(*artifacts));
 	/* ports: N asks for N free ports, written as N zeros. */
 	int *free_ports = xcalloc((size_t)workflow->port_free_count + 1, sizeof(int));
 	size_t i;
@@ -186,8 +186,10 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 
 	for (i = 0; i < workflow->command_count; i++)
 		commands[i] = workflow_expand_args(workflow->commands[i], args, arg_count);
-	for (i = 0; i < workflow->artifact_count; i++)
-		artifacts[i] = workflow->artifacts[i].path;
+	for (i = 0; i < workflow->artifact_count; i++) {
+		artifacts[i].path = workflow->artifacts[i].path;
+		artifacts[i].mount = workflow->artifacts[i].mount;
+	}
 	/* dstack 0.0.x allowed /paths: they name places in a container. */
 	for (i = 0; i < workflow->artifact_count && !err->code; i++) {
 		const struct workflow_artifact *artifact = &workflow->artifacts[i];

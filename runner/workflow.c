@@ -676,28 +676,18 @@ static int artifact_path(struct loader *ld, const yaml_node_t *node,
 			 const char *field, char **out)
 {
 	const char *text = scalar_text(node);
-	size_t len;
+	int ret;
 
 	if (!text || node_is_null(node))
 		return loader_fail(ld, node, "%s: expected a path", field);
-	while (text[0] == '.' && text[1] == '/') {
-		text += 2;
-		while (*text == '/')
-			text++;
-	}
-	len = strlen(text);
-	while (len > 1 && text[len - 1] == '/')
-		len--;
-	if (!len)
+	ret = path_plain(text, out);
+	if (ret == 0)
+		return 0;
+	if (ret == -EINVAL)
 		return loader_fail(ld, node, "%s: empty path", field);
-	if (len == 1 && text[0] == '.')
-		return loader_fail(ld, node,
-				   "%s: \".\" is the whole working directory; name a folder in it",
-				   field);
-	*out = xmalloc(len + 1);
-	memcpy(*out, text, len);
-	(*out)[len] = '\0';
-	return 0;
+	return loader_fail(ld, node,
+			   "%s: \".\" is the whole working directory; name a folder in it",
+			   field);
 }
 
 static const char *const artifact_keys[] = { "path", "mount", NULL };

@@ -123,6 +123,15 @@ static const char *const catalog_migrations[] = {
 	"  mountpoint TEXT NOT NULL,"
 	"  pid INTEGER NOT NULL,"
 	"  started INTEGER NOT NULL);",
+	/* 6: where a live job's folders are on the host (artifacts with
+	 * mount: true), so the tree shows them while it runs. */
+	"CREATE TABLE live_artifacts("
+	"  run INTEGER NOT NULL,"
+	"  job INTEGER NOT NULL,"
+	"  path TEXT NOT NULL,"
+	"  dir TEXT NOT NULL,"
+	"  PRIMARY KEY(run, job, path),"
+	"  FOREIGN KEY(run, job) REFERENCES jobs(run, n) ON DELETE CASCADE);",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))

@@ -416,6 +416,60 @@ int store_artifact_add(struct store *store, int64_t run, int job,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record artifact", err);
 }
 
+int store_live_artifact_add(struct store *store, int64_t run,
+			    const struct store_live_artifact *live, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"INSERT OR REPLACE INTO live_artifacts(run, job, path, dir) VALUES (?, ?, ?, ?)",
+		err);
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	sqlite3_bind_int(stmt, 2, live->job);
+	sqlite3_bind_text(stmt, 3, live->path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 4, live->dir, -1, SQLITE_STATIC);
+	/* Lost with a crash, it is not missed: an ended run shows none. */
+	return run_step(store, stmt, true, "record a live artifact", err);
+}
+
+int store_live_artifacts_clear(struct store *store, int64_t run, int job,
+			       struct error *err)
+{
+	return run_update(store, "DELETE FROM live_artifacts WHERE run = ?4 AND job = ?5", false,
+			  "", -1, run, job, err);
+}
+
+struct live_rows {
+	store_live_artifact_fn *fn;
+	void *ctx;
+};
+
+static int live_row(void *ctx, sqlite3_stmt *stmt)
+{
+	struct live_rows *rows = ctx;
+	struct store_live_artifact live = {
+		.job = sqlite3_column_int(stmt, 0),
+		.path = (const char *)sqlite3_column_text(stmt, 1),
+		.dir = (const char *)sqlite3_column_text(stmt, 2),
+	};
+
+	return rows->fn(rows->ctx, &live);
+}
+
+int store_run_live_artifacts(struct store *store, int64_t run, store_live_artifact_fn *fn,
+			     void *ctx, struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store,
+		"SELECT job, path, dir FROM live_artifacts WHERE run = ? ORDER BY job, path", err);
+	struct live_rows rows = { .fn = fn, .ctx = ctx };
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	return catalog_each(store, stmt, live_row, &rows, "list live artifacts", err);
+}
+
 struct job_rows {
 	store_job_fn *fn;
 	void *ctx;

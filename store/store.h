@@ -197,6 +197,24 @@ int store_run_logs(struct store *store, int64_t run, int64_t *after,
 /* Records a stored tree as artifact path of a job (inside an ingest). */
 int store_artifact_add(struct store *store, int64_t run, int job,
 		       const char *path, int64_t tree, struct error *err);
+/*
+ * A folder of a live job shown in the tree as artifact path of the job
+ * until the job stores it (artifacts with mount: true): dir is where it
+ * is on the host.
+ */
+struct store_live_artifact {
+	int job;
+	const char *path;
+	const char *dir;
+};
+int store_live_artifact_add(struct store *store, int64_t run,
+			    const struct store_live_artifact *live, struct error *err);
+/* Forgets the live folders of a job (it ended). */
+int store_live_artifacts_clear(struct store *store, int64_t run, int job,
+			       struct error *err);
+typedef int store_live_artifact_fn(void *ctx, const struct store_live_artifact *live);
+int store_run_live_artifacts(struct store *store, int64_t run, store_live_artifact_fn *fn,
+			     void *ctx, struct error *err);
 /* The newest done run of workflow in repo (any repo when NULL). */
 int store_run_latest_done(struct store *store, const char *repo,
 			  const char *workflow, struct store_run *out,

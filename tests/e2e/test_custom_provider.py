@@ -74,6 +74,51 @@ def test_seed_curl_example(ds, tmp_path, http_server):
     assert (out / "data" / "input.txt").read_bytes() == (site / "input.txt").read_bytes()
 
 
+PASS_ON_PROVIDERS = SEED_PROVIDERS + """\
+- name: pass-on
+  commands:
+  - PYTHONPATH=providers python3 providers/pass-on/main.py
+"""
+
+PASS_ON_MAIN = """\
+from dstack import Job, Provider
+
+
+class PassOn(Provider):
+    def create_jobs(self):
+        return [Job(commands=self.workflow.data["commands"],
+                    artifacts=self.workflow.data["artifacts"])]
+
+
+if __name__ == "__main__":
+    PassOn().start()
+"""
+
+
+def test_provider_hands_on_mounted_artifacts_as_workflows_write_them(ds, tmp_path):
+    # dstack 0.0.x workflows write {path: ./out, mount: true}; a provider
+    # may pass workflow.data["artifacts"] on as it is.
+    workflows = textwrap.dedent("""\
+        workflows:
+        - name: train
+          provider: pass-on
+          commands: [mkdir -p out logs, echo model > out/model.txt, echo ok > logs/l]
+          artifacts:
+          - path: ./out
+            mount: true
+          - logs/
+        """)
+    repo = make_repo(tmp_path / "repo", workflows, PASS_ON_PROVIDERS,
+                     {"providers/pass-on/main.py": PASS_ON_MAIN})
+    assert_ok(ds("run", "train", cwd=repo, env=DEBIAN_PATH))
+    [run] = runs(ds, repo)
+    assert run["STATUS"] == "done"
+    out = tmp_path / "out"
+    assert_ok(ds("artifacts", "download", run["RUN"], "-o", out))
+    assert (out / "out" / "model.txt").read_text() == "model\n"
+    assert (out / "logs" / "l").read_text() == "ok\n"
+
+
 def test_provider_schema_error_fails_the_run_naming_the_field(ds, tmp_path, http_server):
     url, _ = http_server
     workflows = textwrap.dedent(f"""\
@@ -126,6 +171,10 @@ providers:
   commands:
   - |
     echo '[{"commands": ["true"], "artifacts": "out"}]' > "$DSTACK_JOBS"
+- name: bad-mount
+  commands:
+  - |
+    echo '[{"commands": ["true"], "artifacts": [{"path": "out", "mount": 1}]}]' > "$DSTACK_JOBS"
 - name: crashes
   commands:
   - exit 7
@@ -155,6 +204,8 @@ def test_provider_in_shell_with_depends_on_env_and_ports(ds, tmp_path):
           provider: broken-json
         - name: bad
           provider: bad-field
+        - name: badmount
+          provider: bad-mount
         - name: crash
           provider: crashes
         - name: shadow
@@ -178,6 +229,10 @@ def test_provider_in_shell_with_depends_on_env_and_ports(ds, tmp_path):
     cp = ds("run", "bad", cwd=repo)
     assert_error(cp, "failed")
     assert "provider 'bad-field': DSTACK_JOBS: jobs[0].artifacts" in cp.stdout
+    cp = ds("run", "badmount", cwd=repo)
+    assert_error(cp, "failed")
+    assert ("provider 'bad-mount': DSTACK_JOBS: jobs[0].artifacts[0].mount:"
+            " expected true or false") in cp.stdout
     cp = ds("run", "crash", cwd=repo)
     assert_error(cp, "failed")
     assert "provider 'crashes' exited with status 7" in cp.stdout

@@ -79,6 +79,23 @@ WORKFLOWS = """\
         commands:
           - "true"
 
+      - name: live
+        provider: bash
+        commands:
+          - mkdir -p ckpt/sub
+          - echo "epoch 1" > ckpt/train.log
+          - ln -s train.log ckpt/latest
+          - until [ -e /tmp/dstack-live-go.%(token)d ]; do sleep 0.05; done
+          - echo "epoch 2" >> ckpt/train.log
+          - echo two > ckpt/sub/epoch2.txt
+          - rm /tmp/dstack-live-go.%(token)d
+          - until [ -e /tmp/dstack-live-go.%(token)d ]; do sleep 0.05; done
+          - mkdir -p plain && echo p > plain/p.txt
+        artifacts:
+          - path: ./ckpt
+            mount: true
+          - plain
+
       - name: print-args
         provider: bash
         commands:
@@ -336,7 +353,7 @@ def test_listing_every_level(tree):
     t = tree
     assert sorted(os.listdir(t.mnt)) == ["ctl", "runs", "tags", "workflows"]
     assert sorted(os.listdir(t.path("workflows"))) == sorted(
-        ["make", "slow", "forever", "fails", "after", "badprov", "print-args"])
+        ["make", "slow", "forever", "fails", "after", "live", "badprov", "print-args"])
     # No done run yet: no latest.
     assert os.listdir(t.path("workflows", "make")) == ["spec.yaml"]
     assert runs_listed(t) == []
@@ -1011,6 +1028,57 @@ def test_tail_f_follows_a_live_run_to_its_last_line(tree):
     assert numbered == [f"line {i}\n" for i in range(1, SLOW_LINES + 1)], numbered
     assert wait_status(t, name) == "done"
     assert t.run(name, "logs").read_text().startswith(text)
+
+
+def test_mounted_artifacts_are_visible_live_then_stored(tree):
+    # DESIGN.md: `{path: P, mount: true}` shows the folder live in the tree
+    # while the job runs; it is stored at the end as usual.
+    t = tree
+    go = f"/tmp/dstack-live-go.{t.token}"
+    try:
+        name = start(t, "live")
+        for base in (t.run(name, "artifacts"), t.run(name, "jobs", "0", "artifacts")):
+            log = base / "ckpt" / "train.log"
+            assert wait_for(lambda: log.exists() and log.read_text() == "epoch 1\n",
+                            timeout=20), f"{log} never showed live"
+            assert status(t, name).strip() == "running"
+            # A folder without mount: true only comes when it is stored.
+            assert sorted(os.listdir(base)) == ["ckpt"]
+            assert sorted(os.listdir(base / "ckpt")) == ["latest", "sub", "train.log"]
+            assert os.readlink(base / "ckpt" / "latest") == "train.log"
+            assert os.listdir(base / "ckpt" / "sub") == []
+            st = os.stat(log)
+            assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o222 == 0 and st.st_size == 8
+            assert abs(st.st_mtime - time.time()) < 60, "a live file shows its own mtime"
+            expect_errno(errno.EROFS, os.open, log, os.O_WRONLY | os.O_APPEND)
+            expect_errno(errno.EROFS, os.open, base / "ckpt" / "new", os.O_WRONLY | os.O_CREAT)
+            expect_errno(errno.EROFS, os.unlink, log)
+            expect_errno(errno.EROFS, os.mkdir, base / "ckpt" / "sub" / "d")
+        spec = yaml.safe_load(t.run(name, "jobs", "0", "spec.yaml").read_text())
+        assert spec["artifacts"] == [{"path": "ckpt", "mount": True}, "plain"], spec
+        # A descriptor opened before the job writes more reads what it wrote.
+        log = t.run(name, "artifacts", "ckpt", "train.log")
+        with open(log, "rb") as held:
+            assert held.read() == b"epoch 1\n"
+            open(go, "w").close()
+            assert wait_for(lambda: not os.path.exists(go), timeout=20)
+            assert held.read() == b"epoch 2\n", "a live file read stale bytes"
+        assert log.read_text() == "epoch 1\nepoch 2\n"
+        assert t.run(name, "artifacts", "ckpt", "sub", "epoch2.txt").read_text() == "two\n"
+        assert status(t, name).strip() == "running"
+        open(go, "w").close()
+        assert wait_status(t, name) == "done", t.run(name, "logs").read_text()
+    finally:
+        if os.path.exists(go):
+            os.unlink(go)
+    # Stored: the same files, now from the store, with the plain folder.
+    for base in (t.run(name, "artifacts"), t.run(name, "jobs", "0", "artifacts")):
+        assert sorted(os.listdir(base)) == ["ckpt", "plain"]
+        assert (base / "ckpt" / "train.log").read_text() == "epoch 1\nepoch 2\n"
+        assert os.readlink(base / "ckpt" / "latest") == "train.log"
+        assert (base / "plain" / "p.txt").read_text() == "p\n"
+    listed = assert_ok(t.ds("artifacts", "list", name, cwd=t.repo)).stdout
+    assert "ckpt/sub/epoch2.txt" in listed or "epoch2.txt" in listed, listed
 
 
 # --------------------------------------------------------------------------

@@ -111,6 +111,16 @@ def test_seed_curl_provider_writes_its_job(tmp_path):
     }]
 
 
+def test_mounted_artifacts_are_handed_on(tmp_path):
+    # The seed hands workflow.data["artifacts"] on as it is, and dstack
+    # 0.0.x workflows write {path: ./data, mount: true} there (its own
+    # schema would refuse them: only strings).
+    data = dict(SEED_DATA, artifacts=[{"path": "./data", "mount": True}, "logs"])
+    proc, jobs = run_provider(tmp_path, data, schema="type: object\n")
+    assert proc.returncode == 0, proc.stderr
+    assert jobs[0]["artifacts"] == [{"path": "./data", "mount": True}, "logs"]
+
+
 def test_module_comes_from_contrib(tmp_path):
     main = "import dstack\nprint(dstack.__file__)\n"
     proc, _ = run_provider(tmp_path, SEED_DATA, main=main, name="which")
@@ -443,6 +453,12 @@ def test_resources_and_other_fields(tmp_path):
      "job 0: env[0]: expected NAME=VALUE, found 'NOVALUE'"),
     ('Job(commands=["a"], artifacts=[None])',
      "job 0: artifacts[0]: expected a string, found None"),
+    ('Job(commands=["a"], artifacts=[{"path": "out", "mount": "yes"}])',
+     "job 0: artifacts[0].mount: expected true or false, found 'yes'"),
+    ('Job(commands=["a"], artifacts=[{"path": "out", "mnt": True}])',
+     "job 0: artifacts[0]: unknown field 'mnt'"),
+    ('Job(commands=["a"], artifacts=[{"mount": True}])',
+     "job 0: artifacts[0].path: expected a string, found None"),
     ('Job(commands=["a"], working_dir=3)', "job 0: working_dir: expected a string, found 3"),
 ])
 def test_bad_job_fields(tmp_path, job, reason):

@@ -244,7 +244,9 @@ class Job:
     ports        how many free ports the job needs, or the list of port
                  numbers it opens; they reach it as PORT_0, PORT_1, ...
     working_dir  the working directory, relative to the repository
-    artifacts    folders stored as the job's output artifacts (a list)
+    artifacts    folders stored as the job's output artifacts: a list of
+                 paths, or of {"path": P, "mount": True} (shown live in
+                 the /dstack tree while the job runs)
     resources    a ResourceRequirements
     depends_on   the Jobs (of the same create_jobs() list) that must finish
                  before this one starts
@@ -257,7 +259,7 @@ class Job:
                  commands: Optional[List[str]] = None,
                  ports: Optional[Union[int, List[int]]] = None,
                  working_dir: Optional[str] = None,
-                 artifacts: Optional[List[str]] = None,
+                 artifacts: Optional[List[Union[str, Dict[str, Any]]]] = None,
                  resources: Optional[ResourceRequirements] = None,
                  depends_on: Optional[List["Job"]] = None,
                  master: Optional["Job"] = None,
@@ -336,6 +338,34 @@ def _string_list(value, field):
         raise ProviderError("%s: expected a list of strings, found %s"
                             % (field, _kind(value)))
     return [_string(v, "%s[%d]" % (field, i)) for i, v in enumerate(value)]
+
+
+def _artifacts(value, field):
+    """Paths, or {"path": P, "mount": True} as a workflow's artifacts are
+    written, so a provider may pass workflow.data["artifacts"] on."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ProviderError("%s: expected a list of paths, found %s"
+                            % (field, _kind(value)))
+    items = []
+    for i, item in enumerate(value):
+        where = "%s[%d]" % (field, i)
+        if not isinstance(item, dict):
+            items.append(_string(item, where))
+            continue
+        unknown = sorted(set(item) - {"path", "mount"})
+        if unknown:
+            raise ProviderError("%s: unknown field '%s'" % (where, unknown[0]))
+        entry = {"path": _string(item.get("path"), where + ".path")}
+        mount = item.get("mount", False)
+        if not isinstance(mount, bool):
+            raise ProviderError("%s.mount: expected true or false, found %s"
+                                % (where, _show(mount)))
+        if mount:
+            entry["mount"] = True
+        items.append(entry)
+    return items
 
 
 def _env(value, field):
@@ -489,7 +519,7 @@ def jobs_to_json(jobs) -> List[Dict[str, Any]]:
         if job.working_dir is not None:
             doc["working_dir"] = _string(job.working_dir, where + "working_dir")
         if job.artifacts is not None:
-            doc["artifacts"] = _string_list(job.artifacts, where + "artifacts")
+            doc["artifacts"] = _artifacts(job.artifacts, where + "artifacts")
         if job.resources is not None:
             resources = _resources(job.resources, where + "resources")
             if resources:
