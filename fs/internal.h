@@ -88,10 +88,10 @@ struct view_entry {
  * The artifacts of a run as one tree: the union of its jobs' (the higher
  * job wins a path), or one job's.  Folders that only hold artifact paths
  * (out/ of out/models) are made up.  Views of ended runs never change and
- * are kept; a view is reference-counted so a reader keeps it while
- * another replaces it.  A live run's view also shows the folders its
- * jobs mount (artifacts with mount: true) as they are on the host, until
- * the job stores them.
+ * are kept; those of live runs for a moment.  A view is reference-counted
+ * so a reader keeps it while another replaces it.  A live run's view also
+ * shows the folders its jobs mount (artifacts with mount: true) as they
+ * are on the host, until the job stores them.
  */
 struct artifact_view {
 	int64_t run;
@@ -99,6 +99,7 @@ struct artifact_view {
 	int job;
 	bool final;
 	int64_t finished;	/* the run's end, the files' times */
+	int64_t made;		/* CLOCK_MONOTONIC ns, for live runs' views */
 	struct view_entry *entries;	/* sorted by path; [0] is the root */
 	size_t count;
 	size_t *children;

@@ -413,6 +413,38 @@ static int link_target(struct fs *fs, struct store *store, const struct node *no
 	return ret < 0 ? -ENOENT : 0;
 }
 
+/* What every node's attributes start from. */
+static void stat_init(const struct fs *fs, const struct node *node, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = node->ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_nlink = 1;
+	st->st_blksize = 65536;
+	st->st_mtim = st->st_ctim = st->st_atim = fs->mounted;
+}
+
+/* The attributes of an artifact entry, over stat_init's. */
+static void artifact_stat(const struct artifact_view *view, const struct view_entry *entry,
+			  struct stat *st, double *timeout)
+{
+	/* Artifacts are read-only whatever mode they were stored with. */
+	st->st_mode = entry->mode & ~(mode_t)0222;
+	st->st_size = (off_t)(S_ISLNK(entry->mode) && entry->target ?
+			      strlen(entry->target) : entry->size);
+	st->st_nlink = S_ISDIR(entry->mode) ? 2 + entry->subdirs : 1;
+	st->st_blocks = (blkcnt_t)((entry->size + 511) / 512);
+	if (view->final) {
+		timespec_from_ns(&st->st_mtim, view->finished);
+		st->st_ctim = st->st_atim = st->st_mtim;
+		*timeout = FS_FOREVER;
+	} else if (entry->mtime) {
+		timespec_from_ns(&st->st_mtim, entry->mtime);
+		st->st_ctim = st->st_atim = st->st_mtim;
+	}
+}
+
 /* *timeout: how long the kernel may trust the answer. */
 static int node_stat(struct fs *fs, struct store *store, const struct node *node,
 		     struct stat *st, double *timeout)
@@ -425,13 +457,7 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 	uint64_t bytes;
 	int ret = 0;
 
-	memset(st, 0, sizeof(*st));
-	st->st_ino = node->ino;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_nlink = 1;
-	st->st_blksize = 65536;
-	st->st_mtim = st->st_ctim = st->st_atim = fs->mounted;
+	stat_init(fs, node, st);
 	*timeout = 0;
 	switch (node->kind) {
 	case NODE_ROOT:
@@ -483,24 +509,10 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 	case NODE_ARTIFACT:
 		ret = view_get(fs, store, node->name, node->job, &view, &err);
 		entry = ret == 0 ? view_find(view, node->path) : NULL;
-		if (!entry) {
+		if (entry)
+			artifact_stat(view, entry, st, timeout);
+		else
 			ret = -ENOENT;
-			break;
-		}
-		/* Artifacts are read-only whatever mode they were stored with. */
-		st->st_mode = entry->mode & ~(mode_t)0222;
-		st->st_size = (off_t)(S_ISLNK(entry->mode) && entry->target ?
-				      strlen(entry->target) : entry->size);
-		st->st_nlink = S_ISDIR(entry->mode) ? 2 + entry->subdirs : 1;
-		st->st_blocks = (blkcnt_t)((entry->size + 511) / 512);
-		if (view->final) {
-			timespec_from_ns(&st->st_mtim, view->finished);
-			st->st_ctim = st->st_atim = st->st_mtim;
-			*timeout = FS_FOREVER;
-		} else if (entry->mtime) {
-			timespec_from_ns(&st->st_mtim, entry->mtime);
-			st->st_ctim = st->st_atim = st->st_mtim;
-		}
 		break;
 	}
 	view_put(fs, view);
@@ -764,9 +776,13 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-/* The name and node of entry i of a listing (after "." and ".."). */
+/*
+ * The name and node of entry i of a listing (after "." and ".."), and in
+ * an artifact folder its entry of the view listed.
+ */
 static const struct node *listing_node(struct fs *fs, const struct node *dir,
-				       struct listing *list, size_t i, const char **name)
+				       struct listing *list, size_t i, const char **name,
+				       const struct view_entry **artifact)
 {
 	if (list->view) {
 		const struct view_entry *parent = view_find(list->view, dir->path);
@@ -781,8 +797,10 @@ static const struct node *listing_node(struct fs *fs, const struct node *dir,
 		strbuf_addf(&key, "%s/%s", dir->key, *name);
 		node = node_get(&fs->nodes, key.buf, &proto);
 		strbuf_release(&key);
+		*artifact = entry;
 		return node;
 	}
+	*artifact = NULL;
 	*name = list->items[i].name;
 	return node_get(&fs->nodes, list->items[i].key, &list->items[i].proto);
 }
@@ -819,11 +837,17 @@ static void fs_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t
 			entry.attr.st_mode = S_IFDIR;
 			entry.attr.st_ino = dir->ino;
 		} else {
-			node = listing_node(fs, dir, list, i - 2, &name);
-			entry.attr.st_ino = node->ino;
-			/* A name gone since opendir is left out. */
-			if (node_stat(fs, store, node, &entry.attr, &timeout) < 0)
+			const struct view_entry *artifact;
+
+			node = listing_node(fs, dir, list, i - 2, &name, &artifact);
+			/* An artifact as the view listed; any other name gone since
+			 * opendir is left out. */
+			if (artifact) {
+				stat_init(fs, node, &entry.attr);
+				artifact_stat(list->view, artifact, &entry.attr, &timeout);
+			} else if (node_stat(fs, store, node, &entry.attr, &timeout) < 0) {
 				continue;
+			}
 		}
 		entry.ino = node->ino;
 		entry.attr_timeout = timeout;

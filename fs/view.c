@@ -10,12 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs/internal.h"
 
 /* Views kept at most: the ones of ended runs never change. */
 #define VIEW_CACHE_MAX 16
+/*
+ * A live run's view is kept this long: new files show within it, and
+ * `ls -l` of a folder of thousands of live files walks it a few times,
+ * not once per file.
+ */
+#define VIEW_LIVE_NS (100 * 1000000ll)
+
+static int64_t view_clock(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
 
 struct view_builder {
 	struct artifact_view *view;
@@ -293,6 +308,7 @@ static int view_build(struct store *store, const struct store_run *run, int job,
 	builder.view->final = run->finished != 0;
 	builder.view->finished = run->finished;
 	builder.view->refs = 1;
+	builder.view->made = view_clock();
 	root = view_add(&builder, "");
 	root->mode = S_IFDIR | 0755;
 	root->job = -1;
@@ -320,25 +336,34 @@ int view_get(struct fs *fs, struct store *store, const char *run_name, int job,
 	int ret;
 
 	/*
-	 * Only views of ended runs are kept, and a run's name is never given
-	 * again: a kept view answers without asking the catalog (find, ls -lR
-	 * and every open look up a view many times).
+	 * A run's name is never given again: a kept view answers without
+	 * asking the catalog (find, ls -lR and every open look up a view many
+	 * times).  A live run's artifacts still come: its view is made afresh
+	 * once it is VIEW_LIVE_NS old.
 	 */
 	pthread_mutex_lock(&fs->views_lock);
 	for (i = 0; i < fs->view_count; i++) {
-		if (!strcmp(fs->views[i]->name, run_name) && fs->views[i]->job == job) {
-			*view = fs->views[i];
-			(*view)->refs++;
+		struct artifact_view *kept = fs->views[i];
+
+		if (strcmp(kept->name, run_name) || kept->job != job)
+			continue;
+		if (kept->final || view_clock() - kept->made < VIEW_LIVE_NS) {
+			*view = kept;
+			kept->refs++;
 			pthread_mutex_unlock(&fs->views_lock);
 			return 0;
 		}
+		fs->view_count--;
+		memmove(fs->views + i, fs->views + i + 1, (fs->view_count - i) * sizeof(*fs->views));
+		if (--kept->refs == 0)
+			view_free(kept);
+		break;
 	}
 	pthread_mutex_unlock(&fs->views_lock);
 	ret = store_run_find(store, run_name, &run, err);
 	if (ret == 0)
 		ret = view_build(store, &run, job, view, err);
-	/* A live run's artifacts still come: its view is made afresh each time. */
-	if (ret < 0 || !(*view)->final)
+	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&fs->views_lock);
 	if (fs->view_count == VIEW_CACHE_MAX) {
