@@ -5,6 +5,7 @@
  * the ones it started, so none is lost.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +196,14 @@ int fs_mount(const struct fs_options *options, struct error *err)
 		return error_set(err, -EIO, "cannot go to the background");
 	}
 	fs_register(&fs, true);
+	/*
+	 * Reads allocate and free buffers of a chunk's size (about 1 MiB) all
+	 * the time; above glibc's mmap threshold each is a fresh mapping whose
+	 * pages fault in, zeroed, on first touch.  Kept in the heap (chunks
+	 * are 4 MiB at most) they are reused.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 	if (fuse_set_signal_handlers(fs.session) != 0) {
 		ret = error_set(err, -EIO, "cannot catch signals");
 	} else {
