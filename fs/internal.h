@@ -117,6 +117,18 @@ void view_cache_release(struct fs *fs);
 /* A run a ctl write started, run by a thread of the daemon. */
 struct fs_run;
 
+/*
+ * What an open or opendir hands the kernel (fi->fh).  The kernel sends no
+ * release for what is still open when the tree goes (SIGTERM, umount -l),
+ * so the daemon keeps a list and frees what is left at teardown.
+ */
+struct fs_handle {
+	struct fs_handle *prev, *next;
+	void (*free)(struct fs *fs, struct fs_handle *handle);
+};
+/* Frees every handle the kernel did not release (at teardown). */
+void fs_handles_release(struct fs *fs);
+
 struct fs {
 	struct fs_options options;
 	char *repo;		/* the identity of the mounted repository's runs */
@@ -132,6 +144,8 @@ struct fs {
 	pthread_mutex_t runs_lock;
 	pthread_cond_t runs_changed;
 	struct fs_run *runs;	/* a list */
+	pthread_mutex_t handles_lock;
+	struct fs_handle *handles;	/* a list */
 	bool stopping;
 	pthread_once_t read_ahead_once;
 };

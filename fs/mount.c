@@ -72,6 +72,7 @@ static int fs_setup(struct fs *fs, const struct fs_options *options, struct erro
 	node_table_init(&fs->nodes);
 	pthread_mutex_init(&fs->views_lock, NULL);
 	pthread_mutex_init(&fs->runs_lock, NULL);
+	pthread_mutex_init(&fs->handles_lock, NULL);
 	pthread_cond_init(&fs->runs_changed, NULL);
 	fs->read_ahead_once = (pthread_once_t)PTHREAD_ONCE_INIT;
 	/* The root is node 1, FUSE_ROOT_ID. */
@@ -81,10 +82,12 @@ static int fs_setup(struct fs *fs, const struct fs_options *options, struct erro
 
 static void fs_teardown(struct fs *fs)
 {
+	fs_handles_release(fs);
 	view_cache_release(fs);
 	node_table_release(&fs->nodes);
 	pthread_mutex_destroy(&fs->views_lock);
 	pthread_mutex_destroy(&fs->runs_lock);
+	pthread_mutex_destroy(&fs->handles_lock);
 	pthread_cond_destroy(&fs->runs_changed);
 	free(fs->repo);
 	free(fs->root);

@@ -43,6 +43,39 @@ static void reply_error(fuse_req_t req, int ret)
 	fuse_reply_err(req, ret < 0 ? -ret : EIO);
 }
 
+static void handle_track(struct fs *fs, struct fs_handle *handle,
+			 void (*free_fn)(struct fs *fs, struct fs_handle *handle))
+{
+	handle->free = free_fn;
+	pthread_mutex_lock(&fs->handles_lock);
+	handle->prev = NULL;
+	handle->next = fs->handles;
+	if (fs->handles)
+		fs->handles->prev = handle;
+	fs->handles = handle;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+/* Releases a handle the kernel is done with. */
+static void handle_release(struct fs *fs, struct fs_handle *handle)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (handle->prev)
+		handle->prev->next = handle->next;
+	else
+		fs->handles = handle->next;
+	if (handle->next)
+		handle->next->prev = handle->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+	handle->free(fs, handle);
+}
+
+void fs_handles_release(struct fs *fs)
+{
+	while (fs->handles)
+		handle_release(fs, fs->handles);
+}
+
 /* Lists of a folder, made at opendir so that readdir pages agree. */
 struct listing_item {
 	char *name;
@@ -51,6 +84,7 @@ struct listing_item {
 };
 
 struct listing {
+	struct fs_handle handle;	/* first: fi->fh points at both */
 	struct listing_item *items;
 	size_t count;
 	struct artifact_view *view;	/* artifact folders: the view listed */
@@ -73,10 +107,12 @@ static void listing_add(struct listing *list, const struct node *parent, const c
 	item->key = key.buf;
 }
 
-static void listing_free(struct listing *list)
+static void listing_free(struct fs *fs, struct fs_handle *handle)
 {
+	struct listing *list = (struct listing *)handle;
 	size_t i;
 
+	view_put(fs, list->view);
 	for (i = 0; i < list->count; i++) {
 		free(list->items[i].name);
 		free(list->items[i].proto.name);
@@ -429,8 +465,9 @@ static void stat_init(const struct fs *fs, const struct node *node, struct stat 
 static void artifact_stat(const struct artifact_view *view, const struct view_entry *entry,
 			  struct stat *st, double *timeout)
 {
-	/* Artifacts are read-only whatever mode they were stored with. */
-	st->st_mode = entry->mode & ~(mode_t)0222;
+	/* Artifacts are read-only whatever mode they were stored with; a
+	 * symlink is 0777 as on any Linux file system (rsync compares it). */
+	st->st_mode = S_ISLNK(entry->mode) ? S_IFLNK | 0777 : entry->mode & ~(mode_t)0222;
 	st->st_size = (off_t)(S_ISLNK(entry->mode) && entry->target ?
 			      strlen(entry->target) : entry->size);
 	st->st_nlink = S_ISDIR(entry->mode) ? 2 + entry->subdirs : 1;
@@ -754,11 +791,11 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int ret = !node ? -ENOENT : !store ? -EIO : listing_make(fs, store, node, list);
 
 	if (ret < 0) {
-		view_put(fs, list->view);
-		listing_free(list);
+		listing_free(fs, &list->handle);
 		reply_error(req, ret == -ENOENT || ret == -ENOTDIR ? ret : -EIO);
 		return;
 	}
+	handle_track(fs, &list->handle, listing_free);
 	fi->fh = (uint64_t)(uintptr_t)list;
 	/* Artifact folders never change: the kernel may keep their listing. */
 	fi->cache_readdir = list->view && list->view->final;
@@ -771,8 +808,7 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct listing *list = (struct listing *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	view_put(req_fs(req), list->view);
-	listing_free(list);
+	handle_release(req_fs(req), &list->handle);
 	fuse_reply_err(req, 0);
 }
 
@@ -881,6 +917,7 @@ static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* What an open file reads from. */
 struct open_file {
+	struct fs_handle handle;	/* first: fi->fh points at both */
 	const struct node *node;
 	struct strbuf text;		/* status, info, spec: as at open */
 	struct artifact_view *view;	/* artifacts */
@@ -890,6 +927,19 @@ struct open_file {
 	int64_t run;			/* logs */
 	int live_fd;			/* a file of a live job's folder, or -1 */
 };
+
+static void open_file_free(struct fs *fs, struct fs_handle *handle)
+{
+	struct open_file *file = (struct open_file *)handle;
+
+	if (file->live_fd >= 0)
+		close(file->live_fd);
+	view_put(fs, file->view);
+	strbuf_release(&file->text);
+	strbuf_release(&file->answer.text);
+	pthread_mutex_destroy(&file->answer_lock);
+	free(file);
+}
 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -939,14 +989,12 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		ret = -EISDIR;
 	}
 	if (ret < 0) {
-		view_put(fs, file->view);
-		strbuf_release(&file->text);
-		pthread_mutex_destroy(&file->answer_lock);
-		free(file);
+		open_file_free(fs, &file->handle);
 		reply_error(req, ret == -ENOENT || ret == -EROFS || ret == -EACCES ||
 				 ret == -EISDIR ? ret : -EIO);
 		return;
 	}
+	handle_track(fs, &file->handle, open_file_free);
 	fi->fh = (uint64_t)(uintptr_t)file;
 	fuse_reply_open(req, fi);
 }
@@ -956,13 +1004,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *file = (struct open_file *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	if (file->live_fd >= 0)
-		close(file->live_fd);
-	view_put(req_fs(req), file->view);
-	strbuf_release(&file->text);
-	strbuf_release(&file->answer.text);
-	pthread_mutex_destroy(&file->answer_lock);
-	free(file);
+	handle_release(req_fs(req), &file->handle);
 	fuse_reply_err(req, 0);
 }
 
