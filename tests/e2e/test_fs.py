@@ -12,12 +12,16 @@ import os
 import queue
 import random
 import re
+import select
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -182,6 +186,15 @@ def force_unmount(mnt, marker=None):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def unmount_all(ds, *paths):
+    """A test's own mounts: umount, wait for the daemon, then force."""
+    for p in paths:
+        if is_mounted(p):
+            ds("umount", p, timeout=30)
+            wait_for(lambda: not daemon_pids(p), timeout=20)
+        force_unmount(p)
 
 
 class Tree:
@@ -908,6 +921,14 @@ def test_user_tools_work_on_an_artifacts_folder(tree):
     want = sh(f"cd {dl} && find . -printf '%p %y\\n' | sort").stdout
     assert cp.stdout == want
 
+    cp = sh(f"rsync -a {arts}/out/ {tmp}/rsynced/")
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    assert snapshot(tmp / "rsynced") == snapshot(arts / "out")
+    assert sh(f"diff -r {tmp}/rsynced {dl}/out").returncode == 0
+    # A second rsync finds nothing to copy: sizes and mtimes hold still.
+    cp = sh(f"rsync -a --itemize-changes {arts}/out/ {tmp}/rsynced/")
+    assert cp.returncode == 0 and cp.stdout == "", cp.stdout + cp.stderr
+
     cp = sh(f"du -s {arts}")
     assert cp.returncode == 0 and cp.stderr == "", cp.stderr
     assert int(cp.stdout.split()[0]) >= BIG_SIZE // 1024, cp.stdout
@@ -1196,6 +1217,113 @@ def test_umount_finishes_the_runs_the_daemon_started(tree):
     assert "last line" in assert_ok(t.ds("logs", live)).stdout
 
 
+def test_sigterm_unmounts_and_finishes_live_runs(tree):
+    # As `dstack umount`: the tree goes at once, the live run is finished.
+    t = tree
+    [pid] = daemon_pids(t.mnt)
+    live = start(t, "slow")
+    wait_status(t, live, {"running"})
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: not is_mounted(t.mnt), timeout=10), "SIGTERM left the tree mounted"
+    assert _alive(pid), "the daemon left before its run ended"
+    assert wait_for(lambda: not _alive(pid), timeout=30), "the daemon did not exit"
+    rows = {r["RUN"]: r for r in ps_all(t)}
+    assert rows[live]["STATUS"] == "done", rows[live]
+    assert "last line" in assert_ok(t.ds("logs", live)).stdout
+
+
+def test_statfs_and_df(tree):
+    t = tree
+    name = make_run(t)
+    for where in (t.mnt, t.run(name, "artifacts", "out")):
+        vfs = os.statvfs(where)
+        assert vfs.f_namemax == 255
+        assert vfs.f_bsize > 0 and vfs.f_frsize > 0
+        assert 0 < vfs.f_bavail <= vfs.f_bfree <= vfs.f_blocks, vfs
+    cp = sh(f"df -P {t.mnt}")
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    assert cp.stdout.splitlines()[1].split()[-1] == str(t.mnt), cp.stdout
+
+
+def test_select_and_poll_never_block_reads(tree):
+    # No poll operation: the kernel counts every file ready, so select and
+    # poll return at once and the read that follows has the data.
+    t = tree
+    live = start(t, "forever")
+    wait_status(t, live, {"running"})
+    assert wait_for(lambda: "started" in t.run(live, "logs").read_text(), timeout=20)
+    for path in (t.run(live, "logs"), t.run(live, "status")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            ready, _, _ = select.select([fd], [], [], 5)
+            assert ready == [fd], f"select on {path} did not return ready"
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            assert p.poll(5000) == [(fd, select.POLLIN)], path
+            assert os.read(fd, 4096)
+        finally:
+            os.close(fd)
+    fd = os.open(t.path("ctl"), os.O_RDWR)
+    try:
+        os.write(fd, b"make\n")
+        ready, _, _ = select.select([fd], [], [], 5)
+        assert ready == [fd]
+        assert RUN_NAME.match(os.read(fd, 4096).decode().strip())
+    finally:
+        os.close(fd)
+    assert_ok(t.ds("stop", live, cwd=t.repo))
+
+
+def as_nobody(*argv):
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_only_the_mounting_user_unless_allow_other(ds, tmp_path):
+    # Mount points another user can reach: pytest's folders are 0700.
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"lines": 1, "token": 1},
+                     files={"data/small.txt": "hello small\n", "data/run.sh": "echo hi\n"})
+    write_random(repo / "data" / "big.bin", 1000, seed=1)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "data")
+    top = Path(tempfile.mkdtemp(prefix="dstack-test-"))
+    top.chmod(0o755)
+    private, shared = top / "private", top / "shared"
+    private.mkdir()
+    shared.mkdir()
+    try:
+        assert_ok(ds("mount", private, cwd=repo, env=mount_env(tmp_path), timeout=60))
+        cp = as_nobody("ls", private)
+        assert cp.returncode != 0 and "Permission denied" in cp.stderr, cp.stderr
+        cp = as_nobody("cat", private / "ctl")
+        assert cp.returncode != 0 and "Permission denied" in cp.stderr, cp.stderr
+        assert_ok(ds("umount", private, timeout=60))
+        assert wait_for(lambda: not daemon_pids(private), timeout=20)
+
+        assert_ok(ds("mount", "-o", "allow_other", shared, cwd=repo, env=mount_env(tmp_path),
+                     timeout=60))
+        code, answer = ctl(shared / "ctl", "make\n")
+        assert code == 0, answer
+        [name] = answer
+        assert wait_for(lambda: (shared / "runs" / name / "status").read_text() == "done\n",
+                        timeout=30)
+        cp = as_nobody("ls", shared / "runs")
+        assert cp.returncode == 0 and cp.stdout.split() == [name], cp.stdout + cp.stderr
+        cp = as_nobody("cat", shared / "runs" / name / "artifacts" / "out" / "small.txt")
+        assert cp.returncode == 0 and cp.stdout == "hello small\n", cp.stderr
+        # default_permissions: the modes hold; ctl is the owner's to write.
+        cp = as_nobody("sh", "-c", f"echo make > {shared}/ctl")
+        assert cp.returncode != 0 and "Permission denied" in cp.stderr, cp.stderr
+        assert os.listdir(shared / "runs") == [name], "another user started a run"
+    finally:
+        unmount_all(ds, private, shared)
+        if not is_mounted(private) and not is_mounted(shared):
+            shutil.rmtree(top)
+    assert not asan_reports(tmp_path), [r.read_text()[-4000:] for r in asan_reports(tmp_path)]
+
+
 # --------------------------------------------------------------------------
 # 13. mount's own errors
 
@@ -1223,9 +1351,5 @@ def test_mount_errors(ds, tmp_path):
         assert_error(cp)
         assert not daemon_pids(afile)
     finally:
-        for p in (mnt, afile):
-            if is_mounted(p):
-                ds("umount", p, timeout=30)
-                wait_for(lambda: not daemon_pids(p), timeout=10)
-            force_unmount(p)
+        unmount_all(ds, mnt, afile)
         assert not is_mounted(mnt) and not is_mounted(afile)
