@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (ISO_UTC, MiB, RUN_NAME, assert_error, assert_ok, describe, git,
-                      make_repo, no_process, parse_table, snapshot, wait_for, write_random)
+from conftest import (BIN, ISO_UTC, REPO, MiB, RUN_NAME, assert_error, assert_ok, describe,
+                      git, make_repo, no_process, parse_table, snapshot, wait_for,
+                      write_random)
 
 FINAL = {"done", "failed", "stopped", "aborted"}
 INFO_KEYS = ["workflow", "provider", "args", "tag", "submitted", "started", "finished",
@@ -1322,6 +1323,58 @@ def test_only_the_mounting_user_unless_allow_other(ds, tmp_path):
         if not is_mounted(private) and not is_mounted(shared):
             shutil.rmtree(top)
     assert not asan_reports(tmp_path), [r.read_text()[-4000:] for r in asan_reports(tmp_path)]
+
+
+UNIT = REPO / "contrib" / "systemd" / "dstack-mount.service"
+
+
+def unit_settings(text):
+    """The [Service] section's settings of a unit file, as a dict."""
+    settings, section = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings[key] = value
+    return settings
+
+
+def test_systemd_unit_mounts_the_tree_and_stops_on_its_kill_signal(ds, tmp_path):
+    # No systemd runs here: the unit is checked by systemd-analyze, and its
+    # ExecStart is run as systemd would, with the EnvironmentFile's settings,
+    # at a temporary mount point instead of /dstack.
+    if shutil.which("systemd-analyze"):
+        cp = sh(f"systemd-analyze verify --man=no {UNIT}")
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+    settings = unit_settings(UNIT.read_text())
+    assert settings["Type"] == "simple" and settings["KillSignal"] == "SIGTERM"
+    assert settings["EnvironmentFile"] == "/etc/default/dstack-mount"
+    argv = shlex.split(settings["ExecStart"])
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[2].endswith(" /dstack"), argv
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    argv[2] = argv[2][:-len("/dstack")] + shlex.quote(str(mnt))
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"lines": 1, "token": 1})
+    env = {"PATH": f"{BIN.parent}:/usr/bin:/bin", "DSTACK_REPO": str(repo),
+           "DSTACK_HOME": str(ds.home), **mount_env(tmp_path)}
+    daemon = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert wait_for(lambda: is_mounted(mnt), timeout=30), "the unit's command mounted nothing"
+        assert daemon_pids(mnt) == [daemon.pid], "the unit's process is not the daemon itself"
+        assert sorted(os.listdir(mnt / "workflows"))[:2] == ["after", "badprov"]
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=30)
+        assert daemon.returncode == 0, err
+        assert not is_mounted(mnt)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+        unmount_all(ds, mnt)
+    assert not asan_reports(tmp_path)
 
 
 # --------------------------------------------------------------------------
