@@ -1357,8 +1357,8 @@ def test_systemd_unit_mounts_the_tree_and_stops_on_its_kill_signal(ds, tmp_path)
     mnt.mkdir()
     argv[2] = argv[2][:-len("/dstack")] + shlex.quote(str(mnt))
     repo = make_repo(tmp_path / "repo", WORKFLOWS % {"lines": 1, "token": 1})
-    env = {"PATH": f"{BIN.parent}:/usr/bin:/bin", "DSTACK_REPO": str(repo),
-           "DSTACK_HOME": str(ds.home), **mount_env(tmp_path)}
+    env = dict(os.environ, PATH=f"{BIN.parent}:/usr/bin:/bin", DSTACK_REPO=str(repo),
+               DSTACK_HOME=str(ds.home), **mount_env(tmp_path))
     daemon = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
