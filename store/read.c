@@ -167,6 +167,52 @@ static void chunk_cache_put(struct cached_chunk *chunk)
 }
 
 /*
+ * A new entry for hash, in the table and loading, under the lock: two
+ * references, the table's and the loader's.
+ */
+static struct cached_chunk *chunk_cache_claim(const uint8_t *hash, uint32_t size)
+{
+	struct cached_chunk *chunk = xmalloc(sizeof(*chunk) + size);
+
+	memset(chunk, 0, sizeof(*chunk));
+	memcpy(chunk->hash, hash, STORE_HASH_SIZE);
+	chunk->size = size;
+	chunk->refs = 2;
+	chunk->in_table = true;
+	chunk->state = CACHED_CHUNK_LOADING;
+	if (chunk_cache.count >= chunk_cache.bucket_count)
+		chunk_cache_grow();
+	*chunk_cache_link(hash) = chunk;
+	chunk_cache.count++;
+	return chunk;
+}
+
+/*
+ * Reads and verifies a claimed entry's bytes and wakes its waiters: the
+ * entry, still referenced, or NULL (it is out of the table) with err set.
+ */
+static struct cached_chunk *chunk_cache_fill(struct store *store, struct cached_chunk *chunk,
+					     struct error *err)
+{
+	if (object_read(store, chunk->hash, chunk->data, chunk->size, true, err) < 0) {
+		pthread_mutex_lock(&chunk_cache.lock);
+		chunk_cache_remove(chunk);
+		chunk->state = CACHED_CHUNK_FAILED;
+		chunk_cache_put_locked(chunk);
+		chunk = NULL;
+	} else {
+		pthread_mutex_lock(&chunk_cache.lock);
+		chunk->state = CACHED_CHUNK_READY;
+		chunk_cache_lru_push(chunk);
+		chunk_cache.bytes += cached_chunk_cost(chunk);
+		chunk_cache_trim();
+	}
+	pthread_cond_broadcast(&chunk_cache.loaded);
+	pthread_mutex_unlock(&chunk_cache.lock);
+	return chunk;
+}
+
+/*
  * The chunk named by hash, from the cache or else read, verified and
  * cached; the caller puts the reference it gets.  NULL on failure, with
  * err filled.
@@ -205,36 +251,28 @@ static struct cached_chunk *chunk_cache_get(struct store *store, const uint8_t *
 		/* Its loader failed and took it out: try again, for our own error. */
 		chunk_cache_put_locked(chunk);
 	}
-	chunk = xmalloc(sizeof(*chunk) + size);
-	memset(chunk, 0, sizeof(*chunk));
-	memcpy(chunk->hash, hash, STORE_HASH_SIZE);
-	chunk->size = size;
-	chunk->refs = 2;
-	chunk->in_table = true;
-	chunk->state = CACHED_CHUNK_LOADING;
-	if (chunk_cache.count >= chunk_cache.bucket_count)
-		chunk_cache_grow();
-	*chunk_cache_link(hash) = chunk;
-	chunk_cache.count++;
+	chunk = chunk_cache_claim(hash, size);
 	pthread_mutex_unlock(&chunk_cache.lock);
-
-	if (object_read(store, hash, chunk->data, size, true, err) < 0) {
-		pthread_mutex_lock(&chunk_cache.lock);
-		chunk_cache_remove(chunk);
-		chunk->state = CACHED_CHUNK_FAILED;
-		chunk_cache_put_locked(chunk);
-		chunk = NULL;
-	} else {
-		pthread_mutex_lock(&chunk_cache.lock);
-		chunk->state = CACHED_CHUNK_READY;
-		chunk_cache_lru_push(chunk);
-		chunk_cache.bytes += cached_chunk_cost(chunk);
-		chunk_cache_trim();
-	}
-	pthread_cond_broadcast(&chunk_cache.loaded);
-	pthread_mutex_unlock(&chunk_cache.lock);
-	return chunk;
+	return chunk_cache_fill(store, chunk, err);
 }
+
+/*
+ * Loads the chunk named by hash into the cache unless it is there or
+ * being loaded.  Errors are left for chunk_cache_get to meet again.
+ */
+static void chunk_cache_load(struct store *store, const uint8_t *hash, uint32_t size)
+{
+	struct cached_chunk *chunk = NULL;
+	struct error ignored = { 0 };
+
+	pthread_mutex_lock(&chunk_cache.lock);
+	if (!chunk_cache.bucket_count || !*chunk_cache_link(hash))
+		chunk = chunk_cache_claim(hash, size);
+	pthread_mutex_unlock(&chunk_cache.lock);
+	if (chunk && (chunk = chunk_cache_fill(store, chunk, &ignored)))
+		chunk_cache_put(chunk);
+}
+
 
 /*
  * Chunks are found by summing sizes from the first: a file has about one
@@ -256,6 +294,22 @@ int store_entry_pread(struct store *store, const struct store_entry *entry, void
 		return 0;
 	if (size > entry->size - offset)
 		size = (size_t)(entry->size - offset);
+	/*
+	 * The kernel's readahead asks for neighbouring ranges on several
+	 * threads at once, and neighbours share a chunk at their edge.  Each
+	 * thread first loads what no other is loading, then waits for the
+	 * rest: taken in order, the second thread would wait for the shared
+	 * chunk before starting on its own, and one core would do the work.
+	 */
+	for (i = 0; i < entry->chunk_count && start < offset + size; i++, start = end) {
+		const uint8_t *record = entry->chunks + i * STORE_CHUNK_RECORD_SIZE;
+		uint32_t chunk_size = le32_get(record + STORE_HASH_SIZE);
+
+		end = start + chunk_size;
+		if (end > offset && chunk_size <= CHUNK_SIZE_LIMIT)
+			chunk_cache_load(store, record, chunk_size);
+	}
+	start = 0;
 	for (i = 0; i < entry->chunk_count && copied < size; i++, start = end) {
 		const uint8_t *record = entry->chunks + i * STORE_CHUNK_RECORD_SIZE;
 		uint32_t chunk_size = le32_get(record + STORE_HASH_SIZE);
