@@ -207,6 +207,7 @@ int fs_mount(const struct fs_options *options, struct error *err)
 	 */
 	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+	mallopt(M_ARENA_MAX, 1);
 	if (fuse_set_signal_handlers(fs.session) != 0) {
 		ret = error_set(err, -EIO, "cannot catch signals");
 	} else {
