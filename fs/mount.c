@@ -203,7 +203,8 @@ int fs_mount(const struct fs_options *options, struct error *err)
 	 * Reads allocate and free buffers of a chunk's size (about 1 MiB) all
 	 * the time; above glibc's mmap threshold each is a fresh mapping whose
 	 * pages fault in, zeroed, on first touch.  Kept in the heap (chunks
-	 * are 4 MiB at most) they are reused.
+	 * are 4 MiB at most) they are reused, and in one arena, since a chunk
+	 * loaded by one thread is freed by whichever evicts it.
 	 */
 	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
