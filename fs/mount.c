@@ -199,6 +199,7 @@ int fs_mount(const struct fs_options *options, struct error *err)
 		return error_set(err, -EIO, "cannot go to the background");
 	}
 	fs_register(&fs, true);
+	runner_git_hold();
 	/*
 	 * Reads allocate and free buffers of a chunk's size (about 1 MiB) all
 	 * the time; above glibc's mmap threshold each is a fresh mapping whose
@@ -222,6 +223,7 @@ int fs_mount(const struct fs_options *options, struct error *err)
 	fs_register(&fs, false);
 	fuse_session_unmount(fs.session);
 	ctl_runs_finish(&fs);
+	runner_git_release();
 	fuse_session_destroy(fs.session);
 	fs_teardown(&fs);
 	return ret;

@@ -58,6 +58,14 @@ int runner_reap_orphans(struct store *store, struct error *err);
 int runner_daemon_find(struct store *store, const char *repo, struct store_daemon *daemon,
 		       struct error *err);
 
+/*
+ * A process that takes many runs (the daemon) keeps libgit2 started
+ * between them: starting it parses the system's CA bundle, about 5 ms a
+ * run.  Each hold is ended by a release.
+ */
+void runner_git_hold(void);
+void runner_git_release(void);
+
 /* The identity runs of the repository around cwd are recorded under. */
 int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err);
 /* The working tree root of the repository around cwd. */

@@ -45,6 +45,16 @@ static char *snapshot_remote_url(git_repository *repo)
 	return url;
 }
 
+void runner_git_hold(void)
+{
+	git_libgit2_init();
+}
+
+void runner_git_release(void)
+{
+	git_libgit2_shutdown();
+}
+
 /*
  * Opens the repository around cwd.  libgit2 is started here and stopped
  * in snapshot_close (it counts), so its global state is freed each time.
