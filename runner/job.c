@@ -337,6 +337,16 @@ static void job_say_end(struct job_output *out, const struct job_slot *slot,
 	}
 }
 
+static bool job_mounts_artifacts(const struct job_spec *spec)
+{
+	size_t i;
+
+	for (i = 0; i < spec->artifact_count; i++)
+		if (spec->artifacts[i].mount)
+			return true;
+	return false;
+}
+
 int job_run(struct store *store, struct job_slot *slot, struct error *err)
 {
 	const struct run_context *ctx = slot->ctx;
@@ -443,7 +453,8 @@ out:
 	job_cgroup_destroy(&cg);
 	artifact_names_release(&ro);
 	/* Stored by now, or never to be: the tree stops showing the folders. */
-	if (store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
+	if (job_mounts_artifacts(spec) &&
+	    store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
 		ret = err->code;
 	fs_remove_tree(root.buf);
 	strbuf_release(&out.pending);
