@@ -17,6 +17,7 @@
 #   TMPDIR       where the work folder goes (default /var/tmp; the repository
 #                and the disk DSTACK_HOME live there)
 #   SKIP_TMPFS=1 skip the extra dstack row with DSTACK_HOME on /dev/shm
+#   SKIP_CTL=1   skip the row of runs started through a mounted tree's ctl
 #   SKIP_DOCKER=1, SKIP_SNAKEMAKE=1, SKIP_BWRAP=1   report that peer skipped
 #   NO_INSTALL=1 do not apt-get install missing peers (they are then reported
 #                unavailable)
@@ -94,6 +95,7 @@ SHM_HOME=
 dockerd_pid=
 image=
 DOCKER=
+ctl_mounted=
 cleanup() {
     set +e
     if [ -n "$image" ] && [ -n "$DOCKER" ]; then
@@ -107,6 +109,7 @@ cleanup() {
         wait "$dockerd_pid" 2>/dev/null
     fi
     [ -z "$SHM_HOME" ] || rm -rf "$SHM_HOME"
+    [ -z "$ctl_mounted" ] || "$DSTACK" umount "$CTL_MNT" 2>/dev/null
     if [ -n "${KEEP_WORK:-}" ]; then note "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -120,10 +123,12 @@ export HOME=$WORK/home GIT_CONFIG_NOSYSTEM=1
 mkdir -p "$HOME"
 
 # The timing harness: `time OUT RUNS WARMUP LOG CMD...` runs CMD WARMUP+RUNS
-# times, writes the timed runs' milliseconds to OUT (one a line); `stats FILE
-# [FIRST [LAST]]` prints "n median p90 total" over lines FIRST..LAST.
+# times, writes the timed runs' milliseconds to OUT (one a line); `ctl OUT
+# RUNS WARMUP MNT WORKFLOW` does the same for runs started by writing to a
+# mounted tree's ctl, until their status is final; `stats FILE [FIRST
+# [LAST]]` prints "n median p90 total" over lines FIRST..LAST.
 cat >"$WORK/harness.py" <<'EOF'
-import math, statistics, subprocess, sys, time
+import math, os, statistics, subprocess, sys, time
 
 def timeit(out, runs, warmup, log, cmd):
     times = []
@@ -151,8 +156,39 @@ def stats(path, first=1, last=None):
     print("%d %.2f %.2f %.3f" % (len(s), statistics.median(s), p90, sum(s) / 1000))
     return 0
 
+def timectl(out, runs, warmup, mnt, workflow):
+    """A run through a mounted tree: the write to ctl, the run name read
+    back on the same descriptor, until runs/RUN/status reads done."""
+    times = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter_ns()
+        fd = os.open(mnt + "/ctl", os.O_RDWR)
+        try:
+            os.write(fd, (workflow + "\n").encode())
+            name = os.read(fd, 4096).decode().strip()
+        finally:
+            os.close(fd)
+        status = mnt + "/runs/" + name + "/status"
+        while True:
+            with open(status) as f:
+                word = f.read().strip()
+            if word not in ("submitted", "downloading", "running", "uploading"):
+                break
+            time.sleep(0.0002)
+        t1 = time.perf_counter_ns()
+        if word != "done":
+            sys.stderr.write("run %d through %s/ctl: %s\n" % (i + 1, mnt, word))
+            return 3
+        if i >= warmup:
+            times.append((t1 - t0) / 1e6)
+    with open(out, "w") as f:
+        f.writelines("%.3f\n" % t for t in times)
+    return 0
+
 if sys.argv[1] == "time":
     sys.exit(timeit(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:]))
+if sys.argv[1] == "ctl":
+    sys.exit(timectl(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]))
 a = sys.argv[2:]
 sys.exit(stats(a[0], *(int(x) for x in a[1:])))
 EOF
@@ -228,9 +264,31 @@ if [ -z "${SKIP_TMPFS:-}" ] && [ "$(df -PT /dev/shm 2>/dev/null | awk 'NR == 2 {
     SHM_HOME=$(mktemp -d /dev/shm/dstack-run-bench.XXXXXX)
     DSTACK_HOME=$SHM_HOME/home bench dstack_tmpfs "$RUNS" "$WARMUP" "$DSTACK" run t || true
 fi
+
+# 5. The same run through the tree: `echo t > ctl` to a daemon that stays
+# loaded, until the run's status reads done (no process starts but the job).
+LABEL[dstack_ctl]="echo t > /dstack/ctl, until status is done (daemon)"
+CTL_MNT=$WORK/tree
+mkdir -p "$CTL_MNT"
+if [ -n "${SKIP_CTL:-}" ]; then
+    UNAVAIL[dstack_ctl]="skipped (SKIP_CTL set)"
+elif ! DSTACK_HOME=$WORK/dstack-ctl "$DSTACK" mount "$CTL_MNT" 2>"$WORK/ctl-mount.err"; then
+    UNAVAIL[dstack_ctl]="dstack mount failed: $(tail -n 1 "$WORK/ctl-mount.err")"
+else
+    ctl_mounted=1
+    note "$(printf '%-13s %d runs (+%d warm-up): echo t > %s/ctl' dstack_ctl "$RUNS" "$WARMUP" "$CTL_MNT")"
+    if "$PY" "$WORK/harness.py" ctl "$WORK/ctl.times" "$RUNS" "$WARMUP" "$CTL_MNT" t \
+        2>"$WORK/ctl.harness"; then
+        read -r "N[dstack_ctl]" "MED[dstack_ctl]" "P90[dstack_ctl]" _ \
+            < <("$PY" "$WORK/harness.py" stats "$WORK/ctl.times")
+    else
+        UNAVAIL[dstack_ctl]="failed: $(tail -n 1 "$WORK/ctl.harness")"
+    fi
+    "$DSTACK" umount "$CTL_MNT" 2>/dev/null && ctl_mounted=
+fi
 cd "$WORK"
 
-# 5. bubblewrap.
+# 6. bubblewrap.
 LABEL[bwrap]="bwrap --unshare-all --ro-bind / / true"
 if [ -n "${SKIP_BWRAP:-}" ]; then
     UNAVAIL[bwrap]="skipped (SKIP_BWRAP set)"
@@ -241,7 +299,7 @@ else
     bench bwrap "$RUNS" "$WARMUP" bwrap --unshare-all --ro-bind / / true || true
 fi
 
-# 6. docker run --rm IMAGE true, IMAGE imported from a busybox-static rootfs.
+# 7. docker run --rm IMAGE true, IMAGE imported from a busybox-static rootfs.
 docker_setup() {
     DOCKER=/usr/bin/docker   # Debian's client, the daemon's own version
     [ -x "$DOCKER" ] || DOCKER=$(command -v docker) || { DOCKER=; UNAVAIL[docker]=$(why_missing docker.io); return 1; }
@@ -280,7 +338,7 @@ elif docker_setup; then
     bench docker "$SLOW_RUNS" 1 "$DOCKER" run --rm "$image" true || true
 fi
 
-# 7. snakemake, one rule running `true`, forced every time.
+# 8. snakemake, one rule running `true`, forced every time.
 LABEL[snakemake]="snakemake -c1 --forceall, one rule"
 if [ -n "${SKIP_SNAKEMAKE:-}" ]; then
     UNAVAIL[snakemake]="skipped (SKIP_SNAKEMAKE set)"
@@ -306,7 +364,7 @@ echo "work folder on $home_fs; RUNS=$RUNS (docker, snakemake: SLOW_RUNS=$SLOW_RU
 echo
 echo "| tool | runs | median ms | p90 ms | ratio to dstack (median) |"
 echo "|---|---|---|---|---|"
-for k in floor dstack dstack_tmpfs bwrap docker snakemake; do
+for k in floor dstack dstack_tmpfs dstack_ctl bwrap docker snakemake; do
     [ -n "${LABEL[$k]:-}" ] || continue
     name=${LABEL[$k]}
     [ -z "${VERSION[$k]:-}" ] || name="$name (${VERSION[$k]})"
