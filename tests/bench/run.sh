@@ -130,22 +130,29 @@ mkdir -p "$HOME"
 cat >"$WORK/harness.py" <<'EOF'
 import math, os, statistics, subprocess, sys, time
 
-def timeit(out, runs, warmup, log, cmd):
+def measure(out, runs, warmup, once):
+    """Times once(i) WARMUP+RUNS times; it returns None, or why it failed."""
     times = []
     for i in range(warmup + runs):
-        with open(log, "wb") as err:
-            t0 = time.perf_counter_ns()
-            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err).returncode
-            t1 = time.perf_counter_ns()
-        if rc != 0:
-            sys.stderr.write("run %d of %s: exit %d\n" % (i + 1, cmd[0], rc))
+        t0 = time.perf_counter_ns()
+        failed = once(i)
+        t1 = time.perf_counter_ns()
+        if failed:
+            sys.stderr.write("run %d: %s\n" % (i + 1, failed))
             return 3
         if i >= warmup:
             times.append((t1 - t0) / 1e6)
     with open(out, "w") as f:
         f.writelines("%.3f\n" % t for t in times)
     return 0
+
+def timeit(out, runs, warmup, log, cmd):
+    def once(i):
+        with open(log, "wb") as err:
+            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err).returncode
+        return rc and "%s: exit %d" % (cmd[0], rc)
+    return measure(out, runs, warmup, once)
 
 def stats(path, first=1, last=None):
     with open(path) as f:
@@ -159,9 +166,7 @@ def stats(path, first=1, last=None):
 def timectl(out, runs, warmup, mnt, workflow):
     """A run through a mounted tree: the write to ctl, the run name read
     back on the same descriptor, until runs/RUN/status reads done."""
-    times = []
-    for i in range(warmup + runs):
-        t0 = time.perf_counter_ns()
+    def once(i):
         fd = os.open(mnt + "/ctl", os.O_RDWR)
         try:
             os.write(fd, (workflow + "\n").encode())
@@ -175,15 +180,8 @@ def timectl(out, runs, warmup, mnt, workflow):
             if word not in ("submitted", "downloading", "running", "uploading"):
                 break
             time.sleep(0.0002)
-        t1 = time.perf_counter_ns()
-        if word != "done":
-            sys.stderr.write("run %d through %s/ctl: %s\n" % (i + 1, mnt, word))
-            return 3
-        if i >= warmup:
-            times.append((t1 - t0) / 1e6)
-    with open(out, "w") as f:
-        f.writelines("%.3f\n" % t for t in times)
-    return 0
+        return word != "done" and "through %s/ctl: %s" % (mnt, word)
+    return measure(out, runs, warmup, once)
 
 if sys.argv[1] == "time":
     sys.exit(timeit(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:]))
