@@ -1,0 +1,166 @@
+/*
+ * docker_main.c - dstack-docker SPEC: one job of the docker backend in a
+ * container (docker/engine.c), started by the runner as a host job is,
+ * so its output, its stop and its exit status are the container's.
+ * SPEC is a JSON file: {"image", "command": [...], "env": [...],
+ * "workdir", "binds": [...], "labels": [...], "ports": [...], "memory",
+ * "nano_cpus", "shm_size", "grace"}; only image and command are needed.
+ * Errors are one "dstack: ..." line, as dstack's.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "docker/docker.h"
+#include "lib/json.h"
+
+static volatile sig_atomic_t docker_stopping;
+
+static void docker_stop(int sig)
+{
+	(void)sig;
+	docker_stopping = 1;
+}
+
+/* A NULL-terminated list of the strings of spec's key, or an error. */
+static int spec_strings(const struct json *spec, const char *key, char ***out,
+			struct error *err)
+{
+	const struct json *list = json_get(spec, key);
+	size_t i;
+
+	*out = NULL;
+	if (!list || list->type == JSON_NULL)
+		return 0;
+	if (list->type != JSON_ARRAY)
+		return error_set(err, -EINVAL, "%s: expected a list of strings", key);
+	*out = xcalloc(list->count + 1, sizeof(char *));
+	for (i = 0; i < list->count; i++) {
+		if (list->items[i].type != JSON_STRING)
+			return error_set(err, -EINVAL, "%s[%zu]: expected a string", key, i);
+		(*out)[i] = list->items[i].string;
+	}
+	return 0;
+}
+
+static int spec_number(const struct json *spec, const char *key, long long *out,
+		       struct error *err)
+{
+	const struct json *value = json_get(spec, key);
+
+	*out = 0;
+	if (!value || value->type == JSON_NULL)
+		return 0;
+	if (!json_integer(value, out) || *out < 0)
+		return error_set(err, -EINVAL, "%s: expected a count", key);
+	return 0;
+}
+
+struct spec {
+	struct json *doc;
+	struct docker_job job;
+	char **command, **env, **binds, **labels;
+	int *ports;
+	long long grace;
+};
+
+static int spec_read(const char *path, struct spec *spec, struct error *err)
+{
+	struct strbuf text = STRBUF_INIT;
+	const struct json *value;
+	long long number;
+	size_t i;
+	int ret = fs_read_file(path, &text);
+
+	if (ret < 0)
+		return error_errno(err, ret, "%s", path);
+	ret = json_parse(text.buf, text.len, &spec->doc, err);
+	strbuf_release(&text);
+	if (ret < 0)
+		return ret;
+	value = json_get(spec->doc, "image");
+	if (!value || value->type != JSON_STRING || !*value->string)
+		return error_set(err, -EINVAL, "%s: image: expected an image name", path);
+	spec->job.image = value->string;
+	value = json_get(spec->doc, "workdir");
+	spec->job.workdir = value && value->type == JSON_STRING ? value->string : NULL;
+	if (spec_strings(spec->doc, "command", &spec->command, err) < 0 ||
+	    spec_strings(spec->doc, "env", &spec->env, err) < 0 ||
+	    spec_strings(spec->doc, "binds", &spec->binds, err) < 0 ||
+	    spec_strings(spec->doc, "labels", &spec->labels, err) < 0 ||
+	    spec_number(spec->doc, "memory", &number, err) < 0)
+		return err->code;
+	if (!spec->command || !spec->command[0])
+		return error_set(err, -EINVAL, "%s: command: expected a command", path);
+	spec->job.memory = number;
+	if (spec_number(spec->doc, "nano_cpus", &number, err) < 0)
+		return err->code;
+	spec->job.nano_cpus = number;
+	if (spec_number(spec->doc, "shm_size", &number, err) < 0 ||
+	    spec_number(spec->doc, "grace", &spec->grace, err) < 0)
+		return err->code;
+	spec->job.shm_size = number;
+	value = json_get(spec->doc, "ports");
+	if (value && value->type == JSON_ARRAY) {
+		spec->ports = xcalloc(value->count + 1, sizeof(int));
+		for (i = 0; i < value->count; i++) {
+			if (!json_integer(&value->items[i], &number) || number < 1 || number > 65535)
+				return error_set(err, -EINVAL, "ports[%zu]: expected a port", i);
+			spec->ports[i] = (int)number;
+		}
+		spec->job.port_count = value->count;
+	}
+	spec->job.command = spec->command;
+	spec->job.env = spec->env;
+	spec->job.binds = spec->binds;
+	spec->job.labels = spec->labels;
+	spec->job.ports = spec->ports;
+	return 0;
+}
+
+static void spec_release(struct spec *spec)
+{
+	free(spec->command);
+	free(spec->env);
+	free(spec->binds);
+	free(spec->labels);
+	free(spec->ports);
+	json_free(spec->doc);
+}
+
+int main(int argc, char **argv)
+{
+	static const int signals[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction action = { .sa_handler = docker_stop };
+	const char *host = getenv("DOCKER_HOST");
+	struct spec spec = { 0 };
+	struct error err = { 0 };
+	int status = 0, ret;
+	size_t i;
+
+	if (argc != 2) {
+		fprintf(stderr, "dstack: usage: dstack-docker SPEC.json\n");
+		return 2;
+	}
+	if (host && strncmp(host, "unix://", 7)) {
+		fprintf(stderr, "dstack: DOCKER_HOST=%s: only unix:// sockets are supported\n", host);
+		return 2;
+	}
+	/* A stopped job stops its container instead of leaving it running. */
+	sigemptyset(&action.sa_mask);
+	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
+		sigaction(signals[i], &action, NULL);
+	ret = spec_read(argv[1], &spec, &err);
+	if (ret == 0)
+		ret = docker_job_run(host ? host + 7 : DOCKER_SOCKET, &spec.job, stdout, stderr,
+				     &docker_stopping, spec.grace ? (int)spec.grace : 10, &status,
+				     &err);
+	spec_release(&spec);
+	if (ret < 0) {
+		fprintf(stderr, "dstack: %s\n", err.message);
+		return 125;
+	}
+	return status;
+}

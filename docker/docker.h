@@ -1,0 +1,46 @@
+/*
+ * docker.h - one job in a container, through the Docker Engine API on its
+ * Unix socket (libcurl).  Only the dstack-docker helper links this: the
+ * runner starts the helper as it starts a host job, so the job's process
+ * group, logs, stop and exit status work the same on both backends.
+ */
+#ifndef DSTACK_DOCKER_H
+#define DSTACK_DOCKER_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "lib/lib.h"
+
+/* Where dockerd listens unless DOCKER_HOST says unix://PATH. */
+#define DOCKER_SOCKET "/var/run/docker.sock"
+
+struct docker_job {
+	const char *image;
+	char *const *command;	/* argv, NULL-terminated */
+	char *const *env;	/* "K=V", NULL-terminated */
+	const char *workdir;	/* inside the container; NULL: the image's */
+	char *const *binds;	/* "HOST:CONTAINER[:ro]", NULL-terminated */
+	char *const *labels;	/* "K=V", NULL-terminated */
+	const int *ports;	/* published on the same port of the host */
+	size_t port_count;
+	int64_t memory;		/* bytes, 0: no limit */
+	int64_t nano_cpus;	/* 1e9 a CPU, 0: no limit */
+	int64_t shm_size;	/* bytes, 0: the default */
+};
+
+/*
+ * Pulls the image if it is missing (progress on log), runs the command
+ * in a new container with the job's settings, copies its output to out
+ * and log as it comes, removes the container and sets *status to its
+ * exit status (137 and a line on log when the kernel killed it for
+ * memory).  *stop, set by a signal handler, stops the container (SIGTERM,
+ * SIGKILL after grace_s seconds) and *status is then 128 + SIGTERM.
+ * Errors name the socket, the image or the API's message.
+ */
+int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, FILE *log,
+		   const volatile sig_atomic_t *stop, int grace_s, int *status,
+		   struct error *err);
+
+#endif

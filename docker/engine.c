@@ -1,0 +1,514 @@
+/*
+ * engine.c - the Docker Engine API over its Unix socket: pull an image,
+ * create, start, follow, wait for and remove a container.  API 1.41
+ * (Debian 12's docker.io 20.10); every call is one HTTP request with
+ * libcurl, JSON in and out.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "docker/docker.h"
+#include "lib/json.h"
+
+#define ENGINE_API "http://docker/v1.41"
+
+struct engine {
+	CURL *curl;
+	CURL *stopper;		/* stops the container while curl follows it */
+	const char *socket;
+	const volatile sig_atomic_t *stop;
+	const char *container;	/* followed now: a stop stops it */
+	int grace_s;
+	bool stop_sent;
+};
+
+/* Where a response goes: all of it into body, or piece by piece to fn. */
+struct engine_reply {
+	struct strbuf body;
+	int (*fn)(void *ctx, const char *data, size_t len);
+	void *ctx;
+	bool abortable;		/* a stop request ends the call */
+	struct engine *engine;
+};
+
+static size_t engine_write(char *data, size_t size, size_t count, void *ctx)
+{
+	struct engine_reply *reply = ctx;
+
+	if (reply->fn)
+		return reply->fn(reply->ctx, data, size * count) < 0 ? 0 : size * count;
+	strbuf_add(&reply->body, data, size * count);
+	return size * count;
+}
+
+/*
+ * Stops the followed container on the second handle: dockerd sends it
+ * SIGTERM and SIGKILL after grace_s, and its last words still come down
+ * the stream being followed, which then ends.
+ */
+static void engine_stop_container(struct engine *engine)
+{
+	struct strbuf url = STRBUF_INIT;
+
+	engine->stop_sent = true;
+	if (!engine->stopper)
+		engine->stopper = curl_easy_init();
+	if (!engine->stopper)
+		return;
+	strbuf_addf(&url, "%s/containers/%s/stop?t=%d", ENGINE_API, engine->container,
+		    engine->grace_s);
+	curl_easy_setopt(engine->stopper, CURLOPT_UNIX_SOCKET_PATH, engine->socket);
+	curl_easy_setopt(engine->stopper, CURLOPT_URL, url.buf);
+	curl_easy_setopt(engine->stopper, CURLOPT_POSTFIELDS, "");
+	curl_easy_perform(engine->stopper);
+	strbuf_release(&url);
+}
+
+static int engine_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+	struct engine_reply *reply = ctx;
+	struct engine *engine = reply->engine;
+
+	(void)a, (void)b, (void)c, (void)d;
+	if (!reply->abortable || !*engine->stop)
+		return 0;
+	if (!engine->container)
+		return 1;	/* nothing runs yet: give up the call */
+	if (!engine->stop_sent)
+		engine_stop_container(engine);
+	return 0;
+}
+
+/* The API's own reason for a failed call: its "message", else the body. */
+static void engine_reason(const struct strbuf *body, struct strbuf *out)
+{
+	struct json *doc = NULL;
+	struct error ignored = { 0 };
+	const struct json *message;
+
+	if (body->len && json_parse(body->buf, body->len, &doc, &ignored) == 0 &&
+	    (message = json_get(doc, "message")) && message->type == JSON_STRING)
+		strbuf_addstr(out, message->string);
+	else
+		strbuf_add(out, body->buf ? body->buf : "", body->len);
+	while (out->len && (out->buf[out->len - 1] == '\n' || out->buf[out->len - 1] == ' '))
+		out->buf[--out->len] = '\0';
+	json_free(doc);
+}
+
+/*
+ * One request: method on path (below the API version), with a JSON body
+ * when body is not NULL.  *http gets the status; a reply the caller does
+ * not stream is left in reply->body.  -ECANCELED when a stop ended it,
+ * -ECONNREFUSED (naming the socket) when dockerd does not answer.
+ */
+static int engine_call(struct engine *engine, const char *method, const char *path,
+		       const char *body, struct engine_reply *reply, long *http,
+		       struct error *err)
+{
+	struct curl_slist *headers = NULL;
+	struct strbuf url = STRBUF_INIT;
+	CURLcode code;
+
+	curl_easy_reset(engine->curl);
+	strbuf_addf(&url, "%s%s", ENGINE_API, path);
+	curl_easy_setopt(engine->curl, CURLOPT_UNIX_SOCKET_PATH, engine->socket);
+	curl_easy_setopt(engine->curl, CURLOPT_URL, url.buf);
+	curl_easy_setopt(engine->curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(engine->curl, CURLOPT_WRITEFUNCTION, engine_write);
+	curl_easy_setopt(engine->curl, CURLOPT_WRITEDATA, reply);
+	curl_easy_setopt(engine->curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(engine->curl, CURLOPT_XFERINFOFUNCTION, engine_progress);
+	curl_easy_setopt(engine->curl, CURLOPT_XFERINFODATA, reply);
+	reply->engine = engine;
+	if (body) {
+		headers = curl_slist_append(headers, "Content-Type: application/json");
+		curl_easy_setopt(engine->curl, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(engine->curl, CURLOPT_POSTFIELDS, body);
+	}
+	code = curl_easy_perform(engine->curl);
+	curl_slist_free_all(headers);
+	strbuf_release(&url);
+	*http = 0;
+	curl_easy_getinfo(engine->curl, CURLINFO_RESPONSE_CODE, http);
+	if (code == CURLE_ABORTED_BY_CALLBACK)
+		return -ECANCELED;
+	if (code == CURLE_COULDNT_CONNECT)
+		return error_set(err, -ECONNREFUSED, "cannot reach dockerd at %s (is it running?)",
+				 engine->socket);
+	if (code != CURLE_OK)
+		return error_set(err, -EIO, "dockerd at %s: %s %s: %s", engine->socket, method, path,
+				 curl_easy_strerror(code));
+	return 0;
+}
+
+/* A call whose reply is small: *http, and reply->body holds the reply. */
+static int engine_simple(struct engine *engine, const char *method, const char *path,
+			 const char *body, struct strbuf *out, long *http, struct error *err)
+{
+	struct engine_reply reply = { .body = STRBUF_INIT };
+	int ret = engine_call(engine, method, path, body, &reply, http, err);
+
+	strbuf_add(out, reply.body.buf ? reply.body.buf : "", reply.body.len);
+	strbuf_release(&reply.body);
+	return ret;
+}
+
+/* Pull progress: JSON lines; an "error" ends the pull. */
+struct pull {
+	struct strbuf pending;
+	FILE *log;
+	struct strbuf error;
+	int64_t last_ns;
+};
+
+static int64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static void pull_line(struct pull *pull, const char *line, size_t len)
+{
+	struct json *doc = NULL;
+	struct error ignored = { 0 };
+	const struct json *status, *id, *error;
+	bool busy;
+
+	if (json_parse(line, len, &doc, &ignored) < 0)
+		return;
+	error = json_get(doc, "error");
+	/* A pull refused at once answers with the API's usual message. */
+	if (!error)
+		error = json_get(doc, "message");
+	status = json_get(doc, "status");
+	id = json_get(doc, "id");
+	if (error && error->type == JSON_STRING && !pull->error.len) {
+		strbuf_addstr(&pull->error, error->string);
+	} else if (status && status->type == JSON_STRING) {
+		/* Byte counts come many times a second: a line a second of them. */
+		busy = !strncmp(status->string, "Downloading", 11) ||
+		       !strncmp(status->string, "Extracting", 10);
+		if (!busy || monotonic_ns() - pull->last_ns >= 1000000000ll) {
+			fprintf(pull->log, "dstack: docker: %s%s%s\n", status->string,
+				id && id->type == JSON_STRING ? " " : "",
+				id && id->type == JSON_STRING ? id->string : "");
+			fflush(pull->log);
+			if (busy)
+				pull->last_ns = monotonic_ns();
+		}
+	}
+	json_free(doc);
+}
+
+static int pull_data(void *ctx, const char *data, size_t len)
+{
+	struct pull *pull = ctx;
+	char *newline;
+
+	strbuf_add(&pull->pending, data, len);
+	while ((newline = memchr(pull->pending.buf, '\n', pull->pending.len))) {
+		size_t line = (size_t)(newline - pull->pending.buf);
+
+		pull_line(pull, pull->pending.buf, line);
+		memmove(pull->pending.buf, newline + 1, pull->pending.len - line - 1);
+		pull->pending.len -= line + 1;
+		pull->pending.buf[pull->pending.len] = '\0';
+	}
+	return 0;
+}
+
+static int image_pull(struct engine *engine, const char *image, FILE *log, struct error *err)
+{
+	struct pull pull = { .pending = STRBUF_INIT, .log = log, .error = STRBUF_INIT };
+	struct engine_reply reply = { .body = STRBUF_INIT, .fn = pull_data, .ctx = &pull,
+				      .abortable = true };
+	struct strbuf path = STRBUF_INIT, reason = STRBUF_INIT;
+	char *escaped = curl_easy_escape(engine->curl, image, 0);
+	long http;
+	int ret;
+
+	fprintf(log, "dstack: docker: pulling %s\n", image);
+	fflush(log);
+	strbuf_addf(&path, "/images/create?fromImage=%s", escaped);
+	curl_free(escaped);
+	ret = engine_call(engine, "POST", path.buf, NULL, &reply, &http, err);
+	if (ret == 0 && http != 200) {
+		/* The stream did not start: the reply is one JSON message. */
+		engine_reason(pull.error.len ? &pull.error : &pull.pending, &reason);
+		ret = error_set(err, http == 404 ? -ENOENT : -EIO, "image %s: %s", image, reason.buf);
+	} else if (ret == 0 && pull.error.len) {
+		ret = error_set(err, -ENOENT, "image %s: %s", image, pull.error.buf);
+	}
+	strbuf_release(&pull.pending);
+	strbuf_release(&pull.error);
+	strbuf_release(&reply.body);
+	strbuf_release(&path);
+	strbuf_release(&reason);
+	return ret;
+}
+
+/* The image, pulled first when dockerd does not have it. */
+static int image_ensure(struct engine *engine, const char *image, FILE *log, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT, body = STRBUF_INIT, reason = STRBUF_INIT;
+	long http;
+	int ret;
+
+	strbuf_addf(&path, "/images/%s/json", image);
+	ret = engine_simple(engine, "GET", path.buf, NULL, &body, &http, err);
+	if (ret == 0 && http == 404)
+		ret = image_pull(engine, image, log, err);
+	else if (ret == 0 && http != 200) {
+		engine_reason(&body, &reason);
+		ret = error_set(err, -EIO, "image %s: %s", image, reason.buf);
+	}
+	strbuf_release(&path);
+	strbuf_release(&body);
+	strbuf_release(&reason);
+	return ret;
+}
+
+static void add_strings(struct strbuf *json, char *const *items)
+{
+	size_t i;
+
+	strbuf_addstr(json, "[");
+	for (i = 0; items && items[i]; i++) {
+		strbuf_addstr(json, i ? "," : "");
+		json_add_string(json, items[i]);
+	}
+	strbuf_addstr(json, "]");
+}
+
+/* The body of POST /containers/create. */
+static void container_config(const struct docker_job *job, struct strbuf *json)
+{
+	size_t i;
+
+	strbuf_addstr(json, "{\"Image\":");
+	json_add_string(json, job->image);
+	strbuf_addstr(json, ",\"Cmd\":");
+	add_strings(json, job->command);
+	strbuf_addstr(json, ",\"Env\":");
+	add_strings(json, job->env);
+	if (job->workdir) {
+		strbuf_addstr(json, ",\"WorkingDir\":");
+		json_add_string(json, job->workdir);
+	}
+	strbuf_addstr(json, ",\"Labels\":{");
+	for (i = 0; job->labels && job->labels[i]; i++) {
+		const char *eq = strchr(job->labels[i], '=');
+		char *key = xstrdup(job->labels[i]);
+
+		key[eq ? (size_t)(eq - job->labels[i]) : strlen(key)] = '\0';
+		strbuf_addstr(json, i ? "," : "");
+		json_add_string(json, key);
+		strbuf_addstr(json, ":");
+		json_add_string(json, eq ? eq + 1 : "");
+		free(key);
+	}
+	strbuf_addstr(json, "},\"ExposedPorts\":{");
+	for (i = 0; i < job->port_count; i++)
+		strbuf_addf(json, "%s\"%d/tcp\":{}", i ? "," : "", job->ports[i]);
+	strbuf_addstr(json, "},\"HostConfig\":{\"Binds\":");
+	add_strings(json, job->binds);
+	strbuf_addstr(json, ",\"PortBindings\":{");
+	for (i = 0; i < job->port_count; i++)
+		strbuf_addf(json, "%s\"%d/tcp\":[{\"HostPort\":\"%d\"}]", i ? "," : "",
+			    job->ports[i], job->ports[i]);
+	strbuf_addf(json, "},\"Memory\":%lld,\"NanoCpus\":%lld", (long long)job->memory,
+		    (long long)job->nano_cpus);
+	if (job->shm_size)
+		strbuf_addf(json, ",\"ShmSize\":%lld", (long long)job->shm_size);
+	strbuf_addstr(json, "}}");
+}
+
+static int container_create(struct engine *engine, const struct docker_job *job,
+			    struct strbuf *id, struct error *err)
+{
+	struct strbuf config = STRBUF_INIT, body = STRBUF_INIT, reason = STRBUF_INIT;
+	struct json *doc = NULL;
+	const struct json *value;
+	long http;
+	int ret;
+
+	container_config(job, &config);
+	ret = engine_simple(engine, "POST", "/containers/create", config.buf, &body, &http, err);
+	if (ret == 0 && http != 201) {
+		engine_reason(&body, &reason);
+		ret = error_set(err, -EIO, "cannot create a container of %s: %s", job->image,
+				reason.buf);
+	} else if (ret == 0 && (json_parse(body.buf, body.len, &doc, err) < 0 ||
+				!(value = json_get(doc, "Id")) || value->type != JSON_STRING)) {
+		ret = error_set(err, -EIO, "dockerd: no container id in its reply");
+	} else if (ret == 0) {
+		strbuf_addstr(id, value->string);
+	}
+	json_free(doc);
+	strbuf_release(&config);
+	strbuf_release(&body);
+	strbuf_release(&reason);
+	return ret;
+}
+
+/* A call on the container: 0 when the status is one of want (or 304). */
+static int container_call(struct engine *engine, const char *method, const char *id,
+			  const char *action, long want, struct strbuf *out, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT, body = STRBUF_INIT, reason = STRBUF_INIT;
+	long http;
+	int ret;
+
+	strbuf_addf(&path, "/containers/%s%s", id, action);
+	ret = engine_simple(engine, method, path.buf, NULL, &body, &http, err);
+	if (ret == 0 && http != want && http != 304) {
+		engine_reason(&body, &reason);
+		ret = error_set(err, -EIO, "container %.12s: %s %s: %s", id, method, action,
+				reason.buf);
+	}
+	if (out)
+		strbuf_add(out, body.buf ? body.buf : "", body.len);
+	strbuf_release(&path);
+	strbuf_release(&body);
+	strbuf_release(&reason);
+	return ret;
+}
+
+/*
+ * The logs stream without a terminal: frames of an 8-byte header (the
+ * stream, 1 stdout or 2 stderr, and the size, big-endian, in bytes 4-7)
+ * and the bytes.
+ */
+struct logs {
+	struct strbuf pending;
+	FILE *out, *log;
+};
+
+static int logs_data(void *ctx, const char *data, size_t len)
+{
+	struct logs *logs = ctx;
+	const unsigned char *p;
+	size_t size;
+
+	strbuf_add(&logs->pending, data, len);
+	while (logs->pending.len >= 8) {
+		p = (const unsigned char *)logs->pending.buf;
+		size = (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7];
+		if (logs->pending.len < 8 + size)
+			break;
+		fwrite(p + 8, 1, size, p[0] == 2 ? logs->log : logs->out);
+		fflush(p[0] == 2 ? logs->log : logs->out);
+		memmove(logs->pending.buf, logs->pending.buf + 8 + size, logs->pending.len - 8 - size);
+		logs->pending.len -= 8 + size;
+	}
+	return 0;
+}
+
+static int container_follow(struct engine *engine, const char *id, FILE *out, FILE *log,
+			    struct error *err)
+{
+	struct logs logs = { .pending = STRBUF_INIT, .out = out, .log = log };
+	struct engine_reply reply = { .body = STRBUF_INIT, .fn = logs_data, .ctx = &logs,
+				      .abortable = true };
+	struct strbuf path = STRBUF_INIT;
+	long http;
+	int ret;
+
+	strbuf_addf(&path, "/containers/%s/logs?follow=1&stdout=1&stderr=1", id);
+	ret = engine_call(engine, "GET", path.buf, NULL, &reply, &http, err);
+	if (ret == 0 && http != 200)
+		ret = error_set(err, -EIO, "container %.12s: cannot follow its output (HTTP %ld)",
+				id, http);
+	strbuf_release(&logs.pending);
+	strbuf_release(&reply.body);
+	strbuf_release(&path);
+	return ret;
+}
+
+/* Waits for the container's end: its exit status, and whether it ran out of memory. */
+static int container_wait(struct engine *engine, const char *id, int *status, bool *oom,
+			  struct error *err)
+{
+	struct strbuf body = STRBUF_INIT;
+	struct json *doc = NULL;
+	const struct json *code, *state, *killed;
+	long long number;
+	int ret;
+
+	ret = container_call(engine, "POST", id, "/wait", 200, &body, err);
+	if (ret == 0 && (json_parse(body.buf, body.len, &doc, err) < 0 ||
+			 !(code = json_get(doc, "StatusCode")) || !json_integer(code, &number)))
+		ret = error_set(err, -EIO, "container %.12s: no exit status from dockerd", id);
+	if (ret == 0)
+		*status = (int)number;
+	json_free(doc);
+	doc = NULL;
+	strbuf_reset(&body);
+	*oom = false;
+	if (ret == 0 && container_call(engine, "GET", id, "/json", 200, &body, err) == 0 &&
+	    json_parse(body.buf, body.len, &doc, err) == 0 && (state = json_get(doc, "State")) &&
+	    (killed = json_get(state, "OOMKilled")) && killed->type == JSON_BOOL)
+		*oom = killed->boolean;
+	json_free(doc);
+	strbuf_release(&body);
+	return ret;
+}
+
+int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, FILE *log,
+		   const volatile sig_atomic_t *stop, int grace_s, int *status,
+		   struct error *err)
+{
+	struct engine engine = { .socket = socket, .stop = stop, .grace_s = grace_s };
+	struct strbuf id = STRBUF_INIT;
+	struct error ignored = { 0 };
+	bool oom = false;
+	int ret;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return error_set(err, -ENOMEM, "cannot start libcurl");
+	engine.curl = curl_easy_init();
+	if (!engine.curl) {
+		curl_global_cleanup();
+		return error_set(err, -ENOMEM, "cannot start libcurl");
+	}
+	ret = image_ensure(&engine, job->image, log, err);
+	if (ret == 0)
+		ret = container_create(&engine, job, &id, err);
+	if (ret == 0)
+		ret = container_call(&engine, "POST", id.buf, "/start", 204, NULL, err);
+	if (ret == 0) {
+		engine.container = id.buf;
+		ret = container_follow(&engine, id.buf, out, log, err);
+	}
+	/* A stop that came between the calls: the same as during the follow. */
+	if (ret == 0 && *stop && !engine.stop_sent)
+		engine_stop_container(&engine);
+	if (ret == 0)
+		ret = container_wait(&engine, id.buf, status, &oom, err);
+	if (ret == 0 && engine.stop_sent)
+		ret = -ECANCELED;
+	if (ret == 0 && oom) {
+		fprintf(log, "dstack: docker: the container ran out of memory (its limit is %lld bytes)\n",
+			(long long)job->memory);
+		*status = 137;
+	}
+	if (ret == -ECANCELED) {
+		*status = 128 + SIGTERM;
+		ret = 0;
+	}
+	/* The container goes whatever happened; it never outlives its job. */
+	if (id.len)
+		container_call(&engine, "DELETE", id.buf, "?force=1&v=1", 204, NULL, &ignored);
+	strbuf_release(&id);
+	if (engine.stopper)
+		curl_easy_cleanup(engine.stopper);
+	curl_easy_cleanup(engine.curl);
+	curl_global_cleanup();
+	return ret;
+}

@@ -1,0 +1,201 @@
+"""The docker backend's helper, dstack-docker, against a real dockerd and a
+real registry: both started here when they are not running, an image made
+by `docker import` of a busybox-static root file system, pushed to the
+registry and removed locally, so the helper pulls it.
+
+dstack-docker SPEC runs one job in a container as the runner will start
+it: output on stdout and stderr, the container's exit status as its own,
+SIGTERM stopping the container, nothing left behind."""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BIN, wait_for
+
+HELPER = BIN.parent / "dstack-docker"
+SOCKET = "/var/run/docker.sock"
+
+
+def docker(*args, check=True, timeout=120):
+    cp = subprocess.run(["docker", *map(str, args)], stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if check:
+        assert cp.returncode == 0, f"docker {' '.join(map(str, args))}: {cp.stderr}"
+    return cp
+
+
+def answers():
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def containers(label):
+    return docker("ps", "-aq", "--filter", f"label={label}").stdout.split()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """dockerd (started if none answers) and a registry of our own on a free
+    port, holding a busybox image that dockerd does not have locally."""
+    assert shutil.which("dockerd") and shutil.which("docker-registry"), \
+        "docker.io and docker-registry are needed (contrib/setup.sh installs them)"
+    work = tmp_path_factory.mktemp("docker")
+    started = None
+    if not answers():
+        log = open(work / "dockerd.log", "w")
+        started = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
+        assert wait_for(answers, timeout=60), (work / "dockerd.log").read_text()[-2000:]
+    port = free_port()
+    (work / "registry.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n"
+        "http:\n  addr: 127.0.0.1:%d\n" % (work / "registry", port))
+    reg = subprocess.Popen(["docker-registry", "serve", str(work / "registry.yml")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    image = f"127.0.0.1:{port}/dstack-test-busybox:{random.randrange(10**6)}"
+    try:
+        assert wait_for(lambda: _registry_up(port), timeout=30), "the registry did not start"
+        rootfs = work / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        for applet in ("sh", "echo", "cat", "mkdir", "sleep", "dd", "env", "pwd", "touch",
+                       "httpd", "true", "ls"):
+            os.symlink("busybox", rootfs / "bin" / applet)
+        subprocess.run(["tar", "-C", rootfs, "-cf", work / "rootfs.tar", "."], check=True)
+        docker("import", work / "rootfs.tar", image)
+        docker("push", image)
+        docker("rmi", image)
+        yield image
+    finally:
+        docker("rmi", "-f", image, check=False)
+        reg.terminate()
+        reg.wait(timeout=30)
+        if started:
+            started.terminate()
+            started.wait(timeout=60)
+
+
+def _registry_up(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def run_helper(tmp_path, spec, timeout=120, env=None):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    return subprocess.run([str(HELPER), str(path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_pulls_runs_and_returns_the_exit_status(registry, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "in.txt").write_text("input\n")
+    label = f"dstack.test={random.randrange(10**9)}"
+    cp = run_helper(tmp_path, {
+        "image": registry,
+        "command": ["sh", "-c", "echo out $A; cat in.txt; echo to stderr >&2; "
+                                "mkdir -p result; echo made > result/x; pwd; exit 3"],
+        "env": ["A=1"], "workdir": "/workflow", "binds": [f"{work}:/workflow"],
+        "labels": [label],
+    })
+    assert cp.returncode == 3, cp.stderr
+    assert cp.stdout == "out 1\ninput\n/workflow\n"
+    assert "to stderr\n" in cp.stderr
+    assert f"dstack: docker: pulling {registry}" in cp.stderr, "the image was not pulled"
+    assert "Status: Downloaded newer image" in cp.stderr
+    assert (work / "result" / "x").read_text() == "made\n"
+    assert containers(label) == [], "the container was left behind"
+    # Present now: no second pull.
+    cp = run_helper(tmp_path, {"image": registry, "command": ["true"]})
+    assert cp.returncode == 0 and "pulling" not in cp.stderr, cp.stderr
+
+
+def test_read_only_binds_and_published_ports(registry, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("served\n")
+    port = free_port()
+    spec = {"image": registry, "ports": [port], "binds": [f"{www}:/www:ro"],
+            "command": ["sh", "-c", "touch /www/new 2>/dev/null && echo wrote || echo read-only; "
+                                    f"httpd -f -p {port} -h /www"]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    proc = subprocess.Popen([str(HELPER), str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def served():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html",
+                                            timeout=2) as r:
+                    return r.read() == b"served\n"
+            except OSError:
+                return False
+        assert wait_for(served, timeout=30), "the container's port is not reachable from the host"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert out.startswith("read-only\n"), out + err
+    assert not (www / "new").exists()
+
+
+def test_sigterm_stops_the_container_and_keeps_its_last_words(registry, tmp_path):
+    label = f"dstack.test={random.randrange(10**9)}"
+    spec = {"image": registry, "labels": [label], "grace": 5,
+            "command": ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo started; "
+                                    "while true; do sleep 0.1; done"]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    proc = subprocess.Popen([str(HELPER), str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: containers(label), timeout=60), "no container started"
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert out == "started\ngot TERM\n", out + err
+    assert containers(label) == []
+
+
+def test_out_of_memory_is_reported(registry, tmp_path):
+    cp = run_helper(tmp_path, {
+        "image": registry, "memory": 16 * 1024 * 1024,
+        "command": ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=128M count=1; echo survived"],
+    })
+    assert cp.returncode == 137, cp.stdout + cp.stderr
+    assert "dstack: docker: the container ran out of memory (its limit is 16777216 bytes)" \
+        in cp.stderr
+
+
+def test_errors_name_the_image_the_socket_and_the_spec(registry, tmp_path):
+    missing = registry.rsplit(":", 1)[0] + "-missing:1"
+    cp = run_helper(tmp_path, {"image": missing, "command": ["true"]})
+    assert cp.returncode == 125
+    assert cp.stderr.splitlines()[-1].startswith(f"dstack: image {missing}: "), cp.stderr
+    assert "not found" in cp.stderr.splitlines()[-1]
+
+    cp = run_helper(tmp_path, {"image": registry, "command": ["true"]},
+                    env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert cp.returncode == 125
+    assert cp.stderr == f"dstack: cannot reach dockerd at {tmp_path}/no.sock (is it running?)\n"
+
+    cp = run_helper(tmp_path, {"command": ["true"]})
+    assert cp.returncode == 125 and "image: expected an image name" in cp.stderr, cp.stderr
+    cp = run_helper(tmp_path, {"image": registry, "command": ["true"], "ports": [0]})
+    assert cp.returncode == 125 and "ports[0]: expected a port" in cp.stderr, cp.stderr
