@@ -325,7 +325,8 @@ static int logs_print(struct store *store, const char *name, bool follow,
  * not stop the run: the daemon runs it.
  */
 static int run_handoff(struct store *store, const struct store_daemon *daemon,
-		       const char *tag, bool detach, char **words, int count)
+		       const char *tag, const char *backend, bool detach, char **words,
+		       int count)
 {
 	struct strbuf line = STRBUF_INIT, answer = STRBUF_INIT, ctl = STRBUF_INIT;
 	struct store_run run;
@@ -336,6 +337,11 @@ static int run_handoff(struct store *store, const struct store_daemon *daemon,
 
 	if (tag)
 		strbuf_addf(&line, "-t %s ", tag);
+	if (backend) {
+		strbuf_addstr(&line, "--backend ");
+		strbuf_add_shell_word(&line, backend);
+		strbuf_addstr(&line, " ");
+	}
 	for (i = 0; i < count; i++) {
 		if (i)
 			strbuf_addstr(&line, " ");
@@ -410,6 +416,8 @@ int cmd_run(int argc, char **argv)
 			tag = argv[++i];
 		else if (!strcmp(argv[i], "-d") || !strcmp(argv[i], "--detach"))
 			detach = true;
+		else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+			request.backend = argv[++i];
 		else
 			return cli_usage_error("run", "unknown option '%s'", argv[i]);
 	}
@@ -424,7 +432,7 @@ int cmd_run(int argc, char **argv)
 	if (cli_open_store(&store, true) < 0)
 		return CLI_FAILED;
 	if (run_daemon(store, cwd, &daemon) == 0) {
-		ret = run_handoff(store, &daemon, tag, detach, argv + i, argc - i);
+		ret = run_handoff(store, &daemon, tag, request.backend, detach, argv + i, argc - i);
 		store_close(store);
 		return ret;
 	}

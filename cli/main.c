@@ -12,7 +12,7 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
-	{ "run", cmd_run, "dstack run [-d] [-t TAG] WORKFLOW [ARGS...]",
+	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker] WORKFLOW [ARGS...]",
 	  "run a workflow of the current repository and follow its output",
 	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
 	  "of the git repository around the current directory.  Its jobs run on\n"
@@ -23,7 +23,9 @@ const struct cli_command cli_commands[] = {
 	  "done, 1 otherwise.  -d prints the run's name and leaves it running in\n"
 	  "the background.  On a terminal, Ctrl-C asks whether to stop the run;\n"
 	  "any answer but y leaves it running (`dstack logs -f RUN` follows it).\n"
-	  "Without one, Ctrl-C stops the run." },
+	  "Without one, Ctrl-C stops the run.  --backend docker runs each job that\n"
+	  "names an image in it, through dockerd (the default: backend: in\n"
+	  "$DSTACK_HOME/config.yaml, else host)." },
 	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"

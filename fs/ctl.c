@@ -18,6 +18,7 @@ struct fs_run {
 	char **words;		/* WORKFLOW ARGS... */
 	size_t word_count;
 	char *tag;
+	char *backend;		/* --backend NAME, or NULL */
 	pthread_t thread;
 	bool created, done;
 	char name[64];
@@ -103,7 +104,7 @@ static void *run_thread(void *arg)
 	struct fs_run *fs_run = arg;
 	struct fs *fs = fs_run->fs;
 	struct runner_request request = {
-		.cwd = fs->options.cwd, .workflow = fs_run->words[0],
+		.cwd = fs->options.cwd, .workflow = fs_run->words[0], .backend = fs_run->backend,
 		.args = fs_run->words + 1, .arg_count = fs_run->word_count - 1,
 		.created = run_created, .created_ctx = fs_run,
 	};
@@ -126,6 +127,7 @@ static void fs_run_free(struct fs_run *fs_run)
 {
 	words_free(fs_run->words, fs_run->word_count);
 	free(fs_run->tag);
+	free(fs_run->backend);
 	free(fs_run);
 }
 
@@ -151,23 +153,32 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 {
 	struct fs_run *fs_run;
 	struct error err = { 0 };
+	const char *tag = NULL, *backend = NULL;
 	size_t first = 0, i;
 	int ret;
 
-	if (count >= 2 && (!strcmp(words[0], "-t") || !strcmp(words[0], "--tag"))) {
-		if (store_tag_name_check(words[1], &err) < 0) {
-			strbuf_addf(&answer->text, "error: %s\n", err.message);
-			return -EINVAL;
-		}
-		first = 2;
+	/* Options as `dstack run` takes them, before WORKFLOW. */
+	for (; first + 1 < count && words[first][0] == '-'; first += 2) {
+		if (!strcmp(words[first], "-t") || !strcmp(words[first], "--tag"))
+			tag = words[first + 1];
+		else if (!strcmp(words[first], "--backend"))
+			backend = words[first + 1];
+		else
+			break;
+	}
+	if (tag && store_tag_name_check(tag, &err) < 0) {
+		strbuf_addf(&answer->text, "error: %s\n", err.message);
+		return -EINVAL;
 	}
 	if (first >= count || words[first][0] == '-') {
-		strbuf_addstr(&answer->text, "error: expected [-t TAG] WORKFLOW [ARGS...]\n");
+		strbuf_addstr(&answer->text,
+			      "error: expected [-t TAG] [--backend NAME] WORKFLOW [ARGS...]\n");
 		return -EINVAL;
 	}
 	fs_run = xcalloc(1, sizeof(*fs_run));
 	fs_run->fs = fs;
-	fs_run->tag = first ? xstrdup(words[1]) : NULL;
+	fs_run->tag = tag ? xstrdup(tag) : NULL;
+	fs_run->backend = backend ? xstrdup(backend) : NULL;
 	fs_run->word_count = count - first;
 	fs_run->words = xcalloc(fs_run->word_count + 1, sizeof(char *));
 	for (i = 0; i < fs_run->word_count; i++)

@@ -4,8 +4,10 @@
  * provider makes its jobs.  Also what every provider's jobs are made of.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "providers/internal.h"
 
@@ -172,6 +174,24 @@ struct job_spec *provider_job(const struct provider_input *in, char *const *comm
 					  xstrdup(in->resources->gpu_name) : NULL;
 	}
 	return job;
+}
+
+int provider_helper_path(const char *name, struct strbuf *path, struct error *err)
+{
+	char self[PATH_MAX];
+	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (len < 0)
+		return error_errno(err, -errno, "/proc/self/exe");
+	self[len] = '\0';
+	slash = strrchr(self, '/');
+	strbuf_addf(path, "%.*s/%s", slash ? (int)(slash - self) : 0, self, name);
+	if (access(path->buf, X_OK) == 0)
+		return 0;
+	strbuf_reset(path);
+	strbuf_addf(path, "%s/%s", DSTACK_LIBEXECDIR, name);
+	return 0;
 }
 
 char *job_script(char *const *commands, size_t count)

@@ -6,34 +6,10 @@
  * progress and errors read the same everywhere.
  */
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "providers/internal.h"
-
-/*
- * dstack-curl: beside this executable (a build tree), else where it is
- * installed.
- */
-static int curl_helper(struct strbuf *path, struct error *err)
-{
-	char self[PATH_MAX];
-	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char *slash;
-
-	if (len < 0)
-		return error_errno(err, -errno, "/proc/self/exe");
-	self[len] = '\0';
-	slash = strrchr(self, '/');
-	strbuf_addf(path, "%.*s/dstack-curl", slash ? (int)(slash - self) : 0, self);
-	if (access(path->buf, X_OK) == 0)
-		return 0;
-	strbuf_reset(path);
-	strbuf_addstr(path, DSTACK_LIBEXECDIR "/dstack-curl");
-	return 0;
-}
 
 int provider_curl_jobs(const struct provider_input *in, struct job_spec **jobs,
 		       size_t *count, struct error *err)
@@ -60,7 +36,7 @@ int provider_curl_jobs(const struct provider_input *in, struct job_spec **jobs,
 				 "workflow '%s': 'output': put '%s' in a folder (e.g. data/%s),"
 				 " which is stored as the artifact, or give 'artifacts'",
 				 in->workflow, output, output);
-	if (curl_helper(&helper, err) < 0)
+	if (provider_helper_path("dstack-curl", &helper, err) < 0)
 		return err->code;
 	if (!in->artifact_count) {
 		folder.path = xstrdup(output);

@@ -71,6 +71,12 @@ struct job_spec {
 	size_t master;
 };
 
+/*
+ * The path of a helper program of dstack's (dstack-curl, dstack-docker):
+ * beside this executable (a build tree), else where it is installed.
+ */
+int provider_helper_path(const char *name, struct strbuf *path, struct error *err);
+
 /* A job's script: bash stops at the first command that fails. */
 char *job_script(char *const *commands, size_t count);
 

@@ -177,8 +177,18 @@ struct dep_runs {
 
 
 /* What the jobs of one run share while it executes (schedule.c, job.c). */
+/* Where a run's jobs run (backend.c). */
+enum run_backend {
+	BACKEND_HOST,
+	BACKEND_DOCKER,		/* jobs with an image run in it, through dockerd */
+};
+/* The backend asked for (NULL: $DSTACK_HOME/config.yaml's, else the host). */
+int run_backend_resolve(struct store *store, const char *asked, enum run_backend *out,
+			struct error *err);
+
 struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
+	enum run_backend backend;
 	const struct runner_request *request;
 	const struct snapshot_info *info;
 	const struct workflow *workflow;

@@ -104,7 +104,8 @@ static void job_env_ports(struct job_env *env, const char *prefix, const int *po
 }
 
 /* DESIGN.md's job environment, the provider's env, then the workflow's. */
-static void job_env_build(struct job_env *env, const struct job_slot *slot)
+/* DESIGN.md's environment of a job; over this process's own on the host. */
+static void job_env_build(struct job_env *env, const struct job_slot *slot, bool host)
 {
 	const struct run_context *ctx = slot->ctx;
 	const struct job_spec *spec = &ctx->jobs[slot->n];
@@ -112,7 +113,7 @@ static void job_env_build(struct job_env *env, const struct job_slot *slot)
 	char **var;
 
 	memset(env, 0, sizeof(*env));
-	for (var = environ; *var; var++)
+	for (var = environ; host && *var; var++)
 		job_env_put(env, *var);
 	strbuf_addf(&value, "%s/%d", ctx->run->name, slot->n);
 	job_env_set(env, "RUN_NAME", ctx->run->name);
@@ -211,7 +212,6 @@ static int artifact_name_add(void *ctx, const struct store_entry *entry)
 	return 0;
 }
 
-/* Writes the deps' artifacts into the job's directory; names them in ro. */
 /*
  * Puts the deps' artifacts in the job's directory and names them in ro:
  * where a daemon serves the tree (and this process may mount, as root)
@@ -347,6 +347,107 @@ static bool job_mounts_artifacts(const struct job_spec *spec)
 	return false;
 }
 
+static void spec_add_list(struct strbuf *json, const char *key, char *const *items, size_t count)
+{
+	size_t i;
+
+	strbuf_addf(json, ",\"%s\":[", key);
+	for (i = 0; i < count; i++) {
+		strbuf_addstr(json, i ? "," : "");
+		json_add_string(json, items[i]);
+	}
+	strbuf_addstr(json, "]");
+}
+
+/*
+ * The container's grace is shorter than the helper's: dockerd must have
+ * stopped it before the runner kills the helper.
+ */
+#define DOCKER_STOP_MARGIN_S 2
+
+/*
+ * A job of the docker backend: its container's settings written to
+ * SPEC_PATH for dstack-docker, and the script that runs the helper in its
+ * place, so the job's process group, logs and stop are the host's.  The
+ * snapshot is the container's /workflow; deps are bound read-only.
+ */
+static int job_docker_script(const struct job_slot *slot, const char *root, const char *dir,
+			     const struct artifact_names *ro, const char *spec_path,
+			     struct strbuf *script, struct error *err)
+{
+	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
+	struct strbuf json = STRBUF_INIT, workdir = STRBUF_INIT, item = STRBUF_INIT;
+	struct strbuf helper = STRBUF_INIT;
+	struct job_env env;
+	char **binds = xcalloc(ro->count + 2, sizeof(char *));
+	char *labels[2];
+	size_t i;
+	int ret;
+
+	strbuf_addf(&workdir, "/workflow%s%s", spec->working_dir ? "/" : "",
+		    spec->working_dir ? spec->working_dir : "");
+	strbuf_addf(&item, "%s:/workflow", root);
+	binds[0] = xstrdup(item.buf);
+	for (i = 0; i < ro->count; i++) {
+		strbuf_reset(&item);
+		strbuf_addf(&item, "%s:%s%s:ro", ro->sources ? ro->sources[i] : ro->paths[i],
+			    workdir.buf, ro->paths[i] + strlen(dir));
+		binds[i + 1] = xstrdup(item.buf);
+	}
+	strbuf_reset(&item);
+	strbuf_addf(&item, "dstack.run=%s", slot->ctx->run->name);
+	labels[0] = xstrdup(item.buf);
+	strbuf_reset(&item);
+	strbuf_addf(&item, "dstack.job=%d", slot->n);
+	labels[1] = xstrdup(item.buf);
+	job_env_build(&env, slot, false);
+
+	/* bash where the image has it, as on the host; else its sh. */
+	strbuf_addstr(&json, "{\"image\":");
+	json_add_string(&json, spec->image);
+	strbuf_addstr(&json, ",\"command\":[\"sh\",\"-c\",");
+	json_add_string(&json, "if command -v bash >/dev/null 2>&1; then exec bash -c \"$1\"; fi;"
+			       " exec sh -c \"$1\"");
+	strbuf_addstr(&json, ",\"sh\",");
+	json_add_string(&json, spec->script);
+	strbuf_addstr(&json, "],\"workdir\":");
+	json_add_string(&json, workdir.buf);
+	spec_add_list(&json, "env", env.vars, env.count);
+	spec_add_list(&json, "binds", binds, ro->count + 1);
+	spec_add_list(&json, "labels", labels, 2);
+	strbuf_addstr(&json, ",\"ports\":[");
+	for (i = 0; i < spec->port_count; i++)
+		strbuf_addf(&json, "%s%d", i ? "," : "", slot->ports[i]);
+	strbuf_addf(&json, "],\"memory\":%llu,\"nano_cpus\":%lld,\"shm_size\":%llu,\"grace\":%lld}\n",
+		    (unsigned long long)spec->resources.memory,
+		    (long long)spec->resources.cpu * 1000000000ll,
+		    (unsigned long long)spec->resources.shm_size,
+		    HOST_STOP_GRACE_NS / 1000000000ll - DOCKER_STOP_MARGIN_S);
+	ret = fs_write_file(spec_path, json.buf, json.len);
+	if (ret < 0)
+		error_errno(err, ret, "%s", spec_path);
+	if (ret == 0)
+		ret = provider_helper_path("dstack-docker", &helper, err);
+	if (ret == 0) {
+		strbuf_addstr(script, "exec ");
+		strbuf_add_shell_word(script, helper.buf);
+		strbuf_addstr(script, " ");
+		strbuf_add_shell_word(script, spec_path);
+		strbuf_addstr(script, "\n");
+	}
+	job_env_release(&env);
+	for (i = 0; i < ro->count + 1; i++)
+		free(binds[i]);
+	free(binds);
+	free(labels[0]);
+	free(labels[1]);
+	strbuf_release(&json);
+	strbuf_release(&workdir);
+	strbuf_release(&item);
+	strbuf_release(&helper);
+	return ret;
+}
+
 int job_run(struct store *store, struct job_slot *slot, struct error *err)
 {
 	const struct run_context *ctx = slot->ctx;
@@ -363,9 +464,10 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 				 .started = job_started, .started_ctx = &process };
 	struct job_cgroup cg = { .procs = { -1, -1 } };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
+	struct strbuf docker_spec = STRBUF_INIT, docker_script = STRBUF_INIT;
 	struct job_env env;
 	struct error ignored = { 0 };
-	bool complete;
+	bool complete, docker = false;
 	size_t i;
 	int ret;
 
@@ -404,10 +506,22 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 		ret = deps_materialize(store, ctx->deps, dir.buf, &ro, err);
 	if (ret < 0)
 		goto out;
-	job_say_host_notes(&out, slot);
-	job_limits(&out, slot, &cg);
-	job_env_build(&env, slot);
-	if (spec->python_env)
+	docker = ctx->backend == BACKEND_DOCKER && spec->image;
+	if (docker) {
+		/* Beside the snapshot, so the job does not see it. */
+		strbuf_addf(&docker_spec, "%s.docker.json", root.buf);
+		job_output_say(&out, "job %d runs in image '%s' through dockerd", n, spec->image);
+		ret = job_docker_script(slot, root.buf, dir.buf, &ro, docker_spec.buf, &docker_script,
+					err);
+		if (ret < 0)
+			goto out;
+		host.script = docker_script.buf;
+	} else {
+		job_say_host_notes(&out, slot);
+		job_limits(&out, slot, &cg);
+	}
+	job_env_build(&env, slot, true);
+	if (spec->python_env && !docker)
 		ret = runner_python_env(store, &env, err);
 	if (ret < 0) {
 		job_env_release(&env);
@@ -415,9 +529,10 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	}
 	host.dir = dir.buf;
 	host.env = env.vars;
-	host.read_only = ro.paths;
-	host.read_only_count = ro.count;
-	host.read_only_sources = ro.sources;
+	/* In a container the deps are bound by dockerd. */
+	host.read_only = docker ? NULL : ro.paths;
+	host.read_only_count = docker ? 0 : ro.count;
+	host.read_only_sources = docker ? NULL : ro.sources;
 	host.cgroup_procs = cg.procs;
 	host.cgroup_count = cg.count;
 	ret = store_run_set_status(store, run, "running", -1, err);
@@ -457,6 +572,10 @@ out:
 	    store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
 		ret = err->code;
 	fs_remove_tree(root.buf);
+	if (docker_spec.len)
+		unlink(docker_spec.buf);
+	strbuf_release(&docker_spec);
+	strbuf_release(&docker_script);
 	strbuf_release(&out.pending);
 	strbuf_release(&root);
 	strbuf_release(&dir);

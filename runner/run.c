@@ -295,7 +295,9 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct sigaction old_signals[RUNNER_SIGNALS];
 	bool stopped = false;
 
-	ret = snapshot_describe(request->cwd, &info, err);
+	ret = run_backend_resolve(store, request->backend, &ctx.backend, err);
+	if (ret == 0)
+		ret = snapshot_describe(request->cwd, &info, err);
 	if (ret < 0)
 		return ret;
 	if (request->stop_on_signals) {

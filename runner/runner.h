@@ -14,6 +14,8 @@
 struct runner_request {
 	const char *cwd;		/* inside the user's git repository */
 	const char *workflow;
+	/* "host" or "docker"; NULL: $DSTACK_HOME/config.yaml's, else host. */
+	const char *backend;
 	char *const *args;
 	size_t arg_count;
 	/* Hears every piece of job output as it comes, when not NULL. */

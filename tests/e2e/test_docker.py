@@ -1,11 +1,13 @@
-"""The docker backend's helper, dstack-docker, against a real dockerd and a
-real registry: both started here when they are not running, an image made
-by `docker import` of a busybox-static root file system, pushed to the
-registry and removed locally, so the helper pulls it.
+"""The docker backend against a real dockerd and a real registry: both
+started here when they are not running, an image made by `docker import`
+of a busybox-static root file system, pushed to the registry and removed
+locally, so the first job pulls it.
 
-dstack-docker SPEC runs one job in a container as the runner will start
-it: output on stdout and stderr, the container's exit status as its own,
-SIGTERM stopping the container, nothing left behind."""
+dstack-docker SPEC runs one job in a container as the runner starts it:
+output on stdout and stderr, the container's exit status as its own,
+SIGTERM stopping the container, nothing left behind.  `dstack run
+--backend docker` (or `backend: docker` in $DSTACK_HOME/config.yaml) runs
+each job that names an image through it."""
 import json
 import os
 import random
@@ -18,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, wait_for
+from conftest import BIN, assert_error, assert_ok, make_repo, parse_table, wait_for
 
 HELPER = BIN.parent / "dstack-docker"
 SOCKET = "/var/run/docker.sock"
@@ -199,3 +201,143 @@ def test_errors_name_the_image_the_socket_and_the_spec(registry, tmp_path):
     assert cp.returncode == 125 and "image: expected an image name" in cp.stderr, cp.stderr
     cp = run_helper(tmp_path, {"image": registry, "command": ["true"], "ports": [0]})
     assert cp.returncode == 125 and "ports[0]: expected a port" in cp.stderr, cp.stderr
+
+
+WORKFLOWS = """\
+    workflows:
+      - name: inside
+        provider: bash
+        image: %(image)s
+        commands:
+          - echo "in $(pwd) as $JOB_ID"
+          - mkdir -p out && echo made > out/x
+          - test -e /workflow/data.txt && echo "snapshot there"
+          - test -x /bin/bash || echo "no bash, sh ran it"
+        artifacts:
+          - out
+      - name: after
+        provider: bash
+        image: %(image)s
+        deps:
+          - workflow: inside
+        commands:
+          - cat out/x
+          - touch out/new 2>/dev/null && echo wrote || echo read-only
+      - name: fails
+        provider: bash
+        image: %(image)s
+        commands:
+          - echo before
+          - exit 4
+          - echo never
+      - name: forever
+        provider: bash
+        image: %(image)s
+        commands:
+          - echo started
+          - sleep 1000
+      - name: here
+        provider: bash
+        commands:
+          - echo "on the host"
+    """
+
+
+def run_rows(ds, repo):
+    return {r["RUN"]: r for r in parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)}
+
+
+def test_run_with_the_docker_backend(registry, ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
+                     files={"data.txt": "data\n"})
+    cp = assert_ok(ds("run", "--backend", "docker", "inside", cwd=repo))
+    [name] = run_rows(ds, repo)
+    assert f"in /workflow as {name}/0\n" in cp.stdout, cp.stdout
+    assert "snapshot there\n" in cp.stdout and "no bash, sh ran it\n" in cp.stdout
+    assert f"job 0 runs in image '{registry}' through dockerd" in cp.stdout + cp.stderr
+    out = ds.download(name, tmp_path / "dl")
+    assert (out / "out" / "x").read_text() == "made\n"
+    assert containers(f"dstack.run={name}") == []
+
+    # The dep's artifacts are bound read-only into the container.
+    cp = assert_ok(ds("run", "--backend", "docker", "after", cwd=repo))
+    assert "made\nread-only\n" in cp.stdout, cp.stdout
+
+    cp = ds("run", "--backend", "docker", "fails", cwd=repo)
+    assert_error(cp, "failed")
+    assert "before\n" in cp.stdout and "never" not in cp.stdout
+    assert "job 0 exited with status 4" in cp.stdout + cp.stderr
+
+    # A job without an image runs on the host.
+    cp = assert_ok(ds("run", "--backend", "docker", "here", cwd=repo))
+    assert "on the host\n" in cp.stdout
+
+    cp = ds("run", "--backend", "podman", "inside", cwd=repo)
+    assert_error(cp, "backend 'podman': expected host or docker")
+
+
+def test_config_yaml_names_the_backend(registry, ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
+                     files={"data.txt": "data\n"})
+    config = ds.home / "config.yaml"
+    ds.home.mkdir(parents=True, exist_ok=True)
+    config.write_text("backend: docker\n")
+    cp = assert_ok(ds("run", "inside", cwd=repo))
+    assert "through dockerd" in cp.stdout + cp.stderr and "in /workflow as" in cp.stdout
+    # The flag wins over the file.
+    cp = assert_ok(ds("run", "--backend", "host", "inside", cwd=repo))
+    assert "through dockerd" not in cp.stdout + cp.stderr
+    config.write_text("backend: [docker]\n")
+    cp = ds("run", "inside", cwd=repo)
+    assert_error(cp, f"{config}:1:10: backend: expected host or docker")
+    assert len(run_rows(ds, repo)) == 2, "a bad config.yaml started a run"
+
+
+def test_stop_leaves_no_container(registry, ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
+                     files={"data.txt": "data\n"})
+    cp = assert_ok(ds("run", "-d", "--backend", "docker", "forever", cwd=repo))
+    name = cp.stdout.strip()
+    label = f"dstack.run={name}"
+    assert wait_for(lambda: containers(label), timeout=60), "no container started"
+    assert wait_for(lambda: "started" in ds("logs", name).stdout, timeout=30)
+    assert_ok(ds("stop", name, cwd=repo))
+    assert run_rows(ds, repo)[name]["STATUS"] == "stopped"
+    assert wait_for(lambda: containers(label) == [], timeout=30), "the container outlived its run"
+
+
+def test_backend_through_the_tree(registry, ds, tmp_path):
+    # ctl lines take `dstack run`'s options, and `dstack run --backend`
+    # hands its backend to the daemon with the run.
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
+                     files={"data.txt": "data\n"})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    assert_ok(ds("mount", mnt, cwd=repo, timeout=60))
+    try:
+        fd = os.open(mnt / "ctl", os.O_RDWR)
+        try:
+            os.write(fd, b"--backend docker -t in inside\n")
+            name = os.read(fd, 4096).decode().strip()
+        finally:
+            os.close(fd)
+        assert wait_for(lambda: (mnt / "runs" / name / "status").read_text() == "done\n",
+                        timeout=60), (mnt / "runs" / name / "logs").read_text()
+        logs = (mnt / "runs" / name / "logs").read_text()
+        assert "through dockerd" in logs and f"in /workflow as {name}/0" in logs, logs
+        assert os.readlink(mnt / "tags" / "in") == f"../runs/{name}"
+
+        cp = assert_ok(ds("run", "--backend", "docker", "after", cwd=repo))
+        assert "made\nread-only\n" in cp.stdout, cp.stdout
+
+        fd = os.open(mnt / "ctl", os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as e:
+                os.write(fd, b"--backend\n")
+            assert e.value.errno == 22
+        finally:
+            os.close(fd)
+    finally:
+        ds("umount", mnt, timeout=60)
+        wait_for(lambda: subprocess.run(["mountpoint", "-q", str(mnt)]).returncode != 0,
+                 timeout=30)
