@@ -117,6 +117,10 @@ trap 'exit 130' INT TERM
 
 # A private copy of the binary, so that a rebuild during the run changes nothing.
 cp "$DSTACK" "$WORK/dstack-bin" || die "cannot copy $DSTACK to $WORK"
+# Its helpers are looked for beside it (the docker backend's jobs run dstack-docker).
+for helper in dstack-docker dstack-curl; do
+    [ ! -x "$(dirname "$DSTACK")/$helper" ] || cp "$(dirname "$DSTACK")/$helper" "$WORK/$helper"
+done
 dstack_id="$(sha256sum "$WORK/dstack-bin" | cut -c1-12), mtime $(date -u -r "$DSTACK" +%H:%M:%SZ)"
 DSTACK=$WORK/dstack-bin
 export HOME=$WORK/home GIT_CONFIG_NOSYSTEM=1
@@ -217,10 +221,15 @@ REPO=$WORK/repo
 mkdir -p "$REPO/.dstack"
 gitc=(git -C "$REPO" -c user.name=bench -c user.email=bench@localhost)
 "${gitc[@]}" init -q -b main
-cat >"$REPO/.dstack/workflows.yaml" <<'EOF'
+cat >"$REPO/.dstack/workflows.yaml" <<EOF
 workflows:
   - name: t
     provider: bash
+    commands:
+      - "true"
+  - name: td
+    provider: bash
+    image: dstack-run-bench-$$:latest
     commands:
       - "true"
 EOF
@@ -323,6 +332,7 @@ docker_setup() {
     mkdir -p "$WORK/rootfs/bin"
     cp /bin/busybox "$WORK/rootfs/bin/busybox"
     ln -s busybox "$WORK/rootfs/bin/true"
+    ln -s busybox "$WORK/rootfs/bin/sh"     # dstack's jobs start with sh -c
     tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
     image=dstack-run-bench-$$:latest
     "$DOCKER" import "$WORK/rootfs.tar" "$image" >/dev/null 2>"$WORK/docker-import.log" \
@@ -334,6 +344,17 @@ if [ -n "${SKIP_DOCKER:-}" ]; then
     UNAVAIL[docker]="skipped (SKIP_DOCKER set)"
 elif docker_setup; then
     bench docker "$SLOW_RUNS" 1 "$DOCKER" run --rm "$image" true || true
+fi
+
+# 7b. The same container through dstack's docker backend (issue 5).
+LABEL[dstack_docker]="dstack run --backend docker, the same image and command"
+if [ -z "$image" ]; then
+    UNAVAIL[dstack_docker]="needs the docker row: ${UNAVAIL[docker]:-no image}"
+else
+    cd "$REPO"
+    DSTACK_HOME=$WORK/home-docker-backend bench dstack_docker "$SLOW_RUNS" 1 "$DSTACK" run --backend docker td \
+        || true
+    cd "$WORK"
 fi
 
 # 8. snakemake, one rule running `true`, forced every time.
@@ -362,7 +383,7 @@ echo "work folder on $home_fs; RUNS=$RUNS (docker, snakemake: SLOW_RUNS=$SLOW_RU
 echo
 echo "| tool | runs | median ms | p90 ms | ratio to dstack (median) |"
 echo "|---|---|---|---|---|"
-for k in floor dstack dstack_tmpfs dstack_ctl bwrap docker snakemake; do
+for k in floor dstack dstack_tmpfs dstack_ctl bwrap docker dstack_docker snakemake; do
     [ -n "${LABEL[$k]:-}" ] || continue
     name=${LABEL[$k]}
     [ -z "${VERSION[$k]:-}" ] || name="$name (${VERSION[$k]})"
@@ -382,4 +403,7 @@ printf '| DSTACK_HOME on %s | %s | %s | %s | %s | %s | %.2f | %s |\n' "$home_fs"
 echo
 echo "Goals (issue 3):"
 echo "- dstack run median <= 10 ms end to end: ${MED[dstack]} ms, $(verdict "${MED[dstack]} <= 10")"
+if [ -n "${MED[dstack_docker]:-}" ] && [ -n "${MED[docker]:-}" ]; then
+    echo "- docker backend per job within 1.2x docker run --rm (issue 5): ${MED[dstack_docker]} vs ${MED[docker]} ms, $(ratio "${MED[dstack_docker]}" "${MED[docker]}"), $(verdict "${MED[dstack_docker]} <= 1.2 * ${MED[docker]}")"
+fi
 echo "- flat over $SEQ runs (last $WINDOW median within 25% of the first $WINDOW): $seq_first -> $seq_last ms, $(verdict "$seq_last <= 1.25 * $seq_first")"
