@@ -5,7 +5,9 @@
  * SPEC is a JSON file: {"image", "command": [...], "env": [...],
  * "workdir", "binds": [...], "labels": [...], "ports": [...], "memory",
  * "nano_cpus", "shm_size", "grace"}; only image and command are needed.
- * Errors are one "dstack: ..." line, as dstack's.
+ * `dstack-docker remove LABEL=VALUE` removes the containers so labelled
+ * (what a dead runner left) and prints how many.  Errors are one
+ * "dstack: ..." line, as dstack's.
  */
 #include <errno.h>
 #include <signal.h>
@@ -140,13 +142,23 @@ int main(int argc, char **argv)
 	int status = 0, ret;
 	size_t i;
 
-	if (argc != 2) {
-		fprintf(stderr, "dstack: usage: dstack-docker SPEC.json\n");
+	if (argc != 2 && !(argc == 3 && !strcmp(argv[1], "remove") && strchr(argv[2], '='))) {
+		fprintf(stderr, "dstack: usage: dstack-docker SPEC.json | dstack-docker remove LABEL=VALUE\n");
 		return 2;
 	}
 	if (host && strncmp(host, "unix://", 7)) {
 		fprintf(stderr, "dstack: DOCKER_HOST=%s: only unix:// sockets are supported\n", host);
 		return 2;
+	}
+	if (argc == 3) {
+		int count;
+
+		if (docker_remove_labelled(host ? host + 7 : DOCKER_SOCKET, argv[2], &count, &err) < 0) {
+			fprintf(stderr, "dstack: %s\n", err.message);
+			return 1;
+		}
+		printf("%d\n", count);
+		return 0;
 	}
 	/* A stopped job stops its container instead of leaving it running. */
 	sigemptyset(&action.sa_mask);

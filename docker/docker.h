@@ -43,4 +43,11 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		   const volatile sig_atomic_t *stop, int grace_s, int *status,
 		   struct error *err);
 
+/*
+ * Removes every container, running or not, that has label ("K=V"): what a
+ * runner that died left of its jobs.  *count gets how many went.
+ */
+int docker_remove_labelled(const char *socket, const char *label, int *count,
+			   struct error *err);
+
 #endif

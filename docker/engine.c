@@ -512,3 +512,46 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 	curl_global_cleanup();
 	return ret;
 }
+
+int docker_remove_labelled(const char *socket, const char *label, int *count,
+			   struct error *err)
+{
+	static const volatile sig_atomic_t never;
+	struct engine engine = { .socket = socket, .stop = &never };
+	struct strbuf filter = STRBUF_INIT, path = STRBUF_INIT, body = STRBUF_INIT;
+	struct error ignored = { 0 };
+	struct json *list = NULL;
+	const struct json *id;
+	char *escaped;
+	long http;
+	size_t i;
+	int ret;
+
+	*count = 0;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(engine.curl = curl_easy_init()))
+		return error_set(err, -ENOMEM, "cannot start libcurl");
+	strbuf_addstr(&filter, "{\"label\":[");
+	json_add_string(&filter, label);
+	strbuf_addstr(&filter, "]}");
+	escaped = curl_easy_escape(engine.curl, filter.buf, 0);
+	strbuf_addf(&path, "/containers/json?all=1&filters=%s", escaped);
+	curl_free(escaped);
+	ret = engine_simple(&engine, "GET", path.buf, NULL, &body, &http, err);
+	if (ret == 0 && (http != 200 || json_parse(body.buf, body.len, &list, err) < 0 ||
+			 list->type != JSON_ARRAY))
+		ret = error_set(err, -EIO, "dockerd: cannot list the containers labelled %s", label);
+	for (i = 0; ret == 0 && i < list->count; i++) {
+		id = json_get(&list->items[i], "Id");
+		if (id && id->type == JSON_STRING &&
+		    container_call(&engine, "DELETE", id->string, "?force=1&v=1", 204, NULL,
+				   &ignored) == 0)
+			(*count)++;
+	}
+	json_free(list);
+	strbuf_release(&filter);
+	strbuf_release(&path);
+	strbuf_release(&body);
+	curl_easy_cleanup(engine.curl);
+	curl_global_cleanup();
+	return ret;
+}

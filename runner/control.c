@@ -28,6 +28,7 @@ struct orphan_jobs {
 	struct strbuf said;
 	int *live;		/* jobs not ended when the runner died */
 	size_t live_count;
+	bool images;		/* a live job named an image: it may have a container */
 };
 
 /*
@@ -44,6 +45,7 @@ static int orphan_job_end(void *arg, const struct store_job *job)
 		return 0;
 	orphans->live = xrealloc(orphans->live, (orphans->live_count + 1) * sizeof(int));
 	orphans->live[orphans->live_count++] = job->n;
+	orphans->images |= job->image[0] != '\0';
 	if (job->pid > 0 && proc_start_time(job->pid) == job->pid_started &&
 	    kill(-job->pid, SIGKILL) == 0)
 		strbuf_addf(&orphans->said, "dstack: job %d's processes (group %d) killed\n",
@@ -52,6 +54,30 @@ static int orphan_job_end(void *arg, const struct store_job *job)
 	job_cgroup_reap(name.buf);
 	strbuf_release(&name);
 	return 0;
+}
+
+/*
+ * Removes the containers of a dead runner's docker jobs (labelled with
+ * the run): killing their helpers left them running.  Best effort: with
+ * no dockerd there are none.
+ */
+static void orphan_containers_remove(const struct store_run *run, struct strbuf *said)
+{
+	struct strbuf helper = STRBUF_INIT, label = STRBUF_INIT, out = STRBUF_INIT;
+	struct error ignored = { 0 };
+	int status = -1;
+
+	strbuf_addf(&label, "dstack.run=%s", run->name);
+	if (provider_helper_path("dstack-docker", &helper, &ignored) == 0) {
+		char *const argv[] = { helper.buf, "remove", label.buf, NULL };
+
+		if (host_exec(helper.buf, argv, &out, &status, &ignored) == 0 && status == 0 &&
+		    out.buf && atoi(out.buf) > 0)
+			strbuf_addf(said, "dstack: %d container(s) of the run removed\n", atoi(out.buf));
+	}
+	strbuf_release(&helper);
+	strbuf_release(&label);
+	strbuf_release(&out);
 }
 
 /*
@@ -68,6 +94,8 @@ static int runner_mark_orphan(struct store *store, const struct store_run *run,
 	strbuf_addf(&orphans.said, "dstack: the runner of this run (pid %d) is gone; marked failed\n",
 		    (int)run->runner_pid);
 	ret = store_run_jobs(store, run->id, orphan_job_end, &orphans, err);
+	if (ret == 0 && orphans.images)
+		orphan_containers_remove(run, &orphans.said);
 	if (ret == 0)
 		ret = store_log_append(store, run->id, -1, orphans.said.buf, orphans.said.len, err);
 	for (i = 0; i < orphans.live_count && ret == 0; i++)

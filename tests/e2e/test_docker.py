@@ -293,13 +293,20 @@ def test_config_yaml_names_the_backend(registry, ds, tmp_path):
     assert len(run_rows(ds, repo)) == 2, "a bad config.yaml started a run"
 
 
-def test_stop_leaves_no_container(registry, ds, tmp_path):
+def start_forever(registry, ds, tmp_path):
+    """`forever` started detached on the docker backend, its container up:
+    (repo, run name, the run's container label)."""
     repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
                      files={"data.txt": "data\n"})
     cp = assert_ok(ds("run", "-d", "--backend", "docker", "forever", cwd=repo))
     name = cp.stdout.strip()
     label = f"dstack.run={name}"
     assert wait_for(lambda: containers(label), timeout=60), "no container started"
+    return repo, name, label
+
+
+def test_stop_leaves_no_container(registry, ds, tmp_path):
+    repo, name, label = start_forever(registry, ds, tmp_path)
     assert wait_for(lambda: "started" in ds("logs", name).stdout, timeout=30)
     assert_ok(ds("stop", name, cwd=repo))
     assert run_rows(ds, repo)[name]["STATUS"] == "stopped"
@@ -341,3 +348,17 @@ def test_backend_through_the_tree(registry, ds, tmp_path):
         ds("umount", mnt, timeout=60)
         wait_for(lambda: subprocess.run(["mountpoint", "-q", str(mnt)]).returncode != 0,
                  timeout=30)
+
+
+def test_a_dead_runner_leaves_no_container(registry, ds, tmp_path):
+    repo, name, label = start_forever(registry, ds, tmp_path)
+    runner = subprocess.run(["pgrep", "-f", "run -d --backend docker forever"],
+                            stdout=subprocess.PIPE, text=True).stdout.split()
+    assert runner, "no runner process"
+    for pid in runner:
+        os.kill(int(pid), signal.SIGKILL)
+    # The next command that looks finds the run orphaned and cleans up.
+    assert run_rows(ds, repo)[name]["STATUS"] == "failed"
+    assert containers(label) == [], "the dead runner's container is still there"
+    logs = ds("logs", name).stdout
+    assert "is gone; marked failed" in logs and "1 container(s) of the run removed" in logs, logs
