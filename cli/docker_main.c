@@ -4,7 +4,9 @@
  * so its output, its stop and its exit status are the container's.
  * SPEC is a JSON file: {"image", "command": [...], "env": [...],
  * "workdir", "binds": [...], "labels": [...], "ports": [...], "memory",
- * "nano_cpus", "shm_size", "grace"}; only image and command are needed.
+ * "nano_cpus", "shm_size", "grace", "pinned"}; only image and command
+ * are needed.  "pinned" names a file that gets IMAGE@DIGEST when the
+ * image came from a registry.
  * `dstack-docker remove LABEL=VALUE` removes the containers so labelled
  * (what a dead runner left) and prints how many.  Errors are one
  * "dstack: ..." line, as dstack's.
@@ -138,6 +140,8 @@ int main(int argc, char **argv)
 	struct sigaction action = { .sa_handler = docker_stop };
 	const char *host = getenv("DOCKER_HOST");
 	struct spec spec = { 0 };
+	struct strbuf pinned = STRBUF_INIT;
+	const struct json *pinned_file;
 	struct error err = { 0 };
 	int status = 0, ret;
 	size_t i;
@@ -165,10 +169,16 @@ int main(int argc, char **argv)
 	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
 		sigaction(signals[i], &action, NULL);
 	ret = spec_read(argv[1], &spec, &err);
-	if (ret == 0)
+	if (ret == 0) {
+		spec.job.pinned = &pinned;
 		ret = docker_job_run(host ? host + 7 : DOCKER_SOCKET, &spec.job, stdout, stderr,
 				     &docker_stopping, spec.grace ? (int)spec.grace : 10, &status,
 				     &err);
+	}
+	pinned_file = json_get(spec.doc, "pinned");
+	if (ret == 0 && pinned.len && pinned_file && pinned_file->type == JSON_STRING)
+		fs_write_file(pinned_file->string, pinned.buf, pinned.len);
+	strbuf_release(&pinned);
 	spec_release(&spec);
 	if (ret < 0) {
 		fprintf(stderr, "dstack: %s\n", err.message);

@@ -28,6 +28,9 @@ struct docker_job {
 	int64_t memory;		/* bytes, 0: no limit */
 	int64_t nano_cpus;	/* 1e9 a CPU, 0: no limit */
 	int64_t shm_size;	/* bytes, 0: the default */
+	/* Gets "IMAGE@sha256:..." of the registry's manifest, when not NULL
+	 * and the image came from a registry: what reproduces the run. */
+	struct strbuf *pinned;
 };
 
 /*

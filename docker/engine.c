@@ -253,8 +253,25 @@ static int image_pull(struct engine *engine, const char *image, FILE *log, struc
 	return ret;
 }
 
+/* IMAGE@DIGEST from an image's RepoDigests ("REPO@sha256:..."), if any. */
+static void image_pin(const char *image, const struct strbuf *body, struct strbuf *pinned)
+{
+	struct json *doc = NULL;
+	struct error ignored = { 0 };
+	const struct json *digests;
+	const char *at;
+
+	if (json_parse(body->buf, body->len, &doc, &ignored) == 0 &&
+	    (digests = json_get(doc, "RepoDigests")) && digests->type == JSON_ARRAY &&
+	    digests->count && digests->items[0].type == JSON_STRING &&
+	    (at = strchr(digests->items[0].string, '@')))
+		strbuf_addf(pinned, "%s%s", image, at);
+	json_free(doc);
+}
+
 /* The image, pulled first when dockerd does not have it. */
-static int image_ensure(struct engine *engine, const char *image, FILE *log, struct error *err)
+static int image_ensure(struct engine *engine, const char *image, FILE *log,
+			struct strbuf *pinned, struct error *err)
 {
 	struct strbuf path = STRBUF_INIT, body = STRBUF_INIT, reason = STRBUF_INIT;
 	long http;
@@ -262,12 +279,18 @@ static int image_ensure(struct engine *engine, const char *image, FILE *log, str
 
 	strbuf_addf(&path, "/images/%s/json", image);
 	ret = engine_simple(engine, "GET", path.buf, NULL, &body, &http, err);
-	if (ret == 0 && http == 404)
+	if (ret == 0 && http == 404) {
 		ret = image_pull(engine, image, log, err);
-	else if (ret == 0 && http != 200) {
+		strbuf_reset(&body);
+		if (ret == 0)
+			ret = engine_simple(engine, "GET", path.buf, NULL, &body, &http, err);
+	}
+	if (ret == 0 && http != 200) {
 		engine_reason(&body, &reason);
 		ret = error_set(err, -EIO, "image %s: %s", image, reason.buf);
 	}
+	if (ret == 0 && pinned)
+		image_pin(image, &body, pinned);
 	strbuf_release(&path);
 	strbuf_release(&body);
 	strbuf_release(&reason);
@@ -477,7 +500,7 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		curl_global_cleanup();
 		return error_set(err, -ENOMEM, "cannot start libcurl");
 	}
-	ret = image_ensure(&engine, job->image, log, err);
+	ret = image_ensure(&engine, job->image, log, job->pinned, err);
 	if (ret == 0)
 		ret = container_create(&engine, job, &id, err);
 	if (ret == 0)

@@ -369,11 +369,12 @@ static void spec_add_list(struct strbuf *json, const char *key, char *const *ite
  * A job of the docker backend: its container's settings written to
  * SPEC_PATH for dstack-docker, and the script that runs the helper in its
  * place, so the job's process group, logs and stop are the host's.  The
- * snapshot is the container's /workflow; deps are bound read-only.
+ * snapshot is the container's /workflow; deps are bound read-only.  The
+ * helper writes IMAGE@DIGEST to PINNED_PATH for the job's record.
  */
 static int job_docker_script(const struct job_slot *slot, const char *root, const char *dir,
 			     const struct artifact_names *ro, const char *spec_path,
-			     struct strbuf *script, struct error *err)
+			     const char *pinned_path, struct strbuf *script, struct error *err)
 {
 	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
 	struct strbuf json = STRBUF_INIT, workdir = STRBUF_INIT, item = STRBUF_INIT;
@@ -418,7 +419,9 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 	strbuf_addstr(&json, ",\"ports\":[");
 	for (i = 0; i < spec->port_count; i++)
 		strbuf_addf(&json, "%s%d", i ? "," : "", slot->ports[i]);
-	strbuf_addf(&json, "],\"memory\":%llu,\"nano_cpus\":%lld,\"shm_size\":%llu,\"grace\":%lld}\n",
+	strbuf_addstr(&json, "],\"pinned\":");
+	json_add_string(&json, pinned_path);
+	strbuf_addf(&json, ",\"memory\":%llu,\"nano_cpus\":%lld,\"shm_size\":%llu,\"grace\":%lld}\n",
 		    (unsigned long long)spec->resources.memory,
 		    (long long)spec->resources.cpu * 1000000000ll,
 		    (unsigned long long)spec->resources.shm_size,
@@ -465,6 +468,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	struct job_cgroup cg = { .procs = { -1, -1 } };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
 	struct strbuf docker_spec = STRBUF_INIT, docker_script = STRBUF_INIT;
+	struct strbuf docker_pinned = STRBUF_INIT, pinned = STRBUF_INIT;
 	struct job_env env;
 	struct error ignored = { 0 };
 	bool complete, docker = false;
@@ -510,9 +514,10 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	if (docker) {
 		/* Beside the snapshot, so the job does not see it. */
 		strbuf_addf(&docker_spec, "%s.docker.json", root.buf);
+		strbuf_addf(&docker_pinned, "%s.pinned", root.buf);
 		job_output_say(&out, "job %d runs in image '%s' through dockerd", n, spec->image);
-		ret = job_docker_script(slot, root.buf, dir.buf, &ro, docker_spec.buf, &docker_script,
-					err);
+		ret = job_docker_script(slot, root.buf, dir.buf, &ro, docker_spec.buf,
+					docker_pinned.buf, &docker_script, err);
 		if (ret < 0)
 			goto out;
 		host.script = docker_script.buf;
@@ -540,6 +545,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 		ret = host_job_run(&host, &slot->code, &slot->stopped, err);
 	if (ret == 0 && process.err.code)
 		ret = (*err = process.err).code;
+	/* The image as the registry named it when pulled: the run's record. */
+	if (ret == 0 && docker && fs_read_file(docker_pinned.buf, &pinned) == 0 && pinned.len)
+		ret = store_job_set_image(store, run, n, pinned.buf, err);
 	job_env_release(&env);
 	if (ret == 0)
 		job_say_end(&out, slot, &cg);
@@ -572,9 +580,13 @@ out:
 	    store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
 		ret = err->code;
 	fs_remove_tree(root.buf);
-	if (docker_spec.len)
+	if (docker_spec.len) {
 		unlink(docker_spec.buf);
+		unlink(docker_pinned.buf);
+	}
 	strbuf_release(&docker_spec);
+	strbuf_release(&docker_pinned);
+	strbuf_release(&pinned);
 	strbuf_release(&docker_script);
 	strbuf_release(&out.pending);
 	strbuf_release(&root);

@@ -11,6 +11,7 @@ each job that names an image through it."""
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -333,6 +334,10 @@ def test_backend_through_the_tree(registry, ds, tmp_path):
         logs = (mnt / "runs" / name / "logs").read_text()
         assert "through dockerd" in logs and f"in /workflow as {name}/0" in logs, logs
         assert os.readlink(mnt / "tags" / "in") == f"../runs/{name}"
+        # The job records the image pinned to the registry's digest.
+        info = (mnt / "runs" / name / "jobs" / "0" / "info").read_text()
+        assert re.search(r"^image: %s@sha256:[0-9a-f]{64}$" % re.escape(registry), info,
+                         re.M), info
 
         cp = assert_ok(ds("run", "--backend", "docker", "after", cwd=repo))
         assert "made\nread-only\n" in cp.stdout, cp.stdout
