@@ -26,6 +26,71 @@ void hex_encode(const uint8_t *bytes, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+void base64_encode(const void *bytes, size_t len, bool url, struct strbuf *out)
+{
+	const char *digits = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+				 : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const uint8_t *p = bytes;
+	size_t i;
+
+	for (i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0) |
+			     (i + 2 < len ? p[i + 2] : 0);
+		char quad[4] = { digits[v >> 18], digits[(v >> 12) & 63],
+				 i + 1 < len ? digits[(v >> 6) & 63] : '=',
+				 i + 2 < len ? digits[v & 63] : '=' };
+
+		strbuf_add(out, quad, 4);
+	}
+}
+
+static int base64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+' || c == '-')
+		return 62;
+	if (c == '/' || c == '_')
+		return 63;
+	return -1;
+}
+
+int base64_decode(const char *text, struct strbuf *out)
+{
+	uint32_t bits = 0;
+	int count = 0, v;
+
+	for (; *text && *text != '='; text++) {
+		v = base64_value(*text);
+		if (v < 0)
+			return -EINVAL;
+		bits = bits << 6 | (uint32_t)v;
+		if (++count == 4) {
+			char three[3] = { (char)(bits >> 16), (char)(bits >> 8), (char)bits };
+
+			strbuf_add(out, three, 3);
+			bits = 0;
+			count = 0;
+		}
+	}
+	if (count == 1)
+		return -EINVAL;
+	if (count == 2) {
+		char one = (char)(bits >> 4);
+
+		strbuf_add(out, &one, 1);
+	} else if (count == 3) {
+		char two[2] = { (char)(bits >> 10), (char)(bits >> 2) };
+
+		strbuf_add(out, two, 2);
+	}
+	return 0;
+}
+
 int fs_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;

@@ -73,6 +73,10 @@ static inline void le32_put(uint8_t *p, uint32_t v)
 
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *bytes, size_t len, char *out);
+/* RFC 4648 base64 of bytes, appended to out; url: the URL-safe alphabet. */
+void base64_encode(const void *bytes, size_t len, bool url, struct strbuf *out);
+/* Appends the bytes of base64 text (either alphabet, padding optional); -EINVAL if it is not. */
+int base64_decode(const char *text, struct strbuf *out);
 
 /* Write or pread exactly len bytes, retrying short transfers: 0 or -errno. */
 int fs_write_all(int fd, const void *buf, size_t len);

@@ -17,9 +17,16 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
+import warnings
 
 import pytest
+
+with warnings.catch_warnings():
+    # The registry's htpasswd wants bcrypt; Debian 12's Python 3.11 has it here.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
 
 from conftest import BIN, assert_error, assert_ok, make_repo, parse_table, wait_for
 
@@ -367,3 +374,57 @@ def test_a_dead_runner_leaves_no_container(registry, ds, tmp_path):
     assert containers(label) == [], "the dead runner's container is still there"
     logs = ds("logs", name).stdout
     assert "is gone; marked failed" in logs and "1 container(s) of the run removed" in logs, logs
+
+
+def test_pull_with_the_credentials_of_docker_login(registry, tmp_path):
+    # A registry that wants a password: the helper sends what `docker
+    # login` stored in DOCKER_CONFIG's config.json; without it the pull
+    # is refused, naming the image.
+    port = free_port()
+    (tmp_path / "htpasswd").write_text(
+        "ann:%s\n" % crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH)))
+    (tmp_path / "registry.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n"
+        "http:\n  addr: 127.0.0.1:%d\n"
+        "auth:\n  htpasswd:\n    realm: dstack-test\n    path: %s\n"
+        % (tmp_path / "data", port, tmp_path / "htpasswd"))
+    reg = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "registry.yml")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    private = f"127.0.0.1:{port}/private-busybox:1"
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    env = dict(os.environ, DOCKER_CONFIG=str(config))
+    try:
+        def up():
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+            except urllib.error.HTTPError as e:
+                return e.code == 401
+            except OSError:
+                return False
+            return False
+        assert wait_for(up, timeout=30), "the registry with a password did not start"
+        login = subprocess.run(["docker", "login", "-u", "ann", "--password-stdin",
+                                f"127.0.0.1:{port}"], input="s3cret", env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert login.returncode == 0, login.stderr
+        docker("pull", registry)
+        docker("tag", registry, private)
+        assert subprocess.run(["docker", "push", private], env=env, capture_output=True,
+                              timeout=120).returncode == 0
+        docker("rmi", private)
+
+        empty = tmp_path / "no-config"
+        empty.mkdir()
+        cp = run_helper(tmp_path, {"image": private, "command": ["true"]},
+                        env={"DOCKER_CONFIG": str(empty)})
+        assert cp.returncode == 125, cp.stderr
+        assert cp.stderr.splitlines()[-1].startswith(f"dstack: image {private}: "), cp.stderr
+
+        cp = run_helper(tmp_path, {"image": private, "command": ["echo", "pulled"]},
+                        env={"DOCKER_CONFIG": str(config)})
+        assert cp.returncode == 0 and cp.stdout == "pulled\n", cp.stderr
+    finally:
+        docker("rmi", "-f", private, check=False)
+        reg.terminate()
+        reg.wait(timeout=30)

@@ -1,6 +1,7 @@
 /*
- * test_lib.c - the shared helpers: path containment, hex, strbuf.
+ * test_lib.c - the shared helpers: path containment, hex, base64, strbuf.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "lib/lib.h"
@@ -30,6 +31,37 @@ static void test_hex_encode(void)
 	CHECK(!strcmp(hex, "007fa5ff"));
 }
 
+/* RFC 4648's test vectors, both ways, and what the decoder refuses. */
+static void test_base64(void)
+{
+	static const char *const plain[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
+	static const char *const coded[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
+					     "Zm9vYmFy" };
+	struct strbuf sb = STRBUF_INIT;
+	uint8_t high[2] = { 0xfb, 0xff };
+	size_t i;
+
+	for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		strbuf_reset(&sb);
+		base64_encode(plain[i], strlen(plain[i]), false, &sb);
+		CHECK(!strcmp(sb.buf ? sb.buf : "", coded[i]));
+		strbuf_reset(&sb);
+		CHECK(base64_decode(coded[i], &sb) == 0);
+		CHECK(sb.len == strlen(plain[i]) && !memcmp(sb.buf ? sb.buf : "", plain[i], sb.len));
+	}
+	strbuf_reset(&sb);
+	base64_encode(high, 2, true, &sb);
+	CHECK(!strcmp(sb.buf, "-_8="));
+	strbuf_reset(&sb);
+	base64_encode(high, 2, false, &sb);
+	CHECK(!strcmp(sb.buf, "+/8="));
+	strbuf_reset(&sb);
+	CHECK(base64_decode("-_8", &sb) == 0 && sb.len == 2 && !memcmp(sb.buf, high, 2));
+	CHECK(base64_decode("Zm9v!", &sb) == -EINVAL);
+	CHECK(base64_decode("Z", &sb) == -EINVAL);
+	strbuf_release(&sb);
+}
+
 static void test_strbuf_grows(void)
 {
 	struct strbuf sb = STRBUF_INIT;
@@ -48,6 +80,7 @@ int main(void)
 {
 	RUN_TEST(test_path_is_contained);
 	RUN_TEST(test_hex_encode);
+	RUN_TEST(test_base64);
 	RUN_TEST(test_strbuf_grows);
 	return check_failures ? 1 : 0;
 }
