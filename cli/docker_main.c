@@ -4,11 +4,12 @@
  * so its output, its stop and its exit status are the container's.
  * SPEC is a JSON file: {"image", "command": [...], "env": [...],
  * "workdir", "binds": [...], "labels": [...], "ports": [...], "memory",
- * "nano_cpus", "shm_size", "grace", "pinned"}; only image and command
- * are needed.  "pinned" names a file that gets IMAGE@DIGEST when the
+ * "nano_cpus", "shm_size", "grace", "pinned", "network", "alias"}; only
+ * image and command are needed.  "pinned" names a file that gets IMAGE@DIGEST when the
  * image came from a registry.
- * `dstack-docker remove LABEL=VALUE` removes the containers so labelled
- * (what a dead runner left) and prints how many.  Errors are one
+ * `dstack-docker remove LABEL=VALUE` removes the containers and networks
+ * so labelled (what a run left) and prints how many containers went;
+ * `dstack-docker network NAME LABEL=VALUE` makes a run's network.  Errors are one
  * "dstack: ..." line, as dstack's.
  */
 #include <errno.h>
@@ -90,6 +91,10 @@ static int spec_read(const char *path, struct spec *spec, struct error *err)
 	spec->job.image = value->string;
 	value = json_get(spec->doc, "workdir");
 	spec->job.workdir = value && value->type == JSON_STRING ? value->string : NULL;
+	value = json_get(spec->doc, "network");
+	spec->job.network = value && value->type == JSON_STRING ? value->string : NULL;
+	value = json_get(spec->doc, "alias");
+	spec->job.alias = value && value->type == JSON_STRING ? value->string : NULL;
 	if (spec_strings(spec->doc, "command", &spec->command, err) < 0 ||
 	    spec_strings(spec->doc, "env", &spec->env, err) < 0 ||
 	    spec_strings(spec->doc, "binds", &spec->binds, err) < 0 ||
@@ -146,13 +151,22 @@ int main(int argc, char **argv)
 	int status = 0, ret;
 	size_t i;
 
-	if (argc != 2 && !(argc == 3 && !strcmp(argv[1], "remove") && strchr(argv[2], '='))) {
-		fprintf(stderr, "dstack: usage: dstack-docker SPEC.json | dstack-docker remove LABEL=VALUE\n");
+	if (argc != 2 && !(argc == 3 && !strcmp(argv[1], "remove") && strchr(argv[2], '=')) &&
+	    !(argc == 4 && !strcmp(argv[1], "network") && strchr(argv[3], '='))) {
+		fprintf(stderr, "dstack: usage: dstack-docker SPEC.json | dstack-docker remove"
+			" LABEL=VALUE | dstack-docker network NAME LABEL=VALUE\n");
 		return 2;
 	}
 	if (host && strncmp(host, "unix://", 7)) {
 		fprintf(stderr, "dstack: DOCKER_HOST=%s: only unix:// sockets are supported\n", host);
 		return 2;
+	}
+	if (argc == 4) {
+		if (docker_network_ensure(host ? host + 7 : DOCKER_SOCKET, argv[2], argv[3], &err) < 0) {
+			fprintf(stderr, "dstack: %s\n", err.message);
+			return 1;
+		}
+		return 0;
 	}
 	if (argc == 3) {
 		int count;

@@ -28,6 +28,11 @@ struct docker_job {
 	int64_t memory;		/* bytes, 0: no limit */
 	int64_t nano_cpus;	/* 1e9 a CPU, 0: no limit */
 	int64_t shm_size;	/* bytes, 0: the default */
+	/* A user-defined network (made if missing, with the labels) the
+	 * container joins as host name alias, so the run's jobs reach each
+	 * other by name; NULL: the default bridge. */
+	const char *network;
+	const char *alias;
 	/* Gets "IMAGE@sha256:..." of the registry's manifest, when not NULL
 	 * and the image came from a registry: what reproduces the run. */
 	struct strbuf *pinned;
@@ -47,10 +52,19 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		   struct error *err);
 
 /*
- * Removes every container, running or not, that has label ("K=V"): what a
- * runner that died left of its jobs.  *count gets how many went.
+ * Removes every container, running or not, and every network that has
+ * label ("K=V"): what a run's jobs leave, or a runner that died left.
+ * *count gets how many containers went.
  */
 int docker_remove_labelled(const char *socket, const char *label, int *count,
 			   struct error *err);
+
+/*
+ * Makes the network name, labelled label ("K=V"), unless it exists: a
+ * run's jobs share one, made before they start (two jobs making it at
+ * once would make two of the same name).
+ */
+int docker_network_ensure(const char *socket, const char *name, const char *label,
+			  struct error *err);
 
 #endif

@@ -369,6 +369,35 @@ static void add_strings(struct strbuf *json, char *const *items)
 	strbuf_addstr(json, "]");
 }
 
+/* ,"key":"value" */
+static void add_field(struct strbuf *json, const char *key, const char *value)
+{
+	strbuf_addf(json, ",\"%s\":", key);
+	json_add_string(json, value);
+}
+
+/* "K=V" labels as the API's object of them. */
+static void add_labels(struct strbuf *json, char *const *labels)
+{
+	size_t i;
+
+	strbuf_addstr(json, "{");
+	for (i = 0; labels && labels[i]; i++) {
+		const char *eq = strchr(labels[i], '=');
+		size_t key = eq ? (size_t)(eq - labels[i]) : strlen(labels[i]);
+		char *name = xmalloc(key + 1);
+
+		memcpy(name, labels[i], key);
+		name[key] = '\0';
+		strbuf_addstr(json, i ? "," : "");
+		json_add_string(json, name);
+		strbuf_addstr(json, ":");
+		json_add_string(json, eq ? eq + 1 : "");
+		free(name);
+	}
+	strbuf_addstr(json, "}");
+}
+
 /* The body of POST /containers/create. */
 static void container_config(const struct docker_job *job, struct strbuf *json)
 {
@@ -380,23 +409,11 @@ static void container_config(const struct docker_job *job, struct strbuf *json)
 	add_strings(json, job->command);
 	strbuf_addstr(json, ",\"Env\":");
 	add_strings(json, job->env);
-	if (job->workdir) {
-		strbuf_addstr(json, ",\"WorkingDir\":");
-		json_add_string(json, job->workdir);
-	}
-	strbuf_addstr(json, ",\"Labels\":{");
-	for (i = 0; job->labels && job->labels[i]; i++) {
-		const char *eq = strchr(job->labels[i], '=');
-		char *key = xstrdup(job->labels[i]);
-
-		key[eq ? (size_t)(eq - job->labels[i]) : strlen(key)] = '\0';
-		strbuf_addstr(json, i ? "," : "");
-		json_add_string(json, key);
-		strbuf_addstr(json, ":");
-		json_add_string(json, eq ? eq + 1 : "");
-		free(key);
-	}
-	strbuf_addstr(json, "},\"ExposedPorts\":{");
+	if (job->workdir)
+		add_field(json, "WorkingDir", job->workdir);
+	strbuf_addstr(json, ",\"Labels\":");
+	add_labels(json, job->labels);
+	strbuf_addstr(json, ",\"ExposedPorts\":{");
 	for (i = 0; i < job->port_count; i++)
 		strbuf_addf(json, "%s\"%d/tcp\":{}", i ? "," : "", job->ports[i]);
 	strbuf_addstr(json, "},\"HostConfig\":{\"Binds\":");
@@ -409,7 +426,42 @@ static void container_config(const struct docker_job *job, struct strbuf *json)
 		    (long long)job->nano_cpus);
 	if (job->shm_size)
 		strbuf_addf(json, ",\"ShmSize\":%lld", (long long)job->shm_size);
-	strbuf_addstr(json, "}}");
+	if (job->network)
+		add_field(json, "NetworkMode", job->network);
+	strbuf_addstr(json, "}");
+	if (job->network && job->alias) {
+		add_field(json, "Hostname", job->alias);
+		strbuf_addstr(json, ",\"NetworkingConfig\":{\"EndpointsConfig\":{");
+		json_add_string(json, job->network);
+		strbuf_addstr(json, ":{\"Aliases\":[");
+		json_add_string(json, job->alias);
+		strbuf_addstr(json, "]}}}");
+	}
+	strbuf_addstr(json, "}");
+}
+
+/* A network, made unless it exists. */
+static int network_ensure(struct engine *engine, const char *name, char *const *labels,
+			  struct error *err)
+{
+	struct strbuf body = STRBUF_INIT, reply = STRBUF_INIT, reason = STRBUF_INIT;
+	long http;
+	int ret;
+
+	strbuf_addstr(&body, "{\"Name\":");
+	json_add_string(&body, name);
+	strbuf_addstr(&body, ",\"CheckDuplicate\":true,\"Labels\":");
+	add_labels(&body, labels);
+	strbuf_addstr(&body, "}");
+	ret = engine_simple(engine, "POST", "/networks/create", body.buf, &reply, &http, err);
+	if (ret == 0 && http != 201 && http != 409) {
+		engine_reason(&reply, &reason);
+		ret = error_set(err, -EIO, "network %s: %s", name, reason.buf);
+	}
+	strbuf_release(&body);
+	strbuf_release(&reply);
+	strbuf_release(&reason);
+	return ret;
 }
 
 static int container_create(struct engine *engine, const struct docker_job *job,
@@ -561,6 +613,8 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		return error_set(err, -ENOMEM, "cannot start libcurl");
 	}
 	ret = image_ensure(&engine, job->image, log, job->pinned, err);
+	if (ret == 0 && job->network)
+		ret = network_ensure(&engine, job->network, job->labels, err);
 	if (ret == 0)
 		ret = container_create(&engine, job, &id, err);
 	if (ret == 0)
@@ -631,9 +685,46 @@ int docker_remove_labelled(const char *socket, const char *label, int *count,
 			(*count)++;
 	}
 	json_free(list);
+	list = NULL;
+	/* Then the run's network, which no container uses any more. */
+	strbuf_reset(&path);
+	strbuf_reset(&body);
+	escaped = curl_easy_escape(engine.curl, filter.buf, 0);
+	strbuf_addf(&path, "/networks?filters=%s", escaped);
+	curl_free(escaped);
+	if (ret == 0 && engine_simple(&engine, "GET", path.buf, NULL, &body, &http, &ignored) == 0 &&
+	    http == 200 && json_parse(body.buf, body.len, &list, &ignored) == 0 &&
+	    list->type == JSON_ARRAY) {
+		for (i = 0; i < list->count; i++) {
+			id = json_get(&list->items[i], "Id");
+			strbuf_reset(&path);
+			if (id && id->type == JSON_STRING) {
+				strbuf_addf(&path, "/networks/%s", id->string);
+				strbuf_reset(&body);
+				engine_simple(&engine, "DELETE", path.buf, NULL, &body, &http, &ignored);
+			}
+		}
+	}
+	json_free(list);
 	strbuf_release(&filter);
 	strbuf_release(&path);
 	strbuf_release(&body);
+	curl_easy_cleanup(engine.curl);
+	curl_global_cleanup();
+	return ret;
+}
+
+int docker_network_ensure(const char *socket, const char *name, const char *label,
+			  struct error *err)
+{
+	static const volatile sig_atomic_t never;
+	struct engine engine = { .socket = socket, .stop = &never };
+	char *labels[2] = { (char *)label, NULL };
+	int ret;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(engine.curl = curl_easy_init()))
+		return error_set(err, -ENOMEM, "cannot start libcurl");
+	ret = network_ensure(&engine, name, labels, err);
 	curl_easy_cleanup(engine.curl);
 	curl_global_cleanup();
 	return ret;

@@ -56,12 +56,36 @@ static int orphan_job_end(void *arg, const struct store_job *job)
 	return 0;
 }
 
+int run_docker_network(const struct store_run *run, struct error *err)
+{
+	struct strbuf helper = STRBUF_INIT, name = STRBUF_INIT, label = STRBUF_INIT;
+	struct strbuf out = STRBUF_INIT;
+	int status = -1, ret;
+
+	strbuf_addf(&name, "dstack-%s", run->name);
+	strbuf_addf(&label, "dstack.run=%s", run->name);
+	ret = provider_helper_path("dstack-docker", &helper, err);
+	if (ret == 0) {
+		char *const argv[] = { helper.buf, "network", name.buf, label.buf, NULL };
+
+		ret = host_exec(helper.buf, argv, &out, &status, err);
+	}
+	if (ret == 0 && status)
+		ret = error_set(err, -EIO, "cannot make the run's docker network %s (dstack-docker"
+				" exited with %d)", name.buf, status);
+	strbuf_release(&helper);
+	strbuf_release(&name);
+	strbuf_release(&label);
+	strbuf_release(&out);
+	return ret;
+}
+
 /*
- * Removes the containers of a dead runner's docker jobs (labelled with
- * the run): killing their helpers left them running.  Best effort: with
- * no dockerd there are none.
+ * Removes what the run's docker jobs left (labelled with the run): its
+ * network, and the containers of a dead runner's jobs, whose killed
+ * helpers left them running.  Best effort: with no dockerd there are none.
  */
-static void orphan_containers_remove(const struct store_run *run, struct strbuf *said)
+void run_docker_cleanup(const struct store_run *run, struct strbuf *said)
 {
 	struct strbuf helper = STRBUF_INIT, label = STRBUF_INIT, out = STRBUF_INIT;
 	struct error ignored = { 0 };
@@ -95,7 +119,7 @@ static int runner_mark_orphan(struct store *store, const struct store_run *run,
 		    (int)run->runner_pid);
 	ret = store_run_jobs(store, run->id, orphan_job_end, &orphans, err);
 	if (ret == 0 && orphans.images)
-		orphan_containers_remove(run, &orphans.said);
+		run_docker_cleanup(run, &orphans.said);
 	if (ret == 0)
 		ret = store_log_append(store, run->id, -1, orphans.said.buf, orphans.said.len, err);
 	for (i = 0; i < orphans.live_count && ret == 0; i++)

@@ -182,6 +182,10 @@ enum run_backend {
 	BACKEND_HOST,
 	BACKEND_DOCKER,		/* jobs with an image run in it, through dockerd */
 };
+/* Makes the network a run's docker jobs share, before they start (control.c). */
+int run_docker_network(const struct store_run *run, struct error *err);
+/* Removes the run's containers and network; says on said what went (control.c). */
+void run_docker_cleanup(const struct store_run *run, struct strbuf *said);
 /* The backend asked for (NULL: $DSTACK_HOME/config.yaml's, else the host). */
 int run_backend_resolve(struct store *store, const char *asked, enum run_backend *out,
 			struct error *err);

@@ -370,6 +370,7 @@ static void spec_add_list(struct strbuf *json, const char *key, char *const *ite
  * SPEC_PATH for dstack-docker, and the script that runs the helper in its
  * place, so the job's process group, logs and stop are the host's.  The
  * snapshot is the container's /workflow; deps are bound read-only.  The
+ * run's jobs share its network, each known by the name RUN-N.  The
  * helper writes IMAGE@DIGEST to PINNED_PATH for the job's record.
  */
 static int job_docker_script(const struct job_slot *slot, const char *root, const char *dir,
@@ -402,6 +403,15 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 	strbuf_addf(&item, "dstack.job=%d", slot->n);
 	labels[1] = xstrdup(item.buf);
 	job_env_build(&env, slot, false);
+	/* On the run's network the jobs reach each other by these names. */
+	strbuf_reset(&item);
+	strbuf_addf(&item, "%s-%d", slot->ctx->run->name, slot->n);
+	job_env_set(&env, "JOB_HOSTNAME", item.buf);
+	if (spec->worker) {
+		strbuf_reset(&item);
+		strbuf_addf(&item, "%s-%zu", slot->ctx->run->name, spec->master);
+		job_env_set(&env, "MASTER_JOB_HOSTNAME", item.buf);
+	}
 
 	/* bash where the image has it, as on the host; else its sh. */
 	strbuf_addstr(&json, "{\"image\":");
@@ -421,6 +431,8 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 		strbuf_addf(&json, "%s%d", i ? "," : "", slot->ports[i]);
 	strbuf_addstr(&json, "],\"pinned\":");
 	json_add_string(&json, pinned_path);
+	strbuf_addf(&json, ",\"network\":\"dstack-%s\",\"alias\":\"%s-%d\"",
+		    slot->ctx->run->name, slot->ctx->run->name, slot->n);
 	strbuf_addf(&json, ",\"memory\":%llu,\"nano_cpus\":%lld,\"shm_size\":%llu,\"grace\":%lld}\n",
 		    (unsigned long long)spec->resources.memory,
 		    (long long)spec->resources.cpu * 1000000000ll,

@@ -273,6 +273,16 @@ static int run_provider_failed(struct store *store, const struct runner_request 
 	return store_run_set_status(store, run->id, "failed", 1, err);
 }
 
+static bool run_has_images(const struct job_spec *jobs, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		if (jobs[i].image)
+			return true;
+	return false;
+}
+
 int runner_run(struct store *store, const struct runner_request *request,
 	       struct store_run *run, struct error *err)
 {
@@ -361,8 +371,16 @@ int runner_run(struct store *store, const struct runner_request *request,
 	}
 	if (ret == 0)
 		ret = job_specs_record(store, run->id, jobs, count, err);
+	if (ret == 0 && ctx.backend == BACKEND_DOCKER && run_has_images(jobs, count))
+		ret = run_docker_network(run, err);
 	if (ret == 0)
 		ret = run_schedule(&ctx, &first_failure, &stopped, err);
+	if (ctx.backend == BACKEND_DOCKER && run_has_images(jobs, count)) {
+		struct strbuf said = STRBUF_INIT;
+
+		run_docker_cleanup(run, &said);
+		strbuf_release(&said);
+	}
 	/* A provider that failed, or whose jobs cannot run, fails the run. */
 	if (ret == -EPROTO && *ctx.stop.stopping) {
 		ret = store_run_set_status(store, run->id, "stopped", -1, err);

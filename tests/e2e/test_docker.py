@@ -81,7 +81,7 @@ def registry(tmp_path_factory):
         (rootfs / "bin").mkdir(parents=True)
         shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
         for applet in ("sh", "echo", "cat", "mkdir", "sleep", "dd", "env", "pwd", "touch",
-                       "httpd", "true", "ls"):
+                       "httpd", "true", "ls", "wget", "seq"):
             os.symlink("busybox", rootfs / "bin" / applet)
         subprocess.run(["tar", "-C", rootfs, "-cf", work / "rootfs.tar", "."], check=True)
         docker("import", work / "rootfs.tar", image)
@@ -428,3 +428,32 @@ def test_pull_with_the_credentials_of_docker_login(registry, tmp_path):
         docker("rmi", "-f", private, check=False)
         reg.terminate()
         reg.wait(timeout=30)
+
+
+PAIR_PROVIDER = """\
+providers:
+  - name: pair
+    commands:
+      - |
+        cat > "$DSTACK_JOBS" <<'JSON'
+        [{"image": "%(image)s", "ports": 1,
+          "commands": ["mkdir -p /tmp/www && echo from-master > /tmp/www/x",
+                       "httpd -p $PORT_0 -h /tmp/www", "sleep 8"]},
+         {"image": "%(image)s", "master": 0,
+          "commands": ["for i in $(seq 1 100); do wget -qO- http://$MASTER_JOB_HOSTNAME:$MASTER_JOB_PORT_0/x && break; sleep 0.1; done",
+                       "echo I am $JOB_HOSTNAME, master $MASTER_JOB_HOSTNAME"]}]
+        JSON
+"""
+
+
+def test_workers_reach_their_master_by_name(registry, ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", "workflows:\n  - name: pair\n    provider: pair\n",
+                     providers=PAIR_PROVIDER % {"image": registry})
+    cp = assert_ok(ds("run", "--backend", "docker", "pair", cwd=repo, timeout=180))
+    [name] = run_rows(ds, repo)
+    assert "from-master\n" in cp.stdout, cp.stdout + cp.stderr
+    assert f"I am {name}-1, master {name}-0\n" in cp.stdout, cp.stdout
+    # The run's network goes with it.
+    nets = docker("network", "ls", "-q", "--filter", f"label=dstack.run={name}").stdout.split()
+    assert nets == [], "the run's network was left behind"
+    assert containers(f"dstack.run={name}") == []
