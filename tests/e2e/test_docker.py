@@ -248,6 +248,14 @@ WORKFLOWS = """\
         provider: bash
         commands:
           - echo "on the host"
+      - name: hungry
+        provider: bash
+        image: %(image)s
+        resources:
+          memory: 16MB
+        commands:
+          - dd if=/dev/zero of=/dev/null bs=128M count=1
+          - echo survived
     """
 
 
@@ -275,6 +283,12 @@ def test_run_with_the_docker_backend(registry, ds, tmp_path):
     assert_error(cp, "failed")
     assert "before\n" in cp.stdout and "never" not in cp.stdout
     assert "job 0 exited with status 4" in cp.stdout + cp.stderr
+
+    # resources.memory is the container's limit; going over it is reported.
+    cp = ds("run", "--backend", "docker", "hungry", cwd=repo)
+    assert_error(cp, "failed")
+    assert "the container ran out of memory (its limit is 16777216 bytes)" in cp.stdout + cp.stderr
+    assert "survived" not in cp.stdout
 
     # A job without an image runs on the host.
     cp = assert_ok(ds("run", "--backend", "docker", "here", cwd=repo))
