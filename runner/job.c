@@ -528,6 +528,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 		strbuf_addf(&docker_spec, "%s.docker.json", root.buf);
 		strbuf_addf(&docker_pinned, "%s.pinned", root.buf);
 		job_output_say(&out, "job %d runs in image '%s' through dockerd", n, spec->image);
+		if (spec->resources.gpu_count)
+			job_output_say(&out, "resources.gpu: the docker backend does not hand GPUs to"
+				       " containers yet; the job runs without them");
 		ret = job_docker_script(slot, root.buf, dir.buf, &ro, docker_spec.buf,
 					docker_pinned.buf, &docker_script, err);
 		if (ret < 0)
