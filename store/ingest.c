@@ -1023,7 +1023,8 @@ static int ingest_commit_packs(struct store_ingest *ingest, struct error *err)
 
 		if (!dirs[w])
 			continue;
-		snprintf(name, sizeof(name), "%02x", w);
+		/* w < 256: two digits (the mask says so to -Wformat-truncation too). */
+		snprintf(name, sizeof(name), "%02x", (unsigned)w & 0xffu);
 		ret = pack_dir_sync(ingest->store, name, err);
 	}
 	if (ret == 0 && (ret = fs_fsync_dir(ingest->store->packs_dir)) < 0)
