@@ -66,6 +66,7 @@ die() { echo "fs.sh: error: $*" >&2; exit 1; }
 note() { echo "fs.sh: $*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$script_dir/lib.sh"
 repo_root=$(cd "$script_dir/../.." && pwd)
 DATA=${1:-/var/tmp/bench/data}
 DSTACK=${DSTACK:-$repo_root/build/cli/dstack}
@@ -96,22 +97,8 @@ if [ -z "${SKIP_SQUASHFUSE:-}" ]; then
 fi
 [ -n "${SKIP_RESTIC:-}" ] || command -v restic >/dev/null || pkgs+=(restic)
 command -v fusermount3 >/dev/null || pkgs+=(fuse3)
-install_note=
-if [ ${#pkgs[@]} -gt 0 ]; then
-    if [ -n "${NO_INSTALL:-}" ]; then
-        install_note="not installed (NO_INSTALL set)"
-    else
-        note "installing ${pkgs[*]} with apt-get"
-        sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-        if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-                $sudo apt-get install -y -qq "${pkgs[@]}"; } >/dev/null 2>&1; then
-            install_note="apt-get install ${pkgs[*]} failed"
-            note "$install_note; those peers will be reported unavailable"
-        fi
-        hash -r
-    fi
-fi
-why_missing() { echo "${install_note:-not installed}; Debian package $1"; }
+install_peers ${pkgs[@]+"${pkgs[@]}"} ||
+    note "$install_note; those peers will be reported unavailable"
 
 # Dropping the kernel's caches needs root; without it there are no cold passes.
 can_drop=1
@@ -125,13 +112,7 @@ fi
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # ---- dataset ---------------------------------------------------------------
-if [ ! -d "$DATA" ] || [ -z "$(ls -A "$DATA" 2>/dev/null)" ]; then
-    gen=$SHARED_DIR/bench/gen-dataset.sh
-    [ -f "$gen" ] || die "dataset $DATA missing and generator $gen not found (set SHARED_DIR)"
-    note "generating the dataset in $DATA (takes a minute)"
-    sh "$gen" "$DATA" || die "dataset generation failed"
-fi
-DATA=$(cd "$DATA" && pwd)
+dataset_ensure
 ART=$(basename "$DATA")   # the artifact's path in the dstack run
 
 # ---- work dir --------------------------------------------------------------

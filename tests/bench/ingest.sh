@@ -16,6 +16,8 @@
 #   REPEAT=N     run every ingest N times, round-robin with fresh stores, and
 #                report the fastest attempt (peak RSS: the largest); default 1.
 #                Use it on a shared machine: the minimum is the least disturbed.
+#   NO_INSTALL=1 do not apt-get install missing peers (the script then stops,
+#                naming them: every peer is needed here).
 #
 # Figures: wall seconds, MB/s (dataset bytes / wall, MB = 10^6 bytes), CPU
 # seconds (user+sys of the process and its children), peak RSS (MiB, the
@@ -28,6 +30,7 @@ die() { echo "ingest.sh: error: $*" >&2; exit 1; }
 note() { echo "ingest.sh: $*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$script_dir/lib.sh"
 repo_root=$(cd "$script_dir/../.." && pwd)
 DATA=${1:-/var/tmp/bench/data}
 WORK=${2:-/var/tmp/bench/work}
@@ -47,24 +50,12 @@ command -v lz4 >/dev/null || pkgs+=(lz4)
 command -v restic >/dev/null || pkgs+=(restic)
 command -v borg >/dev/null || pkgs+=(borgbackup)
 command -v tar >/dev/null || pkgs+=(tar)
-if [ ${#pkgs[@]} -gt 0 ]; then
-    note "installing ${pkgs[*]} with apt-get"
-    sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null \
-        || die "apt-get install ${pkgs[*]} failed"
-fi
+install_peers ${pkgs[@]+"${pkgs[@]}"} || die "$install_note"
 have_git=1
 [ -z "${SKIP_GIT:-}" ] && command -v git >/dev/null || have_git=
 
 # ---- dataset ---------------------------------------------------------------
-if [ ! -d "$DATA" ] || [ -z "$(ls -A "$DATA" 2>/dev/null)" ]; then
-    gen=$SHARED_DIR/bench/gen-dataset.sh
-    [ -f "$gen" ] || die "dataset $DATA missing and generator $gen not found (set SHARED_DIR)"
-    note "generating the dataset in $DATA (takes a minute)"
-    sh "$gen" "$DATA" || die "dataset generation failed"
-fi
-DATA=$(cd "$DATA" && pwd)
+dataset_ensure
 read -r data_bytes data_files < <(find "$DATA" -type f -printf '%s\n' |
     awk '{ s += $1; n++ } END { printf "%d %d\n", s, n }')
 [ "$data_bytes" -gt 0 ] || die "dataset $DATA holds no data"

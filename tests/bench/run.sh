@@ -38,6 +38,7 @@ die() { echo "run.sh: error: $*" >&2; exit 1; }
 note() { echo "run.sh: $*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$script_dir/lib.sh"
 repo_root=$(cd "$script_dir/../.." && pwd)
 DSTACK=${DSTACK:-$repo_root/build/cli/dstack}
 RUNS=${RUNS:-50}
@@ -71,23 +72,8 @@ if [ -z "${SKIP_DOCKER:-}" ]; then
     is_static /bin/busybox || pkgs+=(busybox-static)
 fi
 [ -n "${SKIP_SNAKEMAKE:-}" ] || command -v snakemake >/dev/null || pkgs+=(snakemake)
-install_note=
-if [ ${#pkgs[@]} -gt 0 ]; then
-    if [ -n "${NO_INSTALL:-}" ]; then
-        install_note="not installed (NO_INSTALL set)"
-    else
-        note "installing ${pkgs[*]} with apt-get"
-        sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-        if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-                $sudo apt-get install -y -qq "${pkgs[@]}"; } >/dev/null 2>&1; then
-            install_note="apt-get install ${pkgs[*]} failed"
-            note "$install_note; those peers will be reported unavailable"
-        fi
-        hash -r
-    fi
-fi
-# why_missing PACKAGE: the reason a peer's program is not there.
-why_missing() { echo "${install_note:-not installed}; Debian package $1"; }
+install_peers ${pkgs[@]+"${pkgs[@]}"} ||
+    note "$install_note; those peers will be reported unavailable"
 
 # ---- work dir --------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/dstack-run-bench.XXXXXX") || die "cannot make a work folder"
