@@ -481,26 +481,21 @@ int catalog_each(struct store *store, sqlite3_stmt *stmt,
 	return ret;
 }
 
-struct run_rows {
-	store_run_fn *fn;
-	void *ctx;
-};
-
 static int run_row(void *ctx, sqlite3_stmt *stmt)
 {
-	struct run_rows *rows = ctx;
+	struct catalog_visit *visit = ctx;
 	struct store_run run;
 
 	run_from_row(stmt, &run);
-	return rows->fn(rows->ctx, &run);
+	return visit->fn.run(visit->ctx, &run);
 }
 
 int runs_each(struct store *store, sqlite3_stmt *stmt, store_run_fn *fn, void *ctx,
 	      const char *what, struct error *err)
 {
-	struct run_rows rows = { .fn = fn, .ctx = ctx };
+	struct catalog_visit visit = { .fn.run = fn, .ctx = ctx };
 
-	return catalog_each(store, stmt, run_row, &rows, what, err);
+	return catalog_each(store, stmt, run_row, &visit, what, err);
 }
 
 int run_insert(struct store *store, const struct store_run_spec *spec,

@@ -204,6 +204,19 @@ void run_name_make(int64_t number, char out[64]);
 	" coalesce(r.started, 0)"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
 /*
+ * A lister's caller: its callback, of the lister's type, and its context,
+ * as a row function of catalog_each gets them.
+ */
+struct catalog_visit {
+	union {
+		store_run_fn *run;
+		store_job_fn *job;
+		store_live_artifact_fn *live;
+		store_daemon_fn *daemon;
+	} fn;
+	void *ctx;
+};
+/*
  * Steps stmt to its end, calling row for each row (a non-zero return
  * stops the walk and is returned); resets it after.
  */

@@ -440,21 +440,16 @@ int store_live_artifacts_clear(struct store *store, int64_t run, int job,
 			  "", -1, run, job, err);
 }
 
-struct live_rows {
-	store_live_artifact_fn *fn;
-	void *ctx;
-};
-
 static int live_row(void *ctx, sqlite3_stmt *stmt)
 {
-	struct live_rows *rows = ctx;
+	struct catalog_visit *visit = ctx;
 	struct store_live_artifact live = {
 		.job = sqlite3_column_int(stmt, 0),
 		.path = (const char *)sqlite3_column_text(stmt, 1),
 		.dir = (const char *)sqlite3_column_text(stmt, 2),
 	};
 
-	return rows->fn(rows->ctx, &live);
+	return visit->fn.live(visit->ctx, &live);
 }
 
 int store_run_live_artifacts(struct store *store, int64_t run, store_live_artifact_fn *fn,
@@ -462,22 +457,17 @@ int store_run_live_artifacts(struct store *store, int64_t run, store_live_artifa
 {
 	sqlite3_stmt *stmt = catalog_stmt(store,
 		"SELECT job, path, dir FROM live_artifacts WHERE run = ? ORDER BY job, path", err);
-	struct live_rows rows = { .fn = fn, .ctx = ctx };
+	struct catalog_visit visit = { .fn.live = fn, .ctx = ctx };
 
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, run);
-	return catalog_each(store, stmt, live_row, &rows, "list live artifacts", err);
+	return catalog_each(store, stmt, live_row, &visit, "list live artifacts", err);
 }
-
-struct job_rows {
-	store_job_fn *fn;
-	void *ctx;
-};
 
 static int job_row(void *ctx, sqlite3_stmt *stmt)
 {
-	struct job_rows *rows = ctx;
+	struct catalog_visit *visit = ctx;
 	struct store_job job = { 0 };
 
 	job.n = sqlite3_column_int(stmt, 0);
@@ -486,7 +476,7 @@ static int job_row(void *ctx, sqlite3_stmt *stmt)
 	snprintf(job.image, sizeof(job.image), "%s", sqlite3_column_text(stmt, 3));
 	job.pid = (pid_t)sqlite3_column_int(stmt, 4);
 	job.pid_started = sqlite3_column_int64(stmt, 5);
-	return rows->fn(rows->ctx, &job);
+	return visit->fn.job(visit->ctx, &job);
 }
 
 int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx,
@@ -495,12 +485,12 @@ int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx
 	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1),"
 					  " coalesce(image, ''), coalesce(pid, 0), coalesce(pid_started, 0)"
 					  " FROM jobs WHERE run = ? ORDER BY n", err);
-	struct job_rows rows = { .fn = fn, .ctx = ctx };
+	struct catalog_visit visit = { .fn.job = fn, .ctx = ctx };
 
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, run);
-	return catalog_each(store, stmt, job_row, &rows, "list jobs", err);
+	return catalog_each(store, stmt, job_row, &visit, "list jobs", err);
 }
 
 static const char run_latest_done_sql[] =
@@ -580,21 +570,16 @@ int store_daemon_remove(struct store *store, const char *repo, pid_t pid,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "forget the daemon", err);
 }
 
-struct daemon_rows {
-	store_daemon_fn *fn;
-	void *ctx;
-};
-
 static int daemon_row(void *ctx, sqlite3_stmt *stmt)
 {
-	struct daemon_rows *rows = ctx;
+	struct catalog_visit *visit = ctx;
 	struct store_daemon daemon = { 0 };
 
 	snprintf(daemon.repo, sizeof(daemon.repo), "%s", sqlite3_column_text(stmt, 0));
 	snprintf(daemon.mountpoint, sizeof(daemon.mountpoint), "%s", sqlite3_column_text(stmt, 1));
 	daemon.pid = (pid_t)sqlite3_column_int(stmt, 2);
 	daemon.started = sqlite3_column_int64(stmt, 3);
-	return rows->fn(rows->ctx, &daemon);
+	return visit->fn.daemon(visit->ctx, &daemon);
 }
 
 int store_daemon_list(struct store *store, store_daemon_fn *fn, void *ctx,
@@ -602,9 +587,9 @@ int store_daemon_list(struct store *store, store_daemon_fn *fn, void *ctx,
 {
 	sqlite3_stmt *stmt = catalog_stmt(store,
 		"SELECT repo, mountpoint, pid, started FROM daemons ORDER BY repo", err);
-	struct daemon_rows rows = { .fn = fn, .ctx = ctx };
+	struct catalog_visit visit = { .fn.daemon = fn, .ctx = ctx };
 
 	if (!stmt)
 		return err->code;
-	return catalog_each(store, stmt, daemon_row, &rows, "list daemons", err);
+	return catalog_each(store, stmt, daemon_row, &visit, "list daemons", err);
 }
