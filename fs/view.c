@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fs/internal.h"
@@ -23,14 +22,6 @@
  * not once per file.
  */
 #define VIEW_LIVE_NS (100 * 1000000ll)
-
-static int64_t view_clock(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
 
 struct view_builder {
 	struct artifact_view *view;
@@ -308,7 +299,7 @@ static int view_build(struct store *store, const struct store_run *run, int job,
 	builder.view->final = run->finished != 0;
 	builder.view->finished = run->finished;
 	builder.view->refs = 1;
-	builder.view->made = view_clock();
+	builder.view->made = time_monotonic_ns();
 	root = view_add(&builder, "");
 	root->mode = S_IFDIR | 0755;
 	root->job = -1;
@@ -347,7 +338,7 @@ int view_get(struct fs *fs, struct store *store, const char *run_name, int job,
 
 		if (strcmp(kept->name, run_name) || kept->job != job)
 			continue;
-		if (kept->final || view_clock() - kept->made < VIEW_LIVE_NS) {
+		if (kept->final || time_monotonic_ns() - kept->made < VIEW_LIVE_NS) {
 			*view = kept;
 			kept->refs++;
 			pthread_mutex_unlock(&fs->views_lock);

@@ -313,6 +313,14 @@ int64_t time_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t time_monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 void time_format_iso(int64_t ns, char out[32])
 {
 	time_t secs = (time_t)(ns / 1000000000);

@@ -110,6 +110,8 @@ int fs_fsync_dir(const char *path);
 int64_t proc_start_time(pid_t pid);
 /* Nanoseconds since the epoch (CLOCK_REALTIME). */
 int64_t time_now_ns(void);
+/* Nanoseconds on CLOCK_MONOTONIC: for intervals, whatever the wall clock does. */
+int64_t time_monotonic_ns(void);
 /* Format ns since the epoch as ISO 8601 UTC "2026-11-28T09:15:36Z". */
 void time_format_iso(int64_t ns, char out[32]);
 /* Human size, "1.5 MiB". */

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "providers/providers.h"
@@ -26,14 +25,6 @@ struct fetch {
 	const volatile sig_atomic_t *stop;
 	int64_t last_ns;	/* when progress was last shown */
 };
-
-static int64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
 
 static size_t fetch_write(char *data, size_t size, size_t count, void *ctx)
 {
@@ -53,7 +44,7 @@ static int fetch_progress(void *ctx, curl_off_t total, curl_off_t done, curl_off
 			  curl_off_t up_done)
 {
 	struct fetch *fetch = ctx;
-	int64_t now = monotonic_ns();
+	int64_t now = time_monotonic_ns();
 	char done_text[32], total_text[32];
 
 	(void)up_total;
@@ -130,7 +121,7 @@ int provider_curl_fetch(const char *url, const char *output, FILE *log,
 	struct fetch fetch = { .fd = -1, .log = log, .stop = stop };
 	struct strbuf tmp = STRBUF_INIT;
 	const char *slash = strrchr(output, '/');
-	int64_t start = monotonic_ns();
+	int64_t start = time_monotonic_ns();
 	char size_text[32];
 	mode_t mask;
 	int ret = 0;
@@ -175,7 +166,7 @@ int provider_curl_fetch(const char *url, const char *output, FILE *log,
 	}
 	size_format(fetch.written, size_text);
 	fprintf(log, "dstack: curl: %s: %s in %.1f s\n", output, size_text,
-		(double)(monotonic_ns() - start) / NS_PER_S);
+		(double)(time_monotonic_ns() - start) / NS_PER_S);
 out:
 	strbuf_release(&tmp);
 	return ret;
