@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "docker/docker.h"
 #include "lib/json.h"
@@ -45,6 +44,9 @@ static size_t engine_write(char *data, size_t size, size_t count, void *ctx)
 	return size * count;
 }
 
+static int container_call(struct engine *engine, const char *method, const char *id,
+			  const char *action, long want, struct strbuf *out, struct error *err);
+
 /*
  * Stops the followed container on the second handle: dockerd sends it
  * SIGTERM and SIGKILL after grace_s, and its last words still come down
@@ -52,20 +54,19 @@ static size_t engine_write(char *data, size_t size, size_t count, void *ctx)
  */
 static void engine_stop_container(struct engine *engine)
 {
-	struct strbuf url = STRBUF_INIT;
+	struct engine other = { .socket = engine->socket, .stop = engine->stop };
+	struct strbuf action = STRBUF_INIT;
+	struct error ignored = { 0 };
 
 	engine->stop_sent = true;
 	if (!engine->stopper)
 		engine->stopper = curl_easy_init();
 	if (!engine->stopper)
 		return;
-	strbuf_addf(&url, "%s/containers/%s/stop?t=%d", ENGINE_API, engine->container,
-		    engine->grace_s);
-	curl_easy_setopt(engine->stopper, CURLOPT_UNIX_SOCKET_PATH, engine->socket);
-	curl_easy_setopt(engine->stopper, CURLOPT_URL, url.buf);
-	curl_easy_setopt(engine->stopper, CURLOPT_POSTFIELDS, "");
-	curl_easy_perform(engine->stopper);
-	strbuf_release(&url);
+	other.curl = engine->stopper;
+	strbuf_addf(&action, "/stop?t=%d", engine->grace_s);
+	container_call(&other, "POST", engine->container, action.buf, 204, NULL, &ignored);
+	strbuf_release(&action);
 }
 
 static int engine_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
@@ -148,6 +149,33 @@ static int engine_call(struct engine *engine, const char *method, const char *pa
 	return 0;
 }
 
+static const volatile sig_atomic_t engine_never;
+
+/* Starts libcurl for calls to the socket; stop NULL: nothing stops them. */
+static int engine_open(struct engine *engine, const char *socket,
+		       const volatile sig_atomic_t *stop, struct error *err)
+{
+	memset(engine, 0, sizeof(*engine));
+	engine->socket = socket;
+	engine->stop = stop ? stop : &engine_never;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return error_set(err, -ENOMEM, "cannot start libcurl");
+	engine->curl = curl_easy_init();
+	if (!engine->curl) {
+		curl_global_cleanup();
+		return error_set(err, -ENOMEM, "cannot start libcurl");
+	}
+	return 0;
+}
+
+static void engine_close(struct engine *engine)
+{
+	if (engine->stopper)
+		curl_easy_cleanup(engine->stopper);
+	curl_easy_cleanup(engine->curl);
+	curl_global_cleanup();
+}
+
 /* A call whose reply is small: *http, and reply->body holds the reply. */
 static int engine_simple(struct engine *engine, const char *method, const char *path,
 			 const char *body, struct strbuf *out, long *http, struct error *err)
@@ -167,14 +195,6 @@ struct pull {
 	struct strbuf error;
 	int64_t last_ns;
 };
-
-static int64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 static void pull_line(struct pull *pull, const char *line, size_t len)
 {
@@ -197,13 +217,13 @@ static void pull_line(struct pull *pull, const char *line, size_t len)
 		/* Byte counts come many times a second: a line a second of them. */
 		busy = !strncmp(status->string, "Downloading", 11) ||
 		       !strncmp(status->string, "Extracting", 10);
-		if (!busy || monotonic_ns() - pull->last_ns >= 1000000000ll) {
+		if (!busy || time_monotonic_ns() - pull->last_ns >= 1000000000ll) {
 			fprintf(pull->log, "dstack: docker: %s%s%s\n", status->string,
 				id && id->type == JSON_STRING ? " " : "",
 				id && id->type == JSON_STRING ? id->string : "");
 			fflush(pull->log);
 			if (busy)
-				pull->last_ns = monotonic_ns();
+				pull->last_ns = time_monotonic_ns();
 		}
 	}
 	json_free(doc);
@@ -599,19 +619,15 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		   const volatile sig_atomic_t *stop, int grace_s, int *status,
 		   struct error *err)
 {
-	struct engine engine = { .socket = socket, .stop = stop, .grace_s = grace_s };
+	struct engine engine;
 	struct strbuf id = STRBUF_INIT;
 	struct error ignored = { 0 };
 	bool oom = false;
-	int ret;
+	int ret = engine_open(&engine, socket, stop, err);
 
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		return error_set(err, -ENOMEM, "cannot start libcurl");
-	engine.curl = curl_easy_init();
-	if (!engine.curl) {
-		curl_global_cleanup();
-		return error_set(err, -ENOMEM, "cannot start libcurl");
-	}
+	if (ret < 0)
+		return ret;
+	engine.grace_s = grace_s;
 	ret = image_ensure(&engine, job->image, log, job->pinned, err);
 	if (ret == 0 && job->network)
 		ret = network_ensure(&engine, job->network, job->labels, err);
@@ -643,89 +659,83 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 	if (id.len)
 		container_call(&engine, "DELETE", id.buf, "?force=1&v=1", 204, NULL, &ignored);
 	strbuf_release(&id);
-	if (engine.stopper)
-		curl_easy_cleanup(engine.stopper);
-	curl_easy_cleanup(engine.curl);
-	curl_global_cleanup();
+	engine_close(&engine);
+	return ret;
+}
+
+/*
+ * Deletes each object listing (GET, filtered by filter) names: DELETE
+ * /KIND/ID with query.  *count gets how many went.
+ */
+static int engine_delete_listed(struct engine *engine, const char *listing, const char *filter,
+				const char *kind, const char *query, int *count, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT, body = STRBUF_INIT;
+	struct error ignored = { 0 };
+	struct json *list = NULL;
+	const struct json *id;
+	char *escaped = curl_easy_escape(engine->curl, filter, 0);
+	long http;
+	size_t i;
+	int ret;
+
+	strbuf_addf(&path, "%sfilters=%s", listing, escaped);
+	curl_free(escaped);
+	ret = engine_simple(engine, "GET", path.buf, NULL, &body, &http, err);
+	if (ret == 0 && (http != 200 || json_parse(body.buf, body.len, &list, err) < 0 ||
+			 list->type != JSON_ARRAY))
+		ret = error_set(err, -EIO, "dockerd: cannot list the %s (%s)", kind, filter);
+	for (i = 0; ret == 0 && i < list->count; i++) {
+		id = json_get(&list->items[i], "Id");
+		if (!id || id->type != JSON_STRING)
+			continue;
+		strbuf_reset(&path);
+		strbuf_reset(&body);
+		strbuf_addf(&path, "/%s/%s%s", kind, id->string, query);
+		if (engine_simple(engine, "DELETE", path.buf, NULL, &body, &http, &ignored) == 0 &&
+		    http == 204)
+			(*count)++;
+	}
+	json_free(list);
+	strbuf_release(&path);
+	strbuf_release(&body);
 	return ret;
 }
 
 int docker_remove_labelled(const char *socket, const char *label, int *count,
 			   struct error *err)
 {
-	static const volatile sig_atomic_t never;
-	struct engine engine = { .socket = socket, .stop = &never };
-	struct strbuf filter = STRBUF_INIT, path = STRBUF_INIT, body = STRBUF_INIT;
-	struct error ignored = { 0 };
-	struct json *list = NULL;
-	const struct json *id;
-	char *escaped;
-	long http;
-	size_t i;
-	int ret;
+	struct engine engine;
+	struct strbuf filter = STRBUF_INIT;
+	int networks = 0, ret = engine_open(&engine, socket, NULL, err);
 
 	*count = 0;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(engine.curl = curl_easy_init()))
-		return error_set(err, -ENOMEM, "cannot start libcurl");
+	if (ret < 0)
+		return ret;
 	strbuf_addstr(&filter, "{\"label\":[");
 	json_add_string(&filter, label);
 	strbuf_addstr(&filter, "]}");
-	escaped = curl_easy_escape(engine.curl, filter.buf, 0);
-	strbuf_addf(&path, "/containers/json?all=1&filters=%s", escaped);
-	curl_free(escaped);
-	ret = engine_simple(&engine, "GET", path.buf, NULL, &body, &http, err);
-	if (ret == 0 && (http != 200 || json_parse(body.buf, body.len, &list, err) < 0 ||
-			 list->type != JSON_ARRAY))
-		ret = error_set(err, -EIO, "dockerd: cannot list the containers labelled %s", label);
-	for (i = 0; ret == 0 && i < list->count; i++) {
-		id = json_get(&list->items[i], "Id");
-		if (id && id->type == JSON_STRING &&
-		    container_call(&engine, "DELETE", id->string, "?force=1&v=1", 204, NULL,
-				   &ignored) == 0)
-			(*count)++;
-	}
-	json_free(list);
-	list = NULL;
+	ret = engine_delete_listed(&engine, "/containers/json?all=1&", filter.buf, "containers",
+				   "?force=1&v=1", count, err);
 	/* Then the run's network, which no container uses any more. */
-	strbuf_reset(&path);
-	strbuf_reset(&body);
-	escaped = curl_easy_escape(engine.curl, filter.buf, 0);
-	strbuf_addf(&path, "/networks?filters=%s", escaped);
-	curl_free(escaped);
-	if (ret == 0 && engine_simple(&engine, "GET", path.buf, NULL, &body, &http, &ignored) == 0 &&
-	    http == 200 && json_parse(body.buf, body.len, &list, &ignored) == 0 &&
-	    list->type == JSON_ARRAY) {
-		for (i = 0; i < list->count; i++) {
-			id = json_get(&list->items[i], "Id");
-			strbuf_reset(&path);
-			if (id && id->type == JSON_STRING) {
-				strbuf_addf(&path, "/networks/%s", id->string);
-				strbuf_reset(&body);
-				engine_simple(&engine, "DELETE", path.buf, NULL, &body, &http, &ignored);
-			}
-		}
-	}
-	json_free(list);
+	if (ret == 0)
+		ret = engine_delete_listed(&engine, "/networks?", filter.buf, "networks", "",
+					   &networks, err);
 	strbuf_release(&filter);
-	strbuf_release(&path);
-	strbuf_release(&body);
-	curl_easy_cleanup(engine.curl);
-	curl_global_cleanup();
+	engine_close(&engine);
 	return ret;
 }
 
 int docker_network_ensure(const char *socket, const char *name, const char *label,
 			  struct error *err)
 {
-	static const volatile sig_atomic_t never;
-	struct engine engine = { .socket = socket, .stop = &never };
+	struct engine engine;
 	char *labels[2] = { (char *)label, NULL };
-	int ret;
+	int ret = engine_open(&engine, socket, NULL, err);
 
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(engine.curl = curl_easy_init()))
-		return error_set(err, -ENOMEM, "cannot start libcurl");
+	if (ret < 0)
+		return ret;
 	ret = network_ensure(&engine, name, labels, err);
-	curl_easy_cleanup(engine.curl);
-	curl_global_cleanup();
+	engine_close(&engine);
 	return ret;
 }
