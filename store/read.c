@@ -275,16 +275,18 @@ static void chunk_cache_load(struct store *store, const uint8_t *hash, uint32_t 
 
 
 /*
- * Chunks are found by summing sizes from the first: a file has about one
- * chunk a MiB, so even a 10 GiB file costs 10,000 additions a call, little
- * next to one chunk's decompression or a FUSE round trip.
+ * The first chunk is found by summing sizes from the file's first, once a
+ * call: a file has about one chunk a MiB, so even a 10 GiB file costs
+ * 10,000 additions, little next to one chunk's decompression or a FUSE
+ * round trip.
  */
 int store_entry_pread(struct store *store, const struct store_entry *entry, void *buf,
 		      size_t size, uint64_t offset, size_t *done, struct error *err)
 {
 	uint8_t *out = buf;
 	uint64_t start = 0, end;	/* of chunk i within the file */
-	size_t copied = 0, i;
+	uint64_t first_start;
+	size_t copied = 0, first, i;
 
 	*done = 0;
 	if (!S_ISREG(entry->mode))
@@ -294,6 +296,14 @@ int store_entry_pread(struct store *store, const struct store_entry *entry, void
 		return 0;
 	if (size > entry->size - offset)
 		size = (size_t)(entry->size - offset);
+	/* The first chunk the range touches, found once for both passes. */
+	for (first = 0; first < entry->chunk_count; first++, start = end) {
+		end = start + le32_get(entry->chunks + first * STORE_CHUNK_RECORD_SIZE +
+				       STORE_HASH_SIZE);
+		if (end > offset)
+			break;
+	}
+	first_start = start;
 	/*
 	 * The kernel's readahead asks for neighbouring ranges on several
 	 * threads at once, and neighbours share a chunk at their edge.  Each
@@ -301,16 +311,16 @@ int store_entry_pread(struct store *store, const struct store_entry *entry, void
 	 * rest: taken in order, the second thread would wait for the shared
 	 * chunk before starting on its own, and one core would do the work.
 	 */
-	for (i = 0; i < entry->chunk_count && start < offset + size; i++, start = end) {
+	for (i = first; i < entry->chunk_count && start < offset + size; i++, start = end) {
 		const uint8_t *record = entry->chunks + i * STORE_CHUNK_RECORD_SIZE;
 		uint32_t chunk_size = le32_get(record + STORE_HASH_SIZE);
 
 		end = start + chunk_size;
-		if (end > offset && chunk_size <= CHUNK_SIZE_LIMIT)
+		if (chunk_size <= CHUNK_SIZE_LIMIT)
 			chunk_cache_load(store, record, chunk_size);
 	}
-	start = 0;
-	for (i = 0; i < entry->chunk_count && copied < size; i++, start = end) {
+	start = first_start;
+	for (i = first; i < entry->chunk_count && copied < size; i++, start = end) {
 		const uint8_t *record = entry->chunks + i * STORE_CHUNK_RECORD_SIZE;
 		uint32_t chunk_size = le32_get(record + STORE_HASH_SIZE);
 		struct cached_chunk *chunk;
@@ -318,8 +328,6 @@ int store_entry_pread(struct store *store, const struct store_entry *entry, void
 		size_t n;
 
 		end = start + chunk_size;
-		if (end <= offset)
-			continue;
 		if (chunk_size > CHUNK_SIZE_LIMIT)
 			return error_set(err, -EIO, "%s/%s: chunk %zu: impossible size %u",
 					 entry->artifact, entry->path, i, chunk_size);
