@@ -103,8 +103,10 @@ static void job_env_ports(struct job_env *env, const char *prefix, const int *po
 	}
 }
 
-/* DESIGN.md's job environment, the provider's env, then the workflow's. */
-/* DESIGN.md's environment of a job; over this process's own on the host. */
+/*
+ * DESIGN.md's job environment, the provider's env, then the workflow's;
+ * over this process's own environment on the host.
+ */
 static void job_env_build(struct job_env *env, const struct job_slot *slot, bool host)
 {
 	const struct run_context *ctx = slot->ctx;
@@ -337,6 +339,20 @@ static void job_say_end(struct job_output *out, const struct job_slot *slot,
 	}
 }
 
+static void spec_add_strings(struct strbuf *json, const char *key, char *const *items,
+			     size_t count)
+{
+	size_t i;
+
+	strbuf_addf(json, ",\"%s\":[", key);
+	for (i = 0; i < count; i++) {
+		if (i)
+			strbuf_addstr(json, ",");
+		json_add_string(json, items[i]);
+	}
+	strbuf_addstr(json, "]");
+}
+
 static bool job_mounts_artifacts(const struct job_spec *spec)
 {
 	size_t i;
@@ -345,18 +361,6 @@ static bool job_mounts_artifacts(const struct job_spec *spec)
 		if (spec->artifacts[i].mount)
 			return true;
 	return false;
-}
-
-static void spec_add_list(struct strbuf *json, const char *key, char *const *items, size_t count)
-{
-	size_t i;
-
-	strbuf_addf(json, ",\"%s\":[", key);
-	for (i = 0; i < count; i++) {
-		strbuf_addstr(json, i ? "," : "");
-		json_add_string(json, items[i]);
-	}
-	strbuf_addstr(json, "]");
 }
 
 /*
@@ -423,9 +427,9 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 	json_add_string(&json, spec->script);
 	strbuf_addstr(&json, "],\"workdir\":");
 	json_add_string(&json, workdir.buf);
-	spec_add_list(&json, "env", env.vars, env.count);
-	spec_add_list(&json, "binds", binds, ro->count + 1);
-	spec_add_list(&json, "labels", labels, 2);
+	spec_add_strings(&json, "env", env.vars, env.count);
+	spec_add_strings(&json, "binds", binds, ro->count + 1);
+	spec_add_strings(&json, "labels", labels, 2);
 	strbuf_addstr(&json, ",\"ports\":[");
 	for (i = 0; i < spec->port_count; i++)
 		strbuf_addf(&json, "%s%d", i ? "," : "", slot->ports[i]);
@@ -607,20 +611,6 @@ out:
 	strbuf_release(&root);
 	strbuf_release(&dir);
 	return ret;
-}
-
-static void spec_add_strings(struct strbuf *json, const char *key, char *const *items,
-			     size_t count)
-{
-	size_t i;
-
-	strbuf_addf(json, ",\"%s\":[", key);
-	for (i = 0; i < count; i++) {
-		if (i)
-			strbuf_addstr(json, ",");
-		json_add_string(json, items[i]);
-	}
-	strbuf_addstr(json, "]");
 }
 
 /* A job as its provider made it, as JSON: the fields of DESIGN.md's jobs. */
