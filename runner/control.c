@@ -56,27 +56,40 @@ static int orphan_job_end(void *arg, const struct store_job *job)
 	return 0;
 }
 
+/*
+ * Runs `dstack-docker COMMAND [NAME] dstack.run=RUN` (NAME when not NULL)
+ * to its end: its stdout into out, its exit code into *status.
+ */
+static int run_docker_helper(const struct store_run *run, const char *command, const char *name,
+			     struct strbuf *out, int *status, struct error *err)
+{
+	struct strbuf helper = STRBUF_INIT, label = STRBUF_INIT;
+	int ret = provider_helper_path("dstack-docker", &helper, err);
+
+	strbuf_addf(&label, "dstack.run=%s", run->name);
+	if (ret == 0) {
+		char *const with_name[] = { helper.buf, (char *)command, (char *)name, label.buf,
+					    NULL };
+		char *const without[] = { helper.buf, (char *)command, label.buf, NULL };
+
+		ret = host_exec(helper.buf, name ? with_name : without, out, status, err);
+	}
+	strbuf_release(&helper);
+	strbuf_release(&label);
+	return ret;
+}
+
 int run_docker_network(const struct store_run *run, struct error *err)
 {
-	struct strbuf helper = STRBUF_INIT, name = STRBUF_INIT, label = STRBUF_INIT;
-	struct strbuf out = STRBUF_INIT;
+	struct strbuf name = STRBUF_INIT;
 	int status = -1, ret;
 
 	strbuf_addf(&name, "dstack-%s", run->name);
-	strbuf_addf(&label, "dstack.run=%s", run->name);
-	ret = provider_helper_path("dstack-docker", &helper, err);
-	if (ret == 0) {
-		char *const argv[] = { helper.buf, "network", name.buf, label.buf, NULL };
-
-		ret = host_exec(helper.buf, argv, &out, &status, err);
-	}
+	ret = run_docker_helper(run, "network", name.buf, NULL, &status, err);
 	if (ret == 0 && status)
 		ret = error_set(err, -EIO, "cannot make the run's docker network %s (dstack-docker"
 				" exited with %d)", name.buf, status);
-	strbuf_release(&helper);
 	strbuf_release(&name);
-	strbuf_release(&label);
-	strbuf_release(&out);
 	return ret;
 }
 
@@ -87,20 +100,13 @@ int run_docker_network(const struct store_run *run, struct error *err)
  */
 void run_docker_cleanup(const struct store_run *run, struct strbuf *said)
 {
-	struct strbuf helper = STRBUF_INIT, label = STRBUF_INIT, out = STRBUF_INIT;
+	struct strbuf out = STRBUF_INIT;
 	struct error ignored = { 0 };
 	int status = -1;
 
-	strbuf_addf(&label, "dstack.run=%s", run->name);
-	if (provider_helper_path("dstack-docker", &helper, &ignored) == 0) {
-		char *const argv[] = { helper.buf, "remove", label.buf, NULL };
-
-		if (host_exec(helper.buf, argv, &out, &status, &ignored) == 0 && status == 0 &&
-		    out.buf && atoi(out.buf) > 0)
-			strbuf_addf(said, "dstack: %d container(s) of the run removed\n", atoi(out.buf));
-	}
-	strbuf_release(&helper);
-	strbuf_release(&label);
+	if (run_docker_helper(run, "remove", NULL, &out, &status, &ignored) == 0 && status == 0 &&
+	    out.buf && atoi(out.buf) > 0)
+		strbuf_addf(said, "dstack: %d container(s) of the run removed\n", atoi(out.buf));
 	strbuf_release(&out);
 }
 
