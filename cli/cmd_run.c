@@ -17,12 +17,14 @@
 #include "cli/cli.h"
 #include "runner/runner.h"
 
-static int run_output(void *ctx, const void *data, size_t len)
+static int run_output(void *ctx, int fd, const void *data, size_t len)
 {
+	FILE *stream = fd == STDERR_FILENO ? stderr : stdout;
+
 	(void)ctx;
 	/* A closed stdout must not stop the job: its logs are kept anyway. */
-	if (fwrite(data, 1, len, stdout) == len)
-		fflush(stdout);
+	if (fwrite(data, 1, len, stream) == len)
+		fflush(stream);
 	return 0;
 }
 
@@ -686,7 +688,8 @@ static int ps_job_row(void *ctx, const struct store_job *job)
 
 	snprintf(n, sizeof(n), "%d", job->n);
 	snprintf(code, sizeof(code), "%d", job->exit_code);
-	cli_table_add(ctx, n, job->status, job->exit_code < 0 ? "-" : code);
+	cli_table_add(ctx, n, job->status, job->exit_code < 0 ? "-" : code,
+		      *job->reason ? job->reason : "-");
 	return 0;
 }
 
@@ -709,7 +712,7 @@ static int ps_run(const char *name)
 	}
 	cli_table_init(&ctx.table, 6, "RUN", "WORKFLOW", "STATUS", "SUBMITTED", "TAG", "ARTIFACTS");
 	ps_row(&ctx, &run);
-	cli_table_init(&jobs, 3, "JOB", "STATUS", "EXIT");
+	cli_table_init(&jobs, 4, "JOB", "STATUS", "EXIT", "REASON");
 	ret = store_run_jobs(store, run.id, ps_job_row, &jobs, &err);
 	store_close(store);
 	cli_table_print(&ctx.table);
@@ -717,6 +720,8 @@ static int ps_run(const char *name)
 	cli_table_print(&jobs);
 	printf("\nprovider: %s\nargs: %s\nrepo: %s\ncommit: %s\n", run.provider, run.args,
 	       run.repo, run.commit);
+	if (*run.reason)
+		printf("reason: %s\n", run.reason);
 	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
 }
 
@@ -759,11 +764,17 @@ int cmd_ps(int argc, char **argv)
 	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
 }
 
-static int logs_row(void *ctx, int job, const void *data, size_t len)
+/* What a job wrote to stderr, where it was kept apart, goes to stderr. */
+static int logs_row(void *ctx, int job, int fd, const void *data, size_t len)
 {
+	FILE *stream = fd == STDERR_FILENO ? stderr : stdout;
+
 	(void)ctx;
 	(void)job;
-	return fwrite(data, 1, len, stdout) == len ? 0 : -EIO;
+	if (fwrite(data, 1, len, stream) != len)
+		return -EIO;
+	/* In the order they were written, whichever two files they go to. */
+	return fflush(stream) == 0 ? 0 : -EIO;
 }
 
 /* A run's logs; with follow, what comes too, until the run has ended. */

@@ -4,9 +4,15 @@
  * so its output, its stop and its exit status are the container's.
  * SPEC is a JSON file: {"image", "command": [...], "env": [...],
  * "workdir", "binds": [...], "labels": [...], "ports": [...], "memory",
- * "nano_cpus", "shm_size", "grace", "pinned", "network", "alias"}; only
- * image and command are needed.  "pinned" names a file that gets IMAGE@DIGEST when the
- * image came from a registry.
+ * "nano_cpus", "shm_size", "grace", "pinned", "reason", "network", "alias",
+ * "gpus": [...], "frames": true}; only image and command are needed.  "pinned" names a
+ * file that gets IMAGE@DIGEST when the image came from a registry;
+ * "reason" one that gets why the job failed, in one line, when it was not
+ * the command's own exit (an error, or out of memory).  The container's
+ * stdout and stderr go to the helper's, and its own lines (pull progress,
+ * errors) to stderr; with "frames", all go to stdout as docker's frames
+ * (stream, size, bytes), in the order they came, its own lines as stdout:
+ * the runner keeps the streams apart without losing their order.
  * `dstack-docker remove LABEL=VALUE` removes the containers and networks
  * so labelled (what a run left) and prints how many containers went;
  * `dstack-docker network NAME LABEL=VALUE` makes a run's network.  Errors are one
@@ -14,9 +20,11 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "docker/docker.h"
 #include "lib/json.h"
@@ -27,6 +35,32 @@ static void docker_stop(int sig)
 {
 	(void)sig;
 	docker_stopping = 1;
+}
+
+/* Writes what a frame stream gets to stdout as one frame of its stream. */
+static ssize_t frame_write(void *cookie, const char *data, size_t len)
+{
+	int stream = (int)(intptr_t)cookie;
+	unsigned char header[8] = { (unsigned char)stream, 0, 0, 0, (unsigned char)(len >> 24),
+				    (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+				    (unsigned char)len };
+
+	if (fs_write_all(STDOUT_FILENO, header, sizeof(header)) < 0 ||
+	    fs_write_all(STDOUT_FILENO, data, len) < 0)
+		return -1;
+	return (ssize_t)len;
+}
+
+/* A stream whose every flush is a frame of stream (1 or 2) on stdout. */
+static FILE *frame_stream(int stream)
+{
+	cookie_io_functions_t io = { .write = frame_write };
+	FILE *file = fopencookie((void *)(intptr_t)stream, "w", io);
+
+	/* It fails only without memory, where xmalloc gives up too. */
+	if (!file)
+		abort();
+	return file;
 }
 
 /* A NULL-terminated list of the strings of spec's key, or an error. */
@@ -66,7 +100,7 @@ static int spec_number(const struct json *spec, const char *key, long long *out,
 struct spec {
 	struct json *doc;
 	struct docker_job job;
-	char **command, **env, **binds, **labels;
+	char **command, **env, **binds, **labels, **gpus;
 	int *ports;
 	long long grace;
 };
@@ -99,6 +133,7 @@ static int spec_read(const char *path, struct spec *spec, struct error *err)
 	    spec_strings(spec->doc, "env", &spec->env, err) < 0 ||
 	    spec_strings(spec->doc, "binds", &spec->binds, err) < 0 ||
 	    spec_strings(spec->doc, "labels", &spec->labels, err) < 0 ||
+	    spec_strings(spec->doc, "gpus", &spec->gpus, err) < 0 ||
 	    spec_number(spec->doc, "memory", &number, err) < 0)
 		return err->code;
 	if (!spec->command || !spec->command[0])
@@ -125,8 +160,20 @@ static int spec_read(const char *path, struct spec *spec, struct error *err)
 	spec->job.env = spec->env;
 	spec->job.binds = spec->binds;
 	spec->job.labels = spec->labels;
+	spec->job.gpus = spec->gpus;
 	spec->job.ports = spec->ports;
 	return 0;
+}
+
+/* Writes text to the file the spec names at key; false if it names none. */
+static bool spec_write_file(const struct json *doc, const char *key, const struct strbuf *text)
+{
+	const struct json *path = json_get(doc, key);
+
+	if (!path || path->type != JSON_STRING)
+		return false;
+	fs_write_file(path->string, text->buf, text->len);
+	return true;
 }
 
 static void spec_release(struct spec *spec)
@@ -135,6 +182,7 @@ static void spec_release(struct spec *spec)
 	free(spec->env);
 	free(spec->binds);
 	free(spec->labels);
+	free(spec->gpus);
 	free(spec->ports);
 	json_free(spec->doc);
 }
@@ -145,8 +193,9 @@ int main(int argc, char **argv)
 	struct sigaction action = { .sa_handler = docker_stop };
 	const char *host = getenv("DOCKER_HOST");
 	struct spec spec = { 0 };
-	struct strbuf pinned = STRBUF_INIT;
-	const struct json *pinned_file;
+	struct strbuf pinned = STRBUF_INIT, reason = STRBUF_INIT;
+	const struct json *frames;
+	FILE *out = stdout, *errs = stderr, *log = stderr;
 	struct error err = { 0 };
 	int status = 0, ret;
 	size_t i;
@@ -183,20 +232,32 @@ int main(int argc, char **argv)
 	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++)
 		sigaction(signals[i], &action, NULL);
 	ret = spec_read(argv[1], &spec, &err);
+	frames = json_get(spec.doc, "frames");
+	if (frames && frames->type == JSON_BOOL && frames->boolean) {
+		out = log = frame_stream(STDOUT_FILENO);
+		errs = frame_stream(STDERR_FILENO);
+	}
 	if (ret == 0) {
 		spec.job.pinned = &pinned;
-		ret = docker_job_run(host ? host + 7 : DOCKER_SOCKET, &spec.job, stdout, stderr,
+		ret = docker_job_run(host ? host + 7 : DOCKER_SOCKET, &spec.job, out, errs, log,
 				     &docker_stopping, spec.grace ? (int)spec.grace : 10, &status,
-				     &err);
+				     &reason, &err);
 	}
-	pinned_file = json_get(spec.doc, "pinned");
-	if (ret == 0 && pinned.len && pinned_file && pinned_file->type == JSON_STRING)
-		fs_write_file(pinned_file->string, pinned.buf, pinned.len);
-	strbuf_release(&pinned);
-	spec_release(&spec);
 	if (ret < 0) {
-		fprintf(stderr, "dstack: %s\n", err.message);
-		return 125;
+		strbuf_addstr(&reason, err.message);
+		status = 125;
 	}
+	if (pinned.len)
+		spec_write_file(spec.doc, "pinned", &pinned);
+	/* The runner says it, once, where a reason file is named. */
+	if (reason.len && !spec_write_file(spec.doc, "reason", &reason))
+		fprintf(log, "dstack: %s%s\n", ret < 0 ? "" : "docker: ", reason.buf);
+	if (out != stdout)
+		fclose(out);
+	if (errs != stderr)
+		fclose(errs);
+	strbuf_release(&pinned);
+	strbuf_release(&reason);
+	spec_release(&spec);
 	return status;
 }

@@ -36,20 +36,24 @@ struct docker_job {
 	/* Gets "IMAGE@sha256:..." of the registry's manifest, when not NULL
 	 * and the image came from a registry: what reproduces the run. */
 	struct strbuf *pinned;
+	/* GPUs to hand the container: their indexes as the host numbers them
+	 * ("0", "1", ...), NULL-terminated; NULL: none. */
+	char *const *gpus;
 };
 
 /*
  * Pulls the image if it is missing (progress on log), runs the command
- * in a new container with the job's settings, copies its output to out
- * and log as it comes, removes the container and sets *status to its
- * exit status (137 and a line on log when the kernel killed it for
- * memory).  *stop, set by a signal handler, stops the container (SIGTERM,
- * SIGKILL after grace_s seconds) and *status is then 128 + SIGTERM.
- * Errors name the socket, the image or the API's message.
+ * in a new container with the job's settings, copies its stdout to out
+ * and its stderr to errs as they come, removes the container and sets
+ * *status to its exit status.  When the kernel killed it for memory,
+ * *status is 137 and *reason says so.  *stop, set by a signal handler,
+ * stops the container (SIGTERM, SIGKILL after grace_s seconds) and
+ * *status is then 128 + SIGTERM.  Errors name the socket, the image or
+ * the API's message.
  */
-int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, FILE *log,
-		   const volatile sig_atomic_t *stop, int grace_s, int *status,
-		   struct error *err);
+int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, FILE *errs,
+		   FILE *log, const volatile sig_atomic_t *stop, int grace_s, int *status,
+		   struct strbuf *reason, struct error *err);
 
 /*
  * Removes every container, running or not, and every network that has

@@ -96,8 +96,7 @@ static void engine_reason(const struct strbuf *body, struct strbuf *out)
 		strbuf_addstr(out, message->string);
 	else
 		strbuf_add(out, body->buf ? body->buf : "", body->len);
-	while (out->len && (out->buf[out->len - 1] == '\n' || out->buf[out->len - 1] == ' '))
-		out->buf[--out->len] = '\0';
+	strbuf_trim_end(out);
 	json_free(doc);
 }
 
@@ -448,6 +447,12 @@ static void container_config(const struct docker_job *job, struct strbuf *json)
 		strbuf_addf(json, ",\"ShmSize\":%lld", (long long)job->shm_size);
 	if (job->network)
 		add_field(json, "NetworkMode", job->network);
+	/* The GPUs the runner claimed for the job, through the NVIDIA runtime. */
+	if (job->gpus && job->gpus[0]) {
+		strbuf_addstr(json, ",\"DeviceRequests\":[{\"Driver\":\"nvidia\",\"DeviceIDs\":");
+		add_strings(json, job->gpus);
+		strbuf_addstr(json, ",\"Capabilities\":[[\"gpu\"]]}]");
+	}
 	strbuf_addstr(json, "}");
 	if (job->network && job->alias) {
 		add_field(json, "Hostname", job->alias);
@@ -542,7 +547,7 @@ static int container_call(struct engine *engine, const char *method, const char 
  */
 struct logs {
 	struct strbuf pending;
-	FILE *out, *log;
+	FILE *out, *errs;
 };
 
 static int logs_data(void *ctx, const char *data, size_t len)
@@ -557,18 +562,18 @@ static int logs_data(void *ctx, const char *data, size_t len)
 		size = (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7];
 		if (logs->pending.len < 8 + size)
 			break;
-		fwrite(p + 8, 1, size, p[0] == 2 ? logs->log : logs->out);
-		fflush(p[0] == 2 ? logs->log : logs->out);
+		fwrite(p + 8, 1, size, p[0] == 2 ? logs->errs : logs->out);
+		fflush(p[0] == 2 ? logs->errs : logs->out);
 		memmove(logs->pending.buf, logs->pending.buf + 8 + size, logs->pending.len - 8 - size);
 		logs->pending.len -= 8 + size;
 	}
 	return 0;
 }
 
-static int container_follow(struct engine *engine, const char *id, FILE *out, FILE *log,
+static int container_follow(struct engine *engine, const char *id, FILE *out, FILE *errs,
 			    struct error *err)
 {
-	struct logs logs = { .pending = STRBUF_INIT, .out = out, .log = log };
+	struct logs logs = { .pending = STRBUF_INIT, .out = out, .errs = errs };
 	struct engine_reply reply = { .body = STRBUF_INIT, .fn = logs_data, .ctx = &logs,
 				      .abortable = true };
 	struct strbuf path = STRBUF_INIT;
@@ -615,9 +620,9 @@ static int container_wait(struct engine *engine, const char *id, int *status, bo
 	return ret;
 }
 
-int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, FILE *log,
-		   const volatile sig_atomic_t *stop, int grace_s, int *status,
-		   struct error *err)
+int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, FILE *errs,
+		   FILE *log, const volatile sig_atomic_t *stop, int grace_s, int *status,
+		   struct strbuf *reason, struct error *err)
 {
 	struct engine engine;
 	struct strbuf id = STRBUF_INIT;
@@ -635,9 +640,16 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		ret = container_create(&engine, job, &id, err);
 	if (ret == 0)
 		ret = container_call(&engine, "POST", id.buf, "/start", 204, NULL, err);
+	if (ret < 0 && job->gpus && job->gpus[0] && strstr(err->message, "device driver")) {
+		struct error why = *err;
+
+		error_clear(err);
+		ret = error_set(err, ret, "%s (the job asks for GPUs: dockerd hands them to"
+				" containers through the NVIDIA Container Toolkit)", why.message);
+	}
 	if (ret == 0) {
 		engine.container = id.buf;
-		ret = container_follow(&engine, id.buf, out, log, err);
+		ret = container_follow(&engine, id.buf, out, errs, err);
 	}
 	/* A stop that came between the calls: the same as during the follow. */
 	if (ret == 0 && *stop && !engine.stop_sent)
@@ -647,8 +659,8 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 	if (ret == 0 && engine.stop_sent)
 		ret = -ECANCELED;
 	if (ret == 0 && oom) {
-		fprintf(log, "dstack: docker: the container ran out of memory (its limit is %lld bytes)\n",
-			(long long)job->memory);
+		strbuf_addf(reason, "the container ran out of memory (its limit is %lld bytes)",
+			    (long long)job->memory);
 		*status = 137;
 	}
 	if (ret == -ECANCELED) {

@@ -411,7 +411,7 @@ static int file_text(struct fs *fs, struct store *store, const struct node *node
 			    job.found.status, job.found.image);
 		if (job.found.exit_code >= 0)
 			strbuf_addf(out, "%d", job.found.exit_code);
-		strbuf_addstr(out, "\n");
+		strbuf_addf(out, "\nreason: %s\n", job.found.reason);
 		return 0;
 	}
 	strbuf_addf(out, "workflow: %s\nprovider: %s\nargs: %s\ntag: %s\n", run.workflow,
@@ -423,7 +423,8 @@ static int file_text(struct fs *fs, struct store *store, const struct node *node
 	/* Empty while live, and for a run stopped or aborted. */
 	if (!strcmp(run.status, "done") || !strcmp(run.status, "failed"))
 		strbuf_addf(out, "%d", run.exit_code < 0 ? 0 : run.exit_code);
-	strbuf_addstr(out, "\n");
+	/* Why it failed, in one line; empty when it did not. */
+	strbuf_addf(out, "\nreason: %s\n", run.reason);
 	return 0;
 }
 
@@ -1026,11 +1027,13 @@ struct log_range {
 	struct strbuf out;
 };
 
-static int log_collect(void *ctx, int job, const void *data, size_t len)
+static int log_collect(void *ctx, int job, int fd, const void *data, size_t len)
 {
 	struct log_range *range = ctx;
 	uint64_t start = range->at, end = range->at + len;
 
+	/* The tree's logs hold both streams, as a terminal shows them. */
+	(void)fd;
 	if (range->job != -2 && job != range->job)
 		return 0;
 	range->at = end;

@@ -48,6 +48,8 @@ void strbuf_addf(struct strbuf *sb, const char *fmt, ...)
 void strbuf_vaddf(struct strbuf *sb, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 void strbuf_reset(struct strbuf *sb);
+/* Drops trailing white space (a line's newline, say). */
+void strbuf_trim_end(struct strbuf *sb);
 void strbuf_release(struct strbuf *sb);
 
 /* Allocation that aborts on exhaustion: callers never see NULL. */

@@ -109,6 +109,12 @@ void strbuf_reset(struct strbuf *sb)
 		sb->buf[0] = '\0';
 }
 
+void strbuf_trim_end(struct strbuf *sb)
+{
+	while (sb->len && isspace((unsigned char)sb->buf[sb->len - 1]))
+		sb->buf[--sb->len] = '\0';
+}
+
 void strbuf_release(struct strbuf *sb)
 {
 	free(sb->buf);

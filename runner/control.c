@@ -58,7 +58,7 @@ static int orphan_job_end(void *arg, const struct store_job *job)
 
 /*
  * Runs `dstack-docker COMMAND [NAME] dstack.run=RUN` (NAME when not NULL)
- * to its end: its stdout into out, its exit code into *status.
+ * to its end: its stdout and stderr into out, its exit code into *status.
  */
 static int run_docker_helper(const struct store_run *run, const char *command, const char *name,
 			     struct strbuf *out, int *status, struct error *err)
@@ -72,7 +72,7 @@ static int run_docker_helper(const struct store_run *run, const char *command, c
 					    NULL };
 		char *const without[] = { helper.buf, (char *)command, label.buf, NULL };
 
-		ret = host_exec(helper.buf, name ? with_name : without, out, status, err);
+		ret = host_exec(helper.buf, name ? with_name : without, out, true, status, err);
 	}
 	strbuf_release(&helper);
 	strbuf_release(&label);
@@ -81,15 +81,20 @@ static int run_docker_helper(const struct store_run *run, const char *command, c
 
 int run_docker_network(const struct store_run *run, struct error *err)
 {
-	struct strbuf name = STRBUF_INIT;
+	struct strbuf name = STRBUF_INIT, said = STRBUF_INIT;
 	int status = -1, ret;
 
 	strbuf_addf(&name, "dstack-%s", run->name);
-	ret = run_docker_helper(run, "network", name.buf, NULL, &status, err);
-	if (ret == 0 && status)
+	ret = run_docker_helper(run, "network", name.buf, &said, &status, err);
+	/* Its error line, as dstack's own (dockerd out of reach, say). */
+	strbuf_trim_end(&said);
+	if (ret == 0 && status && said.len > strlen("dstack: "))
+		ret = error_set(err, -EIO, "%s", said.buf + strlen("dstack: "));
+	else if (ret == 0 && status)
 		ret = error_set(err, -EIO, "cannot make the run's docker network %s (dstack-docker"
 				" exited with %d)", name.buf, status);
 	strbuf_release(&name);
+	strbuf_release(&said);
 	return ret;
 }
 
@@ -127,9 +132,14 @@ static int runner_mark_orphan(struct store *store, const struct store_run *run,
 	if (ret == 0 && orphans.images)
 		run_docker_cleanup(run, &orphans.said);
 	if (ret == 0)
-		ret = store_log_append(store, run->id, -1, orphans.said.buf, orphans.said.len, err);
+		ret = store_log_append(store, run->id, -1, STDOUT_FILENO, orphans.said.buf, orphans.said.len, err);
 	for (i = 0; i < orphans.live_count && ret == 0; i++)
 		ret = store_job_set_status(store, run->id, orphans.live[i], "failed", -1, err);
+	if (ret == 0) {
+		strbuf_reset(&orphans.said);
+		strbuf_addf(&orphans.said, "its runner (pid %d) is gone", (int)run->runner_pid);
+		ret = store_run_set_reason(store, run->id, orphans.said.buf, err);
+	}
 	if (ret == 0)
 		ret = store_run_set_status(store, run->id, "failed", -1, err);
 	free(orphans.live);

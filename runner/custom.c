@@ -441,7 +441,7 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 out:
 	job_env_release(&env);
 	fs_remove_tree(root.buf);
-	strbuf_release(&out.pending);
+	job_output_release(&out);
 	strbuf_release(&root);
 	strbuf_release(&dir);
 	strbuf_release(&in);

@@ -1,8 +1,8 @@
 /*
  * host.c - a job as a host process: bash runs the script in the job's
  * directory, in a process group of its own (so stop can signal all of
- * it), with stdout and stderr on one pipe whose bytes go to the caller as
- * they come.
+ * it), with stdout and stderr on one pipe (or two, when the caller keeps
+ * them apart) whose bytes go to the caller as they come.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,7 +59,7 @@ fail:
  * mask is left empty, since a caller's threads (the FUSE daemon's block
  * every signal) would otherwise leave the job deaf to SIGTERM.
  */
-static void host_child(const struct host_job *job, int out)
+static void host_child(const struct host_job *job, int out, int err_out)
 {
 	static const char message[] = "dstack: cannot start bash\n";
 	char *const argv[] = { "bash", "-c", (char *)job->script, NULL };
@@ -77,10 +77,8 @@ static void host_child(const struct host_job *job, int out)
 		signal(sig, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
+	if (dup2(out, STDOUT_FILENO) < 0 || dup2(err_out, STDERR_FILENO) < 0)
 		_exit(127);
-	if (out > STDERR_FILENO)
-		close(out);
 	if (chdir(job->dir) < 0)
 		_exit(127);
 	execve("/bin/bash", argv, job->env);
@@ -94,18 +92,17 @@ static void host_child(const struct host_job *job, int out)
  * page by page, while the job starts.  No handler of ours may run in the
  * child, which shares that memory: signals wait until it has reset them.
  */
-static pid_t host_spawn(const struct host_job *job, const int pipe_fds[2])
+static pid_t host_spawn(const struct host_job *job, int out, int err_out)
 {
 	sigset_t all, old;
 	pid_t pid;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/* The pipes are close-on-exec: the job keeps only its dup2'ed copies. */
 	pid = vfork();
-	if (pid == 0) {
-		close(pipe_fds[0]);
-		host_child(job, pipe_fds[1]);
-	}
+	if (pid == 0)
+		host_child(job, out, err_out);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return pid;
 }
@@ -114,29 +111,41 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 		 struct error *err)
 {
 	char buf[65536];
-	int pipe_fds[2], wstatus, ret = 0;
+	/* [0]: stdout's pipe (and stderr's unless split), [1]: stderr's. */
+	int out_fds[2], err_fds[2] = { -1, -1 }, wstatus, ret = 0, open_count, i;
+	struct pollfd pfds[2];
 	int64_t term_sent = 0, last_tick = time_now_ns();
 	bool kill_sent = false;
 	pid_t pid;
 
 	*stopped = false;
-	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+	if (pipe2(out_fds, O_CLOEXEC) < 0)
 		return error_errno(err, -errno, "pipe");
-	pid = host_spawn(job, pipe_fds);
-	if (pid < 0) {
+	if (job->split_stderr && pipe2(err_fds, O_CLOEXEC) < 0) {
+		ret = error_errno(err, -errno, "pipe");
+		close(out_fds[0]);
+		close(out_fds[1]);
+		return ret;
+	}
+	pid = host_spawn(job, out_fds[1], job->split_stderr ? err_fds[1] : out_fds[1]);
+	if (pid < 0)
 		ret = error_errno(err, -errno, "vfork");
-		close(pipe_fds[0]);
-		close(pipe_fds[1]);
+	close(out_fds[1]);
+	if (err_fds[1] >= 0)
+		close(err_fds[1]);
+	pfds[0] = (struct pollfd){ .fd = out_fds[0], .events = POLLIN };
+	pfds[1] = (struct pollfd){ .fd = err_fds[0], .events = POLLIN };
+	open_count = job->split_stderr ? 2 : 1;
+	if (pid < 0) {
+		for (i = 0; i < open_count; i++)
+			close(pfds[i].fd);
 		return ret;
 	}
 	/* Both sides set the group: a stop may come before the child runs. */
 	setpgid(pid, pid);
-	close(pipe_fds[1]);
 	if (job->started)
 		job->started(job->started_ctx, pid);
-	for (;;) {
-		struct pollfd pfd = { .fd = pipe_fds[0], .events = POLLIN };
-		ssize_t n;
+	while (pfds[0].fd >= 0 || pfds[1].fd >= 0) {
 		int ready;
 
 		/* SIGTERM to the whole group, SIGKILL if it lingers or at once to abort. */
@@ -153,27 +162,34 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 			kill(-pid, SIGKILL);
 			kill_sent = true;
 		}
-		ready = poll(&pfd, 1, HOST_TICK_MS);
+		ready = poll(pfds, 2, HOST_TICK_MS);
 		/* A chatty job must not keep the tick (flushes, stop requests) away. */
 		if (ready >= 0 && time_now_ns() - last_tick >= HOST_TICK_MS * 1000000ll) {
 			last_tick = time_now_ns();
 			if (job->tick && ret == 0)
 				ret = job->tick(job->tick_ctx);
 		}
-		if (ready < 0 && errno == EINTR)
+		if (ready <= 0)
 			continue;
-		if (ready == 0)
-			continue;
-		n = read(pipe_fds[0], buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		/* Keep reading after a failed output: the job must not block. */
-		if (job->output && ret == 0)
-			ret = job->output(job->output_ctx, buf, (size_t)n);
+		for (i = 0; i < 2; i++) {
+			ssize_t n;
+
+			if (pfds[i].fd < 0 || !pfds[i].revents)
+				continue;
+			n = read(pfds[i].fd, buf, sizeof(buf));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				close(pfds[i].fd);
+				pfds[i].fd = -1;
+				continue;
+			}
+			/* Keep reading after a failed output: the job must not block. */
+			if (job->output && ret == 0)
+				ret = job->output(job->output_ctx, i ? STDERR_FILENO : STDOUT_FILENO,
+						  buf, (size_t)n);
+		}
 	}
-	close(pipe_fds[0]);
 	while (waitpid(pid, &wstatus, 0) < 0) {
 		if (errno != EINTR)
 			return error_errno(err, -errno, "waitpid");
@@ -182,8 +198,8 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 	return ret < 0 ? ret : 0;
 }
 
-int host_exec(const char *program, char *const *argv, struct strbuf *out, int *status,
-	      struct error *err)
+int host_exec(const char *program, char *const *argv, struct strbuf *out, bool with_stderr,
+	      int *status, struct error *err)
 {
 	char buf[4096];
 	int fds[2], wstatus;
@@ -204,7 +220,7 @@ int host_exec(const char *program, char *const *argv, struct strbuf *out, int *s
 		if (null >= 0) {
 			dup2(null, STDIN_FILENO);
 			dup2(out ? fds[1] : null, STDOUT_FILENO);
-			dup2(null, STDERR_FILENO);
+			dup2(out && with_stderr ? fds[1] : null, STDERR_FILENO);
 		}
 		execvp(program, argv);
 		_exit(127);

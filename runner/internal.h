@@ -64,8 +64,10 @@ struct host_job {
 	/* Hears the job's process (group) once it exists. */
 	void (*started)(void *ctx, pid_t pid);
 	void *started_ctx;
-	int (*output)(void *ctx, const void *data, size_t len);
+	/* Hears output as it comes: fd 1 (both streams unless split), or 2. */
+	int (*output)(void *ctx, int fd, const void *data, size_t len);
 	void *output_ctx;
+	bool split_stderr;
 	/* Called at least every HOST_TICK_MS, output or not. */
 	int (*tick)(void *ctx);
 	void *tick_ctx;
@@ -82,11 +84,11 @@ int host_job_run(const struct host_job *job, int *status, bool *stopped,
 		 struct error *err);
 /*
  * Runs a tool the runner needs (program found on PATH) to its end: its
- * stdout into out (NULL: discarded), its exit code (or 128 + signal)
- * into *status.
+ * stdout (and its stderr with with_stderr) into out (NULL: discarded),
+ * its exit code (or 128 + signal) into *status.
  */
-int host_exec(const char *program, char *const *argv, struct strbuf *out, int *status,
-	      struct error *err);
+int host_exec(const char *program, char *const *argv, struct strbuf *out, bool with_stderr,
+	      int *status, struct error *err);
 
 /* What the host offers jobs (resources.c). */
 #define HOST_GPUS_MAX 64
@@ -146,10 +148,21 @@ struct job_output {
 	const struct runner_request *request;
 	int64_t run;
 	int job;
-	struct strbuf pending;
+	struct strbuf pending;	/* bytes of one fd, pending_fd, wait to be logged */
+	int pending_fd;
+	struct strbuf frames;	/* the start of a frame of job_output_frames */
 	struct error err;
 };
-int job_output_write(void *ctx, const void *data, size_t len);
+/* Output of the job's stream fd (1 or 2). */
+int job_output_write(void *ctx, int fd, const void *data, size_t len);
+/*
+ * Output of dstack-docker with "frames": on fd 1 the container's streams
+ * in one, in order, as frames (docker's own: the stream in byte 0, the
+ * size big-endian in bytes 4-7, then the bytes); on fd 2 the helper's
+ * own stderr, as it is.
+ */
+int job_output_frames(void *ctx, int fd, const void *data, size_t len);
+void job_output_release(struct job_output *out);
 int job_output_tick(void *ctx);
 int job_output_flush(struct job_output *out);
 /* A host job's tick: flushes its output and hears whether `dstack stop` asked. */

@@ -127,8 +127,12 @@ static void job_env_build(struct job_env *env, const struct job_slot *slot, bool
 		job_env_set(env, "MASTER_JOB_HOSTNAME", "127.0.0.1");
 		job_env_ports(env, "MASTER_JOB_PORT_", slot->master_ports, slot->master_port_count);
 	}
-	/* The GPUs a job did not claim are another job's: it sees none of them. */
-	if (slot->claim.gpus || ctx->capacity.gpu_count || host_has_gpus()) {
+	/*
+	 * The GPUs a job did not claim are another job's: it sees none of
+	 * them.  A container is handed only its own (by dockerd), numbered
+	 * from 0 there, so the host's numbers would be wrong in it.
+	 */
+	if (host && (slot->claim.gpus || ctx->capacity.gpu_count || host_has_gpus())) {
 		strbuf_reset(&value);
 		gpus_format(slot->claimed ? slot->claim.gpus : 0, &value);
 		job_env_set(env, "CUDA_VISIBLE_DEVICES", value.buf ? value.buf : "");
@@ -138,17 +142,19 @@ static void job_env_build(struct job_env *env, const struct job_slot *slot, bool
 	job_env_set_all(env, ctx->workflow->env, ctx->workflow->env_count);
 }
 
-/* Stores each artifact folder of a finished job; false if one is missing. */
+/*
+ * Stores each artifact folder of a finished job.  A missing one is said
+ * and, the first time, put in *missing (when not NULL and empty).
+ */
 static int job_store_artifacts(struct store *store, struct job_output *out,
 			       const char *dir, const struct job_spec *spec,
-			       bool *complete, struct error *err)
+			       struct strbuf *missing, struct error *err)
 {
 	struct store_ingest *ingest;
 	struct strbuf path = STRBUF_INIT;
 	size_t i;
 	int ret;
 
-	*complete = true;
 	if (!spec->artifact_count)
 		return 0;
 	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
@@ -162,7 +168,9 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i].path);
 		if (lstat(path.buf, &st) < 0) {
 			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i].path);
-			*complete = false;
+			if (missing && !missing->len)
+				strbuf_addf(missing, "job %d: artifact path '%s' does not exist",
+					    out->job, spec->artifacts[i].path);
 			continue;
 		}
 		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
@@ -322,21 +330,32 @@ static void job_started(void *arg, pid_t pid)
 	schedule_job_running(slot);
 }
 
-/* Says how the job ended when it did not end well. */
+/*
+ * Says how the job ended when it did not end well; a failure's line goes
+ * to *reason too.  helper_reason: what dstack-docker said of it, or NULL.
+ */
 static void job_say_end(struct job_output *out, const struct job_slot *slot,
-			const struct job_cgroup *cg)
+			const struct job_cgroup *cg, const char *helper_reason,
+			struct strbuf *reason)
 {
 	char limit[32];
 
 	if (slot->stopped) {
 		job_output_say(out, "job %d %s", slot->n, *slot->ctx->stop.aborting ? "aborted" : "stopped");
-	} else if (slot->code && job_cgroup_oom_killed(cg)) {
-		size_format(slot->ctx->jobs[slot->n].resources.memory, limit);
-		job_output_say(out, "job %d was killed: out of memory (its limit is %s)", slot->n,
-			       limit);
-	} else if (slot->code) {
-		job_output_say(out, "job %d exited with status %d", slot->n, slot->code);
+		return;
 	}
+	if (!slot->code)
+		return;
+	if (helper_reason && *helper_reason) {
+		strbuf_addf(reason, "job %d: %s", slot->n, helper_reason);
+	} else if (job_cgroup_oom_killed(cg)) {
+		size_format(slot->ctx->jobs[slot->n].resources.memory, limit);
+		strbuf_addf(reason, "job %d was killed: out of memory (its limit is %s)", slot->n,
+			    limit);
+	} else {
+		strbuf_addf(reason, "job %d exited with status %d", slot->n, slot->code);
+	}
+	job_output_say(out, "%s", reason->buf);
 }
 
 static void spec_add_strings(struct strbuf *json, const char *key, char *const *items,
@@ -369,17 +388,24 @@ static bool job_mounts_artifacts(const struct job_spec *spec)
  */
 #define DOCKER_STOP_MARGIN_S 2
 
+/* The files beside a docker job's snapshot that dstack-docker reads and writes. */
+struct docker_files {
+	struct strbuf spec;	/* the container's settings */
+	struct strbuf pinned;	/* IMAGE@DIGEST, for the job's record */
+	struct strbuf reason;	/* why it failed, when not by its own exit */
+};
+
 /*
- * A job of the docker backend: its container's settings written to
- * SPEC_PATH for dstack-docker, and the script that runs the helper in its
- * place, so the job's process group, logs and stop are the host's.  The
- * snapshot is the container's /workflow; deps are bound read-only.  The
- * run's jobs share its network, each known by the name RUN-N.  The
- * helper writes IMAGE@DIGEST to PINNED_PATH for the job's record.
+ * A job of the docker backend: its container's settings written for
+ * dstack-docker, and the script that runs the helper in its place, so
+ * the job's process group, logs and stop are the host's.  The snapshot is
+ * the container's /workflow; deps are bound read-only.  The run's jobs
+ * share its network, each known by the name RUN-N.  The GPUs claimed
+ * for it are handed to it.
  */
 static int job_docker_script(const struct job_slot *slot, const char *root, const char *dir,
-			     const struct artifact_names *ro, const char *spec_path,
-			     const char *pinned_path, struct strbuf *script, struct error *err)
+			     const struct artifact_names *ro, const struct docker_files *files,
+			     struct strbuf *script, struct error *err)
 {
 	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
 	struct strbuf json = STRBUF_INIT, workdir = STRBUF_INIT, item = STRBUF_INIT;
@@ -433,8 +459,16 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 	strbuf_addstr(&json, ",\"ports\":[");
 	for (i = 0; i < spec->port_count; i++)
 		strbuf_addf(&json, "%s%d", i ? "," : "", slot->ports[i]);
+	strbuf_addstr(&json, "],\"gpus\":[");
+	for (i = 0; slot->claimed && i < 64; i++)
+		if (slot->claim.gpus & (1ull << i))
+			strbuf_addf(&json, "%s\"%zu\"", json.buf[json.len - 1] == '[' ? "" : ",", i);
 	strbuf_addstr(&json, "],\"pinned\":");
-	json_add_string(&json, pinned_path);
+	json_add_string(&json, files->pinned.buf);
+	strbuf_addstr(&json, ",\"reason\":");
+	json_add_string(&json, files->reason.buf);
+	/* The container's streams apart yet in order, its own lines among stdout's. */
+	strbuf_addstr(&json, ",\"frames\":true");
 	strbuf_addf(&json, ",\"network\":\"dstack-%s\",\"alias\":\"%s-%d\"",
 		    slot->ctx->run->name, slot->ctx->run->name, slot->n);
 	strbuf_addf(&json, ",\"memory\":%llu,\"nano_cpus\":%lld,\"shm_size\":%llu,\"grace\":%lld}\n",
@@ -442,16 +476,16 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 		    (long long)spec->resources.cpu * 1000000000ll,
 		    (unsigned long long)spec->resources.shm_size,
 		    HOST_STOP_GRACE_NS / 1000000000ll - DOCKER_STOP_MARGIN_S);
-	ret = fs_write_file(spec_path, json.buf, json.len);
+	ret = fs_write_file(files->spec.buf, json.buf, json.len);
 	if (ret < 0)
-		error_errno(err, ret, "%s", spec_path);
+		error_errno(err, ret, "%s", files->spec.buf);
 	if (ret == 0)
 		ret = provider_helper_path("dstack-docker", &helper, err);
 	if (ret == 0) {
 		strbuf_addstr(script, "exec ");
 		strbuf_add_shell_word(script, helper.buf);
 		strbuf_addstr(script, " ");
-		strbuf_add_shell_word(script, spec_path);
+		strbuf_add_shell_word(script, files->spec.buf);
 		strbuf_addstr(script, "\n");
 	}
 	job_env_release(&env);
@@ -483,11 +517,13 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 				 .started = job_started, .started_ctx = &process };
 	struct job_cgroup cg = { .procs = { -1, -1 } };
 	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT;
-	struct strbuf docker_spec = STRBUF_INIT, docker_script = STRBUF_INIT;
-	struct strbuf docker_pinned = STRBUF_INIT, pinned = STRBUF_INIT;
+	struct strbuf docker_script = STRBUF_INIT, pinned = STRBUF_INIT;
+	/* Why the job failed: dstack-docker's word, and the job's line. */
+	struct strbuf helper_reason = STRBUF_INIT, reason = STRBUF_INIT;
+	struct docker_files files = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
 	struct job_env env;
 	struct error ignored = { 0 };
-	bool complete, docker = false;
+	bool docker = false;
 	size_t i;
 	int ret;
 
@@ -529,17 +565,17 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	docker = ctx->backend == BACKEND_DOCKER && spec->image;
 	if (docker) {
 		/* Beside the snapshot, so the job does not see it. */
-		strbuf_addf(&docker_spec, "%s.docker.json", root.buf);
-		strbuf_addf(&docker_pinned, "%s.pinned", root.buf);
+		strbuf_addf(&files.spec, "%s.docker.json", root.buf);
+		strbuf_addf(&files.pinned, "%s.pinned", root.buf);
+		strbuf_addf(&files.reason, "%s.reason", root.buf);
 		job_output_say(&out, "job %d runs in image '%s' through dockerd", n, spec->image);
-		if (spec->resources.gpu_count)
-			job_output_say(&out, "resources.gpu: the docker backend does not hand GPUs to"
-				       " containers yet; the job runs without them");
-		ret = job_docker_script(slot, root.buf, dir.buf, &ro, docker_spec.buf,
-					docker_pinned.buf, &docker_script, err);
+		ret = job_docker_script(slot, root.buf, dir.buf, &ro, &files, &docker_script, err);
 		if (ret < 0)
 			goto out;
 		host.script = docker_script.buf;
+		/* dockerd gives the container's streams apart: so are they kept. */
+		host.output = job_output_frames;
+		host.split_stderr = true;
 	} else {
 		job_say_host_notes(&out, slot);
 		job_limits(&out, slot, &cg);
@@ -565,22 +601,29 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	if (ret == 0 && process.err.code)
 		ret = (*err = process.err).code;
 	/* The image as the registry named it when pulled: the run's record. */
-	if (ret == 0 && docker && fs_read_file(docker_pinned.buf, &pinned) == 0 && pinned.len)
+	if (ret == 0 && docker && fs_read_file(files.pinned.buf, &pinned) == 0 && pinned.len)
 		ret = store_job_set_image(store, run, n, pinned.buf, err);
 	job_env_release(&env);
+	/* What dstack-docker knows of the end that the exit status does not say. */
+	if (ret == 0 && docker)
+		fs_read_file(files.reason.buf, &helper_reason);
 	if (ret == 0)
-		job_say_end(&out, slot, &cg);
+		job_say_end(&out, slot, &cg, helper_reason.buf, &reason);
 	/* What the job left behind, even outside its process group, ends with it. */
 	job_cgroup_destroy(&cg);
 	/* An aborted job stores nothing. */
 	if (ret == 0 && !*ctx->stop.aborting)
 		ret = store_job_set_status(store, run, n, "uploading", -1, err);
 	if (ret == 0 && !*ctx->stop.aborting)
-		ret = job_store_artifacts(store, &out, dir.buf, spec, &complete, err);
-	else
-		complete = true;
-	if (ret == 0 && !complete && !slot->code)
+		ret = job_store_artifacts(store, &out, dir.buf, spec,
+					  reason.len ? NULL : &reason, err);
+	if (ret == 0 && reason.len && !slot->code && !slot->stopped)
 		slot->code = 1;
+	/* The first failure is the run's reason too. */
+	if (ret == 0 && reason.len && slot->code && !slot->stopped)
+		ret = store_job_set_reason(store, run, n, reason.buf, err);
+	if (ret == 0 && reason.len && slot->code && !slot->stopped)
+		ret = store_run_set_reason(store, run, reason.buf, err);
 	if (job_output_flush(&out) < 0 && ret == 0) {
 		*err = out.err;
 		ret = err->code;
@@ -599,15 +642,19 @@ out:
 	    store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
 		ret = err->code;
 	fs_remove_tree(root.buf);
-	if (docker_spec.len) {
-		unlink(docker_spec.buf);
-		unlink(docker_pinned.buf);
+	if (files.spec.len) {
+		unlink(files.spec.buf);
+		unlink(files.pinned.buf);
+		unlink(files.reason.buf);
 	}
-	strbuf_release(&docker_spec);
-	strbuf_release(&docker_pinned);
+	strbuf_release(&files.spec);
+	strbuf_release(&files.pinned);
+	strbuf_release(&files.reason);
 	strbuf_release(&pinned);
+	strbuf_release(&helper_reason);
+	strbuf_release(&reason);
 	strbuf_release(&docker_script);
-	strbuf_release(&out.pending);
+	job_output_release(&out);
 	strbuf_release(&root);
 	strbuf_release(&dir);
 	return ret;

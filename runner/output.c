@@ -2,9 +2,11 @@
  * output.c - what a job or a provider prints: passed on to the caller as
  * it comes and kept in the run's logs, flushed when 64 KiB pile up or the
  * output pauses (host_job_run ticks every HOST_TICK_MS), so a crash loses
- * under a second of it.
+ * under a second of it.  Each log piece is of one stream: a change of
+ * stream flushes.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "runner/internal.h"
 
@@ -17,8 +19,8 @@ int job_output_flush(struct job_output *out)
 
 	if (!out->pending.len)
 		return 0;
-	ret = store_log_append(out->store, out->run, out->job, out->pending.buf,
-			       out->pending.len, &out->err);
+	ret = store_log_append(out->store, out->run, out->job, out->pending_fd ? out->pending_fd : 1,
+			       out->pending.buf, out->pending.len, &out->err);
 	strbuf_reset(&out->pending);
 	return ret;
 }
@@ -28,14 +30,48 @@ int job_output_tick(void *ctx)
 	return job_output_flush(ctx);
 }
 
-int job_output_write(void *ctx, const void *data, size_t len)
+int job_output_write(void *ctx, int fd, const void *data, size_t len)
 {
 	struct job_output *out = ctx;
 
 	if (out->request->output)
-		out->request->output(out->request->output_ctx, data, len);
+		out->request->output(out->request->output_ctx, fd, data, len);
+	if (fd != out->pending_fd && job_output_flush(out) < 0)
+		return out->err.code;
+	out->pending_fd = fd;
 	strbuf_add(&out->pending, data, len);
 	return out->pending.len >= LOG_FLUSH_BYTES ? job_output_flush(out) : 0;
+}
+
+int job_output_frames(void *ctx, int fd, const void *data, size_t len)
+{
+	struct job_output *out = ctx;
+	const unsigned char *p;
+	size_t size, at = 0;
+	int ret = 0;
+
+	if (fd != STDOUT_FILENO)
+		return job_output_write(out, fd, data, len);
+	strbuf_add(&out->frames, data, len);
+	while (ret == 0 && out->frames.len - at >= 8) {
+		p = (const unsigned char *)out->frames.buf + at;
+		size = (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7];
+		if (out->frames.len - at < 8 + size)
+			break;
+		ret = job_output_write(out, p[0] == 2 ? STDERR_FILENO : STDOUT_FILENO, p + 8, size);
+		at += 8 + size;
+	}
+	if (at) {
+		memmove(out->frames.buf, out->frames.buf + at, out->frames.len - at);
+		out->frames.len -= at;
+	}
+	return ret;
+}
+
+void job_output_release(struct job_output *out)
+{
+	strbuf_release(&out->pending);
+	strbuf_release(&out->frames);
 }
 
 /* A line of dstack's own in the job's log (and on the caller's output). */
@@ -49,6 +85,6 @@ void job_output_say(struct job_output *out, const char *fmt, ...)
 	strbuf_vaddf(&line, fmt, ap);
 	va_end(ap);
 	strbuf_addstr(&line, "\n");
-	job_output_write(out, line.buf, line.len);
+	job_output_write(out, STDOUT_FILENO, line.buf, line.len);
 	strbuf_release(&line);
 }

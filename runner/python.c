@@ -98,7 +98,7 @@ static int python_venv(struct store *store, struct strbuf *bin, struct error *er
 				       "--without-pip", dir.buf, NULL };
 		int status = 0;
 
-		ret = host_exec("/usr/bin/python3", argv, NULL, &status, err);
+		ret = host_exec("/usr/bin/python3", argv, NULL, false, &status, err);
 		if (ret == 0 && status)
 			ret = error_set(err, -ENOEXEC,
 					"cannot make a Python environment for providers in %s"

@@ -104,7 +104,7 @@ static int host_gpus(struct host_capacity *cap, struct error *err)
 
 	if (!host_has_gpus())
 		return 0;
-	ret = host_exec("nvidia-smi", argv, &out, &status, err);
+	ret = host_exec("nvidia-smi", argv, &out, false, &status, err);
 	if (ret == 0 && status)
 		ret = error_set(err, -EIO, "nvidia-smi failed (status %d): cannot list the GPUs",
 				status);

@@ -265,12 +265,13 @@ static int run_provider_failed(struct store *store, const struct runner_request 
 
 	job_output_say(&out, "%s", reason);
 	ret = job_output_flush(&out);
-	strbuf_release(&out.pending);
+	job_output_release(&out);
 	if (ret < 0) {
 		*err = out.err;
 		return ret;
 	}
-	return store_run_set_status(store, run->id, "failed", 1, err);
+	ret = store_run_set_reason(store, run->id, reason, err);
+	return ret < 0 ? ret : store_run_set_status(store, run->id, "failed", 1, err);
 }
 
 static bool run_has_images(const struct job_spec *jobs, size_t count)
@@ -398,6 +399,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 		/* The run cannot go on; record why it stopped as best we can. */
 		struct error ignored = { 0 };
 
+		store_run_set_reason(store, run->id, err->message, &ignored);
 		store_run_set_status(store, run->id, "failed", -1, &ignored);
 		goto out;
 	}

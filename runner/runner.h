@@ -18,8 +18,11 @@ struct runner_request {
 	const char *backend;
 	char *const *args;
 	size_t arg_count;
-	/* Hears every piece of job output as it comes, when not NULL. */
-	int (*output)(void *ctx, const void *data, size_t len);
+	/*
+	 * Hears every piece of job output as it comes, when not NULL: fd 2
+	 * for what a job wrote to stderr where it was kept apart, else 1.
+	 */
+	int (*output)(void *ctx, int fd, const void *data, size_t len);
 	void *output_ctx;
 	/* Hears warnings ("FILE:LINE:COL: ..."), when not NULL. */
 	void (*warn)(void *ctx, const char *line);

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -117,8 +118,12 @@ static bool slot_failed(const struct job_slot *slot)
 
 enum readiness { JOB_WAITS, JOB_READY, JOB_BLOCKED };
 
-/* Whether a pending job may start: what it depends on, and its master. */
-static enum readiness job_readiness(const struct schedule *sched, const struct job_slot *slot)
+/*
+ * Whether a pending job may start: what it depends on, and its master.
+ * Blocked: *blocker is the job whose failure keeps it from starting.
+ */
+static enum readiness job_readiness(const struct schedule *sched, const struct job_slot *slot,
+				    size_t *blocker)
 {
 	const struct job_spec *spec = &sched->ctx->jobs[slot->n];
 	const struct job_slot *master;
@@ -127,6 +132,7 @@ static enum readiness job_readiness(const struct schedule *sched, const struct j
 	for (i = 0; i < spec->depends_on_count; i++) {
 		const struct job_slot *dep = &sched->slots[spec->depends_on[i]];
 
+		*blocker = spec->depends_on[i];
 		if (slot_failed(dep))
 			return JOB_BLOCKED;
 		if (dep->state != JOB_ENDED)
@@ -136,6 +142,7 @@ static enum readiness job_readiness(const struct schedule *sched, const struct j
 		return JOB_READY;
 	/* A worker starts once its master runs (or has run well). */
 	master = &sched->slots[spec->master];
+	*blocker = spec->master;
 	if (slot_failed(master))
 		return JOB_BLOCKED;
 	return master->state >= JOB_RUNNING ? JOB_READY : JOB_WAITS;
@@ -180,7 +187,7 @@ static int job_claim(struct schedule *sched, struct job_slot *slot, struct error
 			       need, asked->gpu_count, free_now.cpu, have,
 			       __builtin_popcountll(free_now.gpus & want.gpus));
 		ret = job_output_flush(&out);
-		strbuf_release(&out.pending);
+		job_output_release(&out);
 		if (ret < 0) {
 			*err = out.err;
 			return ret;
@@ -278,7 +285,8 @@ static int schedule_pass(struct schedule *sched, bool *busy, bool *poll, bool *m
 			 bool *stopped, struct error *err)
 {
 	struct run_context *ctx = sched->ctx;
-	size_t k;
+	char reason[96];
+	size_t k, blocker;
 	int ret = 0;
 
 	*busy = *poll = *moved = false;
@@ -307,7 +315,7 @@ static int schedule_pass(struct schedule *sched, bool *busy, bool *poll, bool *m
 						*ctx->stop.aborting ? "aborted" : "stopped", err);
 			continue;
 		}
-		switch (job_readiness(sched, slot)) {
+		switch (job_readiness(sched, slot, &blocker)) {
 		case JOB_WAITS:
 			continue;
 		case JOB_BLOCKED:
@@ -315,6 +323,11 @@ static int schedule_pass(struct schedule *sched, bool *busy, bool *poll, bool *m
 			slot->blocked = true;
 			slot->code = 1;
 			ret = job_end_unstarted(sched, slot, "failed", err);
+			if (ret == 0) {
+				snprintf(reason, sizeof(reason), "job %d did not start: job %zu failed",
+					 slot->n, blocker);
+				ret = store_job_set_reason(ctx->store, ctx->run->id, slot->n, reason, err);
+			}
 			continue;
 		case JOB_READY:
 			break;

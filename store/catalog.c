@@ -132,6 +132,11 @@ static const char *const catalog_migrations[] = {
 	"  dir TEXT NOT NULL,"
 	"  PRIMARY KEY(run, job, path),"
 	"  FOREIGN KEY(run, job) REFERENCES jobs(run, n) ON DELETE CASCADE);",
+	/* 7: which of a job's streams a log piece came from (the fd it was
+	 * written to), and why a run or a job failed, in one line. */
+	"ALTER TABLE logs ADD COLUMN fd INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE runs ADD COLUMN reason TEXT;"
+	"ALTER TABLE jobs ADD COLUMN reason TEXT;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
@@ -462,6 +467,7 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	run->runner_pid = (pid_t)sqlite3_column_int64(stmt, 13);
 	run->runner_started = sqlite3_column_int64(stmt, 14);
 	run->started = sqlite3_column_int64(stmt, 15);
+	snprintf(run->reason, sizeof(run->reason), "%s", sqlite3_column_text(stmt, 16));
 }
 
 int catalog_each(struct store *store, sqlite3_stmt *stmt,

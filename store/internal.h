@@ -201,7 +201,7 @@ void run_name_make(int64_t number, char out[64]);
 	"  WHERE a.run = r.id ORDER BY path))," \
 	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1)," \
 	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)," \
-	" coalesce(r.started, 0)"
+	" coalesce(r.started, 0), coalesce(r.reason, '')"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
 /*
  * A lister's caller: its callback, of the lister's type, and its context,

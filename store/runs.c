@@ -160,6 +160,20 @@ int store_job_set_image(struct store *store, int64_t run, int job,
 			  false, image, -1, run, job, err);
 }
 
+int store_run_set_reason(struct store *store, int64_t run, const char *reason,
+			 struct error *err)
+{
+	return run_update(store, "UPDATE runs SET reason = coalesce(reason, ?1) WHERE id = ?4", false, reason, -1,
+			  run, -1, err);
+}
+
+int store_job_set_reason(struct store *store, int64_t run, int job, const char *reason,
+			 struct error *err)
+{
+	return run_update(store, "UPDATE jobs SET reason = ?1 WHERE run = ?4 AND n = ?5", false,
+			  reason, -1, run, job, err);
+}
+
 int store_job_set_spec(struct store *store, int64_t run, int job, const char *spec,
 		       struct error *err)
 {
@@ -332,12 +346,12 @@ int store_run_stop_request(struct store *store, int64_t run,
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read the run", err);
 }
 
-int store_log_append(struct store *store, int64_t run, int job,
+int store_log_append(struct store *store, int64_t run, int job, int fd,
 		     const void *data, size_t len, struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store,
-		"INSERT INTO logs(run, seq, job, time, data) VALUES"
-		" (?1, (SELECT coalesce(max(seq), 0) + 1 FROM logs WHERE run = ?1), ?2, ?3, ?4)",
+		"INSERT INTO logs(run, seq, job, time, data, fd) VALUES"
+		" (?1, (SELECT coalesce(max(seq), 0) + 1 FROM logs WHERE run = ?1), ?2, ?3, ?4, ?5)",
 		err);
 	int rc;
 
@@ -347,6 +361,7 @@ int store_log_append(struct store *store, int64_t run, int job,
 	sqlite3_bind_int(stmt, 2, job);
 	sqlite3_bind_int64(stmt, 3, time_now_ns());
 	sqlite3_bind_blob(stmt, 4, data, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 5, fd);
 	rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "append log", err);
@@ -374,7 +389,7 @@ int store_run_logs(struct store *store, int64_t run, int64_t *after,
 		   store_log_fn *fn, void *ctx, struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store,
-		"SELECT seq, job, data FROM logs WHERE run = ? AND seq > ? ORDER BY seq", err);
+		"SELECT seq, job, data, fd FROM logs WHERE run = ? AND seq > ? ORDER BY seq", err);
 	int rc, ret = 0;
 
 	if (!stmt)
@@ -383,8 +398,8 @@ int store_run_logs(struct store *store, int64_t run, int64_t *after,
 	sqlite3_bind_int64(stmt, 2, *after);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		*after = sqlite3_column_int64(stmt, 0);
-		ret = fn(ctx, sqlite3_column_int(stmt, 1), sqlite3_column_blob(stmt, 2),
-			 (size_t)sqlite3_column_bytes(stmt, 2));
+		ret = fn(ctx, sqlite3_column_int(stmt, 1), sqlite3_column_int(stmt, 3),
+			 sqlite3_column_blob(stmt, 2), (size_t)sqlite3_column_bytes(stmt, 2));
 		if (ret)
 			break;
 	}
@@ -476,6 +491,7 @@ static int job_row(void *ctx, sqlite3_stmt *stmt)
 	snprintf(job.image, sizeof(job.image), "%s", sqlite3_column_text(stmt, 3));
 	job.pid = (pid_t)sqlite3_column_int(stmt, 4);
 	job.pid_started = sqlite3_column_int64(stmt, 5);
+	snprintf(job.reason, sizeof(job.reason), "%s", sqlite3_column_text(stmt, 6));
 	return visit->fn.job(visit->ctx, &job);
 }
 
@@ -483,8 +499,8 @@ int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx
 		   struct error *err)
 {
 	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1),"
-					  " coalesce(image, ''), coalesce(pid, 0), coalesce(pid_started, 0)"
-					  " FROM jobs WHERE run = ? ORDER BY n", err);
+					  " coalesce(image, ''), coalesce(pid, 0), coalesce(pid_started, 0),"
+					  " coalesce(reason, '') FROM jobs WHERE run = ? ORDER BY n", err);
 	struct catalog_visit visit = { .fn.job = fn, .ctx = ctx };
 
 	if (!stmt)

@@ -77,6 +77,7 @@ struct store_run {
 	int exit_code;		/* -1: none (live, stopped, aborted) */
 	pid_t runner_pid;	/* the process running it, 0 if none */
 	int64_t runner_started;	/* that process's start time (proc_start_time) */
+	char reason[256];	/* why it failed, one line; empty: it did not */
 };
 
 /* One job of a run. */
@@ -87,6 +88,7 @@ struct store_job {
 	char image[256];	/* empty: none */
 	pid_t pid;		/* its process group while live, else 0 */
 	int64_t pid_started;	/* that process's start time */
+	char reason[256];	/* why it failed, one line; empty: it did not */
 };
 typedef int store_job_fn(void *ctx, const struct store_job *job);
 /* Calls fn for each job of run, by number. */
@@ -142,6 +144,14 @@ int store_job_set_spec(struct store *store, int64_t run, int job, const char *sp
 /* Appends the job's spec to out (nothing when none was recorded). */
 int store_job_spec(struct store *store, int64_t run, int job, struct strbuf *out,
 		   struct error *err);
+/*
+ * Why a run or a job failed, one line, for `dstack ps RUN` and info.  A
+ * run keeps the first reason it is given: the failure that came first.
+ */
+int store_run_set_reason(struct store *store, int64_t run, const char *reason,
+			 struct error *err);
+int store_job_set_reason(struct store *store, int64_t run, int job, const char *reason,
+			 struct error *err);
 /* Records the image a job names (kept on the host backend for the record). */
 int store_job_set_image(struct store *store, int64_t run, int job,
 			const char *image, struct error *err);
@@ -184,10 +194,13 @@ int store_run_request_stop(struct store *store, int64_t run, enum store_stop_req
 int store_run_stop_request(struct store *store, int64_t run,
 			   enum store_stop_request *request, struct error *err);
 
-/* Appends output of a job to the run's logs. */
-int store_log_append(struct store *store, int64_t run, int job,
+/*
+ * Appends output of a job to the run's logs; fd says which of its streams
+ * it came from (1: stdout, or both where they were one; 2: stderr).
+ */
+int store_log_append(struct store *store, int64_t run, int job, int fd,
 		     const void *data, size_t len, struct error *err);
-typedef int store_log_fn(void *ctx, int job, const void *data, size_t len);
+typedef int store_log_fn(void *ctx, int job, int fd, const void *data, size_t len);
 /* How many bytes of logs a run has (of job only; -2: of all its jobs). */
 int store_run_logs_size(struct store *store, int64_t run, int job, uint64_t *bytes,
 			struct error *err);

@@ -256,6 +256,18 @@ WORKFLOWS = """\
         commands:
           - dd if=/dev/zero of=/dev/null bs=128M count=1
           - echo survived
+      - name: streams
+        provider: bash
+        image: %(image)s
+        commands:
+          - echo one to stdout
+          - echo two to stderr >&2
+          - echo three to stdout
+      - name: missing
+        provider: bash
+        image: %(image)s-missing
+        commands:
+          - echo never
     """
 
 
@@ -286,8 +298,11 @@ def test_run_with_the_docker_backend(registry, ds, tmp_path):
 
     # resources.memory is the container's limit; going over it is reported.
     cp = ds("run", "--backend", "docker", "hungry", cwd=repo)
-    assert_error(cp, "failed")
-    assert "the container ran out of memory (its limit is 16777216 bytes)" in cp.stdout + cp.stderr
+    # sh's "Killed" is the job's stderr, kept apart; then dstack's one line.
+    assert cp.returncode == 1 and cp.stderr.startswith("Killed\n"), cp
+    assert re.fullmatch(r"dstack: run \S+ failed", cp.stderr.splitlines()[-1]), cp.stderr
+    assert "dstack: job 0: the container ran out of memory (its limit is 16777216 bytes)\n" \
+        in cp.stdout, cp.stdout
     assert "survived" not in cp.stdout
 
     # A job without an image runs on the host.
@@ -296,6 +311,99 @@ def test_run_with_the_docker_backend(registry, ds, tmp_path):
 
     cp = ds("run", "--backend", "podman", "inside", cwd=repo)
     assert_error(cp, "backend 'podman': expected host or docker")
+
+
+def job_reasons(ds, name):
+    """`ps RUN`: the REASON of each job, and the run's reason line."""
+    run_table, job_table, details = assert_ok(ds("ps", name)).stdout.split("\n\n")
+    reason = [l[len("reason: "):] for l in details.splitlines() if l.startswith("reason: ")]
+    return [j["REASON"] for j in parse_table(job_table)], reason[0] if reason else None
+
+
+def test_failures_say_why_in_ps(registry, ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
+                     files={"data.txt": "data\n"})
+
+    def failed(workflow, env=None, says=None):
+        cp = ds("run", "--backend", "docker", workflow, cwd=repo, env=env)
+        name = list(run_rows(ds, repo))[0]
+        # The job's own stderr comes first (sh's "Killed"), then dstack's one line.
+        says = says or f"run {name} failed"
+        assert cp.returncode == 1 and cp.stderr.endswith(f"dstack: {says}\n"), cp
+        assert run_rows(ds, repo)[name]["STATUS"] == "failed"
+        return name
+
+    name = failed("fails")
+    assert job_reasons(ds, name) == (["job 0 exited with status 4"], "job 0 exited with status 4")
+    oom = "job 0: the container ran out of memory (its limit is 16777216 bytes)"
+    name = failed("hungry")
+    assert job_reasons(ds, name) == ([oom], oom)
+
+    missing = f"{registry}-missing"
+    name = failed("missing")
+    [job], run = job_reasons(ds, name)
+    assert job == run and job.startswith(f"job 0: image {missing}: "), job
+    assert "not found" in job and registry.split("/")[0] in job, job
+
+    # dockerd out of reach: the run fails before its jobs, naming the socket.
+    unreachable = f"cannot reach dockerd at {tmp_path}/no.sock (is it running?)"
+    name = failed("inside", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"},
+                  says=unreachable)
+    assert job_reasons(ds, name) == (["-"], unreachable)
+
+    # A run that did not fail has no reason.
+    assert_ok(ds("run", "--backend", "docker", "inside", cwd=repo))
+    name = list(run_rows(ds, repo))[0]
+    assert job_reasons(ds, name) == (["-"], None)
+
+
+def test_stderr_stays_apart(registry, ds, tmp_path):
+    # dockerd gives the container's streams apart: `dstack run` and
+    # `dstack logs` write each to its own, the tree's logs hold both.
+    repo = make_repo(tmp_path / "repo", WORKFLOWS % {"image": registry},
+                     files={"data.txt": "data\n"})
+    cp = assert_ok(ds("run", "--backend", "docker", "streams", cwd=repo))
+    assert "one to stdout\nthree to stdout\n" in cp.stdout, cp.stdout
+    assert "two to stderr\n" in cp.stderr and "stderr" not in cp.stdout, (cp.stdout, cp.stderr)
+    [name] = run_rows(ds, repo)
+    cp = assert_ok(ds("logs", name))
+    assert "one to stdout\nthree to stdout\n" in cp.stdout and "stderr" not in cp.stdout
+    assert cp.stderr == "two to stderr\n", cp.stderr
+    # dockerd copies each stream on its own: how they interleave is its doing.
+    merged = subprocess.run([str(BIN), "logs", name], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=repo,
+                            env=dict(os.environ, DSTACK_HOME=str(ds.home))).stdout
+    assert sorted(merged.splitlines()[-3:]) == ["one to stdout", "three to stdout",
+                                                "two to stderr"], merged
+    # On the host one pipe holds both, as a terminal shows them.
+    cp = assert_ok(ds("run", "--backend", "host", "streams", cwd=repo))
+    assert "one to stdout\ntwo to stderr\nthree to stdout\n" in cp.stdout, cp.stdout
+
+
+def test_gpus_are_asked_of_dockerd(registry, tmp_path):
+    # The runner hands the GPUs it claimed as DeviceRequests; a dockerd
+    # without the NVIDIA runtime refuses them, and the error says so.
+    if "nvidia" in docker("info", "--format", "{{json .Runtimes}}").stdout:
+        cp = run_helper(tmp_path, {"image": registry, "command": ["ls", "/dev"],
+                                   "gpus": ["0"]})
+        assert cp.returncode == 0 and "nvidia0" in cp.stdout, cp.stdout + cp.stderr
+        return
+    cp = run_helper(tmp_path, {"image": registry, "command": ["true"], "gpus": ["0"]})
+    assert cp.returncode == 125, cp.stdout + cp.stderr
+    line = cp.stderr.splitlines()[-1]
+    assert 'could not select device driver "nvidia"' in line, line
+    assert line.endswith("(the job asks for GPUs: dockerd hands them to containers through"
+                         " the NVIDIA Container Toolkit)"), line
+    # With a reason file (the runner's), the line goes there instead.
+    reason = tmp_path / "reason"
+    cp = run_helper(tmp_path, {"image": registry, "command": ["true"], "gpus": ["0"],
+                               "reason": str(reason)})
+    assert cp.returncode == 125 and "dstack:" not in cp.stderr, cp.stderr
+    # The same words (another container's id).
+    assert reason.read_text().split(": ", 1)[1] == line.split(": ", 2)[2]
+    # Without GPUs asked, the same container runs.
+    cp = run_helper(tmp_path, {"image": registry, "command": ["true"], "gpus": []})
+    assert cp.returncode == 0, cp.stderr
 
 
 def test_config_yaml_names_the_backend(registry, ds, tmp_path):

@@ -32,7 +32,7 @@ from conftest import (BIN, ISO_UTC, REPO, MiB, RUN_NAME, assert_error, assert_ok
 
 FINAL = {"done", "failed", "stopped", "aborted"}
 INFO_KEYS = ["workflow", "provider", "args", "tag", "submitted", "started", "finished",
-             "repo", "commit", "exit"]
+             "repo", "commit", "exit", "reason"]
 BIG_SIZE = 5 * MiB + 12345          # not a multiple of any chunk size
 SLOW_LINES = 15                     # slow: a line every 0.2 s, then "last line"
 
@@ -474,6 +474,7 @@ def test_cat_status_info_logs_and_spec(tree):
     assert cat("runs", failed, "status") == "failed\n"
     values, _ = info(t, failed)
     assert values["exit"] == "3" and values["workflow"] == "fails"
+    assert values["reason"] == "job 0 exited with status 3", values
     assert "before\n" in cat("runs", failed, "logs")
 
     # Args and tag show in info; args as one shell-quoted line.

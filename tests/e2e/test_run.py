@@ -311,8 +311,10 @@ def test_ps_run_shows_jobs_and_commit(ds, repo):
     out = assert_ok(ds("ps", every[1]["RUN"])).stdout
     run_table, job_table, details = out.split("\n\n")
     assert parse_table(run_table)[0]["STATUS"] == "failed"
-    assert parse_table(job_table) == [{"JOB": "0", "STATUS": "failed", "EXIT": "3"}]
+    assert parse_table(job_table) == [{"JOB": "0", "STATUS": "failed", "EXIT": "3",
+                                       "REASON": "job 0 exited with status 3"}]
     assert f"commit: {head}\n" in details and "provider: bash\n" in details
+    assert "reason: job 0 exited with status 3\n" in details
     out = assert_ok(ds("ps", every[0]["RUN"])).stdout
     assert f"commit: {head} (dirty)\n" in out and "args: 'a b'\n" in out
     assert_error(ds("ps", "no-such-run-9"), "no run 'no-such-run-9'")

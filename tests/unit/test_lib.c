@@ -76,11 +76,28 @@ static void test_strbuf_grows(void)
 	strbuf_release(&sb);
 }
 
+static void test_strbuf_trim_end(void)
+{
+	struct strbuf sb = STRBUF_INIT;
+
+	strbuf_trim_end(&sb);
+	CHECK(sb.len == 0);
+	strbuf_addstr(&sb, " a line \t\n\n");
+	strbuf_trim_end(&sb);
+	CHECK(!strcmp(sb.buf, " a line") && sb.len == 7);
+	strbuf_reset(&sb);
+	strbuf_addstr(&sb, "\n \n");
+	strbuf_trim_end(&sb);
+	CHECK(sb.len == 0 && sb.buf[0] == '\0');
+	strbuf_release(&sb);
+}
+
 int main(void)
 {
 	RUN_TEST(test_path_is_contained);
 	RUN_TEST(test_hex_encode);
 	RUN_TEST(test_base64);
 	RUN_TEST(test_strbuf_grows);
+	RUN_TEST(test_strbuf_trim_end);
 	return check_failures ? 1 : 0;
 }
