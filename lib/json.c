@@ -185,6 +185,22 @@ void json_add_string(struct strbuf *out, const char *s)
 	strbuf_add(out, "\"", 1);
 }
 
+void json_add_strings_field(struct strbuf *out, const char *key, char *const *items,
+			    size_t count)
+{
+	size_t i;
+
+	strbuf_addstr(out, ",");
+	json_add_string(out, key);
+	strbuf_addstr(out, ":[");
+	for (i = 0; i < count; i++) {
+		if (i)
+			strbuf_addstr(out, ",");
+		json_add_string(out, items[i]);
+	}
+	strbuf_addstr(out, "]");
+}
+
 /* Shortest "%.*g" that reads back as the same double. */
 static void json_add_number(struct strbuf *out, double number)
 {

@@ -41,6 +41,9 @@ const struct json *json_get(const struct json *object, const char *key);
  * the output always parses.
  */
 void json_add_string(struct strbuf *out, const char *s);
+/* Appends ,"key":[...] of count strings (an object's next field). */
+void json_add_strings_field(struct strbuf *out, const char *key, char *const *items,
+			    size_t count);
 /*
  * Appends value as block-style YAML (strings double-quoted, so any text
  * survives), for files people read: a workflow's or a job's spec.yaml.

@@ -372,59 +372,162 @@ static int jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
 	return ret;
 }
 
-int custom_provider_jobs(struct store *store, const struct runner_request *request,
-			 const struct provider_def *def, const struct snapshot_info *info,
-			 const struct workflow *workflow, const struct store_run *run,
-			 const struct run_stop *stop, struct job_spec **jobs, size_t *count,
-			 struct error *err)
+/*
+ * The provider's commands in its image, through dstack-docker: the
+ * snapshot is /workflow, the two files are in /run/dstack, and the dstack
+ * module is bound read-only where PYTHONUSERBASE finds it.  Nothing of
+ * the host's environment goes in.
+ */
+static int provider_docker_script(const struct run_context *ctx, const struct provider_def *def,
+				  const char *root, const struct container_files *files,
+				  struct strbuf *script, struct error *err)
 {
-	struct job_output out = { .store = store, .request = request, .run = run->id, .job = -1 };
-	struct run_ticker ticker = { .out = &out, .stop = stop };
-	struct host_job host = { .output = job_output_write, .output_ctx = &out,
-				 .tick = run_tick, .tick_ctx = &ticker, .stop = stop };
-	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT, in = STRBUF_INIT,
-		      jobs_path = STRBUF_INIT, text = STRBUF_INIT;
+	struct strbuf base = STRBUF_INIT, item = STRBUF_INIT;
 	struct job_env env = { 0 };
+	char *binds[4] = { 0 }, *labels[2] = { 0 };
+	struct container_spec c = { .image = def->image, .workdir = "/workflow",
+				    .binds = binds, .bind_count = 4,
+				    .labels = labels, .label_count = 2 };
+	size_t i;
+	int ret = runner_python_user_base(ctx->store, &base, err);
+
+	strbuf_addf(&item, "%s/repo:/workflow", root);
+	binds[0] = xstrdup(item.buf);
+	strbuf_reset(&item);
+	strbuf_addf(&item, "%s/io:/run/dstack", root);
+	binds[1] = xstrdup(item.buf);
+	/* At the host's paths, where the user site's links point. */
+	strbuf_reset(&item);
+	strbuf_addf(&item, "%s/lib:%s/lib:ro", base.buf, base.buf);
+	binds[2] = xstrdup(item.buf);
+	binds[3] = xstrdup(DSTACK_PYTHON_DIR ":" DSTACK_PYTHON_DIR ":ro");
+	strbuf_reset(&item);
+	strbuf_addf(&item, "dstack.run=%s", ctx->run->name);
+	labels[0] = xstrdup(item.buf);
+	labels[1] = xstrdup("dstack.job=provider");
+	job_env_set(&env, "DSTACK_WORKFLOW", "/run/dstack/workflow.json");
+	job_env_set(&env, "DSTACK_JOBS", "/run/dstack/jobs.json");
+	job_env_set(&env, "RUN_NAME", ctx->run->name);
+	job_env_set(&env, "PYTHONUNBUFFERED", "1");
+	job_env_set(&env, "PYTHONUSERBASE", base.buf);
+	c.script = job_script(def->commands, def->command_count);
+	c.env = env.vars;
+	c.env_count = env.count;
+	if (ret == 0)
+		ret = container_script(&c, files, script, err);
+	free((char *)c.script);
+	job_env_release(&env);
+	for (i = 0; i < 4; i++)
+		free(binds[i]);
+	free(labels[0]);
+	free(labels[1]);
+	strbuf_release(&base);
+	strbuf_release(&item);
+	return ret;
+}
+
+/* The provider's commands on the host, with this process's environment. */
+static int provider_host_env(const struct run_context *ctx, const char *in, const char *jobs,
+			     struct job_env *env, struct error *err)
+{
 	char **var;
+
+	for (var = environ; *var; var++)
+		job_env_put(env, *var);
+	job_env_set(env, "DSTACK_WORKFLOW", in);
+	job_env_set(env, "DSTACK_JOBS", jobs);
+	job_env_set(env, "RUN_NAME", ctx->run->name);
+	job_env_set(env, "PYTHONUNBUFFERED", "1");
+	return runner_python_env(ctx->store, env, err);
+}
+
+/* Why the provider failed, or 0. */
+static int provider_failure(const struct provider_def *def, int ret, bool stopped, int status,
+			    const char *helper_reason, struct error *err)
+{
+	if (ret < 0)
+		return ret;
+	if (stopped)
+		return error_set(err, -EPROTO, "provider '%s' was stopped", def->name);
+	if (status && helper_reason && *helper_reason)
+		return error_set(err, -EPROTO, "provider '%s': %s", def->name, helper_reason);
+	if (status)
+		return error_set(err, -EPROTO, "provider '%s' exited with status %d", def->name,
+				 status);
+	return 0;
+}
+
+int custom_provider_jobs(const struct run_context *ctx, const struct provider_def *def,
+			 struct job_spec **jobs, size_t *count, struct error *err)
+{
+	struct store *store = ctx->store;
+	const struct store_run *run = ctx->run;
+	struct job_output out = { .store = store, .request = ctx->request, .run = run->id,
+				  .job = -1 };
+	struct run_ticker ticker = { .out = &out, .stop = &ctx->stop };
+	struct host_job host = { .output = job_output_write, .output_ctx = &out,
+				 .tick = run_tick, .tick_ctx = &ticker, .stop = &ctx->stop };
+	struct strbuf root = STRBUF_INIT, dir = STRBUF_INIT, in = STRBUF_INIT,
+		      jobs_path = STRBUF_INIT, text = STRBUF_INIT, script = STRBUF_INIT,
+		      helper_said = STRBUF_INIT;
+	struct container_files files = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
+	bool docker = ctx->backend == BACKEND_DOCKER && def->image;
+	struct job_env env = { 0 };
 	bool stopped;
 	int status = 0, ret;
 
 	strbuf_addf(&root, "%s/work/%s-provider", store_home(store), run->name);
 	strbuf_addf(&dir, "%s/repo", root.buf);
-	strbuf_addf(&in, "%s/workflow.json", root.buf);
-	strbuf_addf(&jobs_path, "%s/jobs.json", root.buf);
+	strbuf_addf(&in, "%s/io/workflow.json", root.buf);
+	strbuf_addf(&jobs_path, "%s/io/jobs.json", root.buf);
 	ret = fs_mkdir_p(dir.buf, 0700);
+	if (ret == 0) {
+		strbuf_addf(&text, "%s/io", root.buf);
+		ret = fs_mkdir_p(text.buf, 0700);
+		strbuf_reset(&text);
+	}
 	if (ret < 0) {
-		error_errno(err, ret, "%s", dir.buf);
+		error_errno(err, ret, "%s", root.buf);
 		goto out;
 	}
-	ret = snapshot_copy(info, dir.buf, err);
+	ret = snapshot_copy(ctx->info, dir.buf, err);
 	if (ret < 0)
 		goto out;
-	workflow_file_json(&text, workflow, run, info, request->args, request->arg_count);
+	workflow_file_json(&text, ctx->workflow, run, ctx->info, ctx->request->args,
+			   ctx->request->arg_count);
 	ret = fs_write_file(in.buf, text.buf, text.len);
 	if (ret < 0) {
 		error_errno(err, ret, "%s", in.buf);
 		goto out;
 	}
-	for (var = environ; *var; var++)
-		job_env_put(&env, *var);
-	job_env_set(&env, "DSTACK_WORKFLOW", in.buf);
-	job_env_set(&env, "DSTACK_JOBS", jobs_path.buf);
-	job_env_set(&env, "RUN_NAME", run->name);
-	job_env_set(&env, "PYTHONUNBUFFERED", "1");
-	ret = runner_python_env(store, &env, err);
+	if (docker) {
+		job_output_say(&out, "provider '%s' runs in image '%s' through dockerd", def->name,
+			       def->image);
+		container_files_init(&files, root.buf);
+		ret = provider_docker_script(ctx, def, root.buf, &files, &script, err);
+		host.output = job_output_frames;
+		host.split_stderr = true;
+	} else {
+		ret = provider_host_env(ctx, in.buf, jobs_path.buf, &env, err);
+		host.env = env.vars;
+		char *commands = job_script(def->commands, def->command_count);
+
+		strbuf_addstr(&script, commands);
+		free(commands);
+	}
 	if (ret < 0)
 		goto out;
 	host.dir = dir.buf;
-	host.env = env.vars;
-	host.script = job_script(def->commands, def->command_count);
+	host.script = script.buf;
 	ret = host_job_run(&host, &status, &stopped, err);
-	free((char *)host.script);
-	if (ret == 0 && stopped)
-		ret = error_set(err, -EPROTO, "provider '%s' was stopped", def->name);
-	else if (ret == 0 && status)
-		ret = error_set(err, -EPROTO, "provider '%s' exited with status %d", def->name, status);
+	/* The image as the registry named it: how to run the same provider again. */
+	if (ret == 0 && docker && fs_read_file(files.pinned.buf, &helper_said) == 0 &&
+	    helper_said.len)
+		job_output_say(&out, "provider '%s' ran in %s", def->name, helper_said.buf);
+	strbuf_reset(&helper_said);
+	if (ret == 0 && docker)
+		fs_read_file(files.reason.buf, &helper_said);
+	ret = provider_failure(def, ret, stopped, status, helper_said.buf, err);
 	strbuf_reset(&text);
 	if (ret == 0 && fs_read_file(jobs_path.buf, &text) < 0)
 		ret = error_set(err, -EPROTO, "provider '%s' wrote no jobs to DSTACK_JOBS", def->name);
@@ -441,11 +544,14 @@ int custom_provider_jobs(struct store *store, const struct runner_request *reque
 out:
 	job_env_release(&env);
 	fs_remove_tree(root.buf);
+	container_files_remove(&files);
 	job_output_release(&out);
 	strbuf_release(&root);
 	strbuf_release(&dir);
 	strbuf_release(&in);
 	strbuf_release(&jobs_path);
 	strbuf_release(&text);
+	strbuf_release(&script);
+	strbuf_release(&helper_said);
 	return ret;
 }

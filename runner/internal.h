@@ -180,6 +180,12 @@ void job_output_say(struct job_output *out, const char *fmt, ...)
  * module within reach of env: PATH, VIRTUAL_ENV, PYTHONUSERBASE.
  */
 int runner_python_env(struct store *store, struct job_env *env, struct error *err);
+/*
+ * The user site holding the dstack module (lib/python3.N/site-packages
+ * for each N): *base gets what PYTHONUSERBASE names.  Its links point
+ * into DSTACK_PYTHON_DIR.
+ */
+int runner_python_user_base(struct store *store, struct strbuf *base, struct error *err);
 
 /* The runs whose artifacts a workflow's jobs get: its deps, resolved. */
 struct dep_runs {
@@ -190,6 +196,41 @@ struct dep_runs {
 
 
 /* What the jobs of one run share while it executes (schedule.c, job.c). */
+/* The files beside a container's work that dstack-docker reads and writes. */
+struct container_files {
+	struct strbuf spec;	/* the container's settings */
+	struct strbuf pinned;	/* IMAGE@DIGEST, for the job's record */
+	struct strbuf reason;	/* why it failed, when not by its own exit */
+};
+/* BASE.docker.json, BASE.pinned, BASE.reason. */
+void container_files_init(struct container_files *files, const char *base);
+/* Removes the files and releases their names. */
+void container_files_remove(struct container_files *files);
+/* What runs in a container, for dstack-docker (container.c). */
+struct container_spec {
+	const char *image;
+	const char *script;	/* run by bash where the image has it, else sh */
+	const char *workdir;
+	char *const *env;	/* the whole environment: the host's is not passed */
+	size_t env_count;
+	char *const *binds;	/* "HOST:CONTAINER[:ro]" */
+	size_t bind_count;
+	char *const *labels;	/* "K=V": dstack.run=RUN, so the run's are found */
+	size_t label_count;
+	const int *ports;	/* published on the same host port */
+	size_t port_count;
+	uint64_t gpus;		/* a bit per GPU index of the host */
+	const char *network;	/* NULL: dockerd's default bridge */
+	const char *alias;	/* the name it has there */
+	const struct job_resources *resources;	/* NULL: no limits */
+};
+/*
+ * Writes c's settings to files->spec and appends to script the line that
+ * runs dstack-docker on them in the container's place.
+ */
+int container_script(const struct container_spec *c, const struct container_files *files,
+		     struct strbuf *script, struct error *err);
+
 /* Where a run's jobs run (backend.c). */
 enum run_backend {
 	BACKEND_HOST,
@@ -280,14 +321,12 @@ int run_schedule(struct run_context *ctx, int *first_failure, bool *stopped,
 int custom_provider_validate(const char *root, const struct provider_def *def,
 			     const struct workflow *workflow, struct error *err);
 /*
- * Runs the provider for a run that exists; its output goes to the run's
- * logs.  -EPROTO when the provider fails or writes bad jobs: the message
- * names the provider and the field.
+ * Runs the provider for a run that exists (on the docker backend, in its
+ * image when it names one); its output goes to the run's logs.  -EPROTO
+ * when the provider fails or writes bad jobs: the message names the
+ * provider and the field.
  */
-int custom_provider_jobs(struct store *store, const struct runner_request *request,
-			 const struct provider_def *def, const struct snapshot_info *info,
-			 const struct workflow *workflow, const struct store_run *run,
-			 const struct run_stop *stop, struct job_spec **jobs, size_t *count,
-			 struct error *err);
+int custom_provider_jobs(const struct run_context *ctx, const struct provider_def *def,
+			 struct job_spec **jobs, size_t *count, struct error *err);
 
 #endif

@@ -358,20 +358,6 @@ static void job_say_end(struct job_output *out, const struct job_slot *slot,
 	job_output_say(out, "%s", reason->buf);
 }
 
-static void spec_add_strings(struct strbuf *json, const char *key, char *const *items,
-			     size_t count)
-{
-	size_t i;
-
-	strbuf_addf(json, ",\"%s\":[", key);
-	for (i = 0; i < count; i++) {
-		if (i)
-			strbuf_addstr(json, ",");
-		json_add_string(json, items[i]);
-	}
-	strbuf_addstr(json, "]");
-}
-
 static bool job_mounts_artifacts(const struct job_spec *spec)
 {
 	size_t i;
@@ -383,36 +369,28 @@ static bool job_mounts_artifacts(const struct job_spec *spec)
 }
 
 /*
- * The container's grace is shorter than the helper's: dockerd must have
- * stopped it before the runner kills the helper.
- */
-#define DOCKER_STOP_MARGIN_S 2
-
-/* The files beside a docker job's snapshot that dstack-docker reads and writes. */
-struct docker_files {
-	struct strbuf spec;	/* the container's settings */
-	struct strbuf pinned;	/* IMAGE@DIGEST, for the job's record */
-	struct strbuf reason;	/* why it failed, when not by its own exit */
-};
-
-/*
- * A job of the docker backend: its container's settings written for
- * dstack-docker, and the script that runs the helper in its place, so
- * the job's process group, logs and stop are the host's.  The snapshot is
- * the container's /workflow; deps are bound read-only.  The run's jobs
- * share its network, each known by the name RUN-N.  The GPUs claimed
- * for it are handed to it.
+ * A job of the docker backend: the script that runs it in its image.
+ * The snapshot is the container's /workflow; deps are bound read-only.
+ * The run's jobs share its network, each known by the name RUN-N.  The
+ * GPUs claimed for it are handed to it.
  */
 static int job_docker_script(const struct job_slot *slot, const char *root, const char *dir,
-			     const struct artifact_names *ro, const struct docker_files *files,
+			     const struct artifact_names *ro, const struct container_files *files,
 			     struct strbuf *script, struct error *err)
 {
 	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
-	struct strbuf json = STRBUF_INIT, workdir = STRBUF_INIT, item = STRBUF_INIT;
-	struct strbuf helper = STRBUF_INIT;
+	const char *run = slot->ctx->run->name;
+	struct strbuf workdir = STRBUF_INIT, item = STRBUF_INIT, alias = STRBUF_INIT;
+	struct strbuf network = STRBUF_INIT;
 	struct job_env env;
-	char **binds = xcalloc(ro->count + 2, sizeof(char *));
+	char **binds = xcalloc(ro->count + 1, sizeof(char *));
 	char *labels[2];
+	struct container_spec c = { .image = spec->image, .script = spec->script,
+				    .binds = binds, .bind_count = ro->count + 1,
+				    .labels = labels, .label_count = 2,
+				    .ports = slot->ports, .port_count = spec->port_count,
+				    .gpus = slot->claimed ? slot->claim.gpus : 0,
+				    .resources = &spec->resources };
 	size_t i;
 	int ret;
 
@@ -427,77 +405,37 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 		binds[i + 1] = xstrdup(item.buf);
 	}
 	strbuf_reset(&item);
-	strbuf_addf(&item, "dstack.run=%s", slot->ctx->run->name);
+	strbuf_addf(&item, "dstack.run=%s", run);
 	labels[0] = xstrdup(item.buf);
 	strbuf_reset(&item);
 	strbuf_addf(&item, "dstack.job=%d", slot->n);
 	labels[1] = xstrdup(item.buf);
 	job_env_build(&env, slot, false);
 	/* On the run's network the jobs reach each other by these names. */
-	strbuf_reset(&item);
-	strbuf_addf(&item, "%s-%d", slot->ctx->run->name, slot->n);
-	job_env_set(&env, "JOB_HOSTNAME", item.buf);
+	strbuf_addf(&alias, "%s-%d", run, slot->n);
+	strbuf_addf(&network, "dstack-%s", run);
+	job_env_set(&env, "JOB_HOSTNAME", alias.buf);
 	if (spec->worker) {
 		strbuf_reset(&item);
-		strbuf_addf(&item, "%s-%zu", slot->ctx->run->name, spec->master);
+		strbuf_addf(&item, "%s-%zu", run, spec->master);
 		job_env_set(&env, "MASTER_JOB_HOSTNAME", item.buf);
 	}
-
-	/* bash where the image has it, as on the host; else its sh. */
-	strbuf_addstr(&json, "{\"image\":");
-	json_add_string(&json, spec->image);
-	strbuf_addstr(&json, ",\"command\":[\"sh\",\"-c\",");
-	json_add_string(&json, "if command -v bash >/dev/null 2>&1; then exec bash -c \"$1\"; fi;"
-			       " exec sh -c \"$1\"");
-	strbuf_addstr(&json, ",\"sh\",");
-	json_add_string(&json, spec->script);
-	strbuf_addstr(&json, "],\"workdir\":");
-	json_add_string(&json, workdir.buf);
-	spec_add_strings(&json, "env", env.vars, env.count);
-	spec_add_strings(&json, "binds", binds, ro->count + 1);
-	spec_add_strings(&json, "labels", labels, 2);
-	strbuf_addstr(&json, ",\"ports\":[");
-	for (i = 0; i < spec->port_count; i++)
-		strbuf_addf(&json, "%s%d", i ? "," : "", slot->ports[i]);
-	strbuf_addstr(&json, "],\"gpus\":[");
-	for (i = 0; slot->claimed && i < 64; i++)
-		if (slot->claim.gpus & (1ull << i))
-			strbuf_addf(&json, "%s\"%zu\"", json.buf[json.len - 1] == '[' ? "" : ",", i);
-	strbuf_addstr(&json, "],\"pinned\":");
-	json_add_string(&json, files->pinned.buf);
-	strbuf_addstr(&json, ",\"reason\":");
-	json_add_string(&json, files->reason.buf);
-	/* The container's streams apart yet in order, its own lines among stdout's. */
-	strbuf_addstr(&json, ",\"frames\":true");
-	strbuf_addf(&json, ",\"network\":\"dstack-%s\",\"alias\":\"%s-%d\"",
-		    slot->ctx->run->name, slot->ctx->run->name, slot->n);
-	strbuf_addf(&json, ",\"memory\":%llu,\"nano_cpus\":%lld,\"shm_size\":%llu,\"grace\":%lld}\n",
-		    (unsigned long long)spec->resources.memory,
-		    (long long)spec->resources.cpu * 1000000000ll,
-		    (unsigned long long)spec->resources.shm_size,
-		    HOST_STOP_GRACE_NS / 1000000000ll - DOCKER_STOP_MARGIN_S);
-	ret = fs_write_file(files->spec.buf, json.buf, json.len);
-	if (ret < 0)
-		error_errno(err, ret, "%s", files->spec.buf);
-	if (ret == 0)
-		ret = provider_helper_path("dstack-docker", &helper, err);
-	if (ret == 0) {
-		strbuf_addstr(script, "exec ");
-		strbuf_add_shell_word(script, helper.buf);
-		strbuf_addstr(script, " ");
-		strbuf_add_shell_word(script, files->spec.buf);
-		strbuf_addstr(script, "\n");
-	}
+	c.workdir = workdir.buf;
+	c.env = env.vars;
+	c.env_count = env.count;
+	c.network = network.buf;
+	c.alias = alias.buf;
+	ret = container_script(&c, files, script, err);
 	job_env_release(&env);
 	for (i = 0; i < ro->count + 1; i++)
 		free(binds[i]);
 	free(binds);
 	free(labels[0]);
 	free(labels[1]);
-	strbuf_release(&json);
 	strbuf_release(&workdir);
 	strbuf_release(&item);
-	strbuf_release(&helper);
+	strbuf_release(&alias);
+	strbuf_release(&network);
 	return ret;
 }
 
@@ -520,7 +458,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	struct strbuf docker_script = STRBUF_INIT, pinned = STRBUF_INIT;
 	/* Why the job failed: dstack-docker's word, and the job's line. */
 	struct strbuf helper_reason = STRBUF_INIT, reason = STRBUF_INIT;
-	struct docker_files files = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
+	struct container_files files = { STRBUF_INIT, STRBUF_INIT, STRBUF_INIT };
 	struct job_env env;
 	struct error ignored = { 0 };
 	bool docker = false;
@@ -565,9 +503,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	docker = ctx->backend == BACKEND_DOCKER && spec->image;
 	if (docker) {
 		/* Beside the snapshot, so the job does not see it. */
-		strbuf_addf(&files.spec, "%s.docker.json", root.buf);
-		strbuf_addf(&files.pinned, "%s.pinned", root.buf);
-		strbuf_addf(&files.reason, "%s.reason", root.buf);
+		container_files_init(&files, root.buf);
 		job_output_say(&out, "job %d runs in image '%s' through dockerd", n, spec->image);
 		ret = job_docker_script(slot, root.buf, dir.buf, &ro, &files, &docker_script, err);
 		if (ret < 0)
@@ -642,14 +578,7 @@ out:
 	    store_live_artifacts_clear(store, run, n, ret < 0 ? &ignored : err) < 0 && ret == 0)
 		ret = err->code;
 	fs_remove_tree(root.buf);
-	if (files.spec.len) {
-		unlink(files.spec.buf);
-		unlink(files.pinned.buf);
-		unlink(files.reason.buf);
-	}
-	strbuf_release(&files.spec);
-	strbuf_release(&files.pinned);
-	strbuf_release(&files.reason);
+	container_files_remove(&files);
 	strbuf_release(&pinned);
 	strbuf_release(&helper_reason);
 	strbuf_release(&reason);
@@ -704,7 +633,7 @@ static void job_spec_json(const struct job_spec *spec, struct strbuf *json)
 		strbuf_addstr(json, "]");
 	}
 	if (spec->env_count)
-		spec_add_strings(json, "env", spec->env, spec->env_count);
+		json_add_strings_field(json, "env", spec->env, spec->env_count);
 	if (spec->port_count) {
 		strbuf_addstr(json, ",\"ports\":[");
 		for (i = 0; i < spec->port_count; i++)

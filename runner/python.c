@@ -27,7 +27,7 @@
 #define PYTHON_MINOR_LAST 14
 
 /* The user site: lib/python3.N/site-packages/dstack for every N. */
-static int python_user_base(struct store *store, struct strbuf *base, struct error *err)
+int runner_python_user_base(struct store *store, struct strbuf *base, struct error *err)
 {
 	struct strbuf dir = STRBUF_INIT, link = STRBUF_INIT;
 	int minor, ret = 0;
@@ -132,7 +132,7 @@ int runner_python_env(struct store *store, struct job_env *env, struct error *er
 {
 	struct strbuf base = STRBUF_INIT, bin = STRBUF_INIT, path = STRBUF_INIT;
 	const char *old_path = getenv("PATH");
-	int ret = python_user_base(store, &base, err);
+	int ret = runner_python_user_base(store, &base, err);
 
 	if (ret == 0)
 		ret = python_venv(store, &bin, err);

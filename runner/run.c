@@ -361,8 +361,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 		request->created(request->created_ctx, run);
 	ret = store_run_set_status(store, run->id, "downloading", -1, err);
 	if (ret == 0 && def) {
-		ret = custom_provider_jobs(store, request, def, &info, workflow, run, &ctx.stop,
-					   &jobs, &count, err);
+		ret = custom_provider_jobs(&ctx, def, &jobs, &count, err);
 		ctx.jobs = jobs;
 		ctx.count = count;
 		if (ret == 0)

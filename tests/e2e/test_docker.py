@@ -10,6 +10,7 @@ SIGTERM stopping the container, nothing left behind.  `dstack run
 each job that names an image through it."""
 import json
 import os
+import threading
 import random
 import re
 import shutil
@@ -20,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -28,7 +31,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
-from conftest import BIN, assert_error, assert_ok, make_repo, parse_table, wait_for
+import hostimage
+from conftest import (BIN, SEED_MAIN, SEED_SCHEMA, assert_error, assert_ok, make_repo,
+                      parse_table, wait_for)
+from test_custom_provider import SEED_PROVIDERS
 
 HELPER = BIN.parent / "dstack-docker"
 SOCKET = "/var/run/docker.sock"
@@ -579,3 +585,83 @@ def test_workers_reach_their_master_by_name(registry, ds, tmp_path):
     nets = docker("network", "ls", "-q", "--filter", f"label=dstack.run={name}").stdout.split()
     assert nets == [], "the run's network was left behind"
     assert containers(f"dstack.run={name}") == []
+
+
+@pytest.fixture(scope="module")
+def python_image(registry, tmp_path_factory):
+    """The seed's provider image, python:3.9, made from the host's python3,
+    pip, PyYAML and curl (no Docker Hub here) unless dockerd has one."""
+    tag = "python:3.9"
+    if docker("image", "inspect", tag, check=False).returncode == 0:
+        yield tag
+        return
+    rootfs = tmp_path_factory.mktemp("python-rootfs")
+    hostimage.python_rootfs(rootfs)
+    hostimage.import_image(rootfs, tag)
+    shutil.rmtree(rootfs)
+    try:
+        yield tag
+    finally:
+        docker("rmi", "-f", tag, check=False)
+
+
+WHERE_PROVIDER = """\
+- name: where
+  image: python:3.9
+  commands:
+  - test -f /.dockerenv && echo "provider in a container as $(id -u)"
+  - python3 -c "import dstack, os; print('module read-only', not os.access(os.path.dirname(dstack.__file__), os.W_OK))"
+  - |-
+    echo '[{"image": "python:3.9", "commands": ["echo job in $(hostname)"]}]' > "$DSTACK_JOBS"
+"""
+
+
+def test_custom_provider_runs_in_its_image(python_image, ds, tmp_path):
+    # The seed's curl example, unchanged but for its URL: its provider runs
+    # in python:3.9 with the dstack module bound in, its job in python:3.9
+    # fetches from a web server on the host's docker bridge.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "input.txt").write_text("First Citizen:\nBefore we proceed any further.\n")
+    gateway = docker("network", "inspect", "bridge", "--format",
+                     "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    server = ThreadingHTTPServer((gateway, 0),
+                                 partial(SimpleHTTPRequestHandler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{gateway}:{server.server_address[1]}"
+        workflows = ("workflows:\n  - name: tinyshakespeare\n    provider: curl\n"
+                     f"    url: {url}/input.txt\n    output: data/input.txt\n"
+                     "    artifacts:\n      - data\n"
+                     "  - name: where\n    provider: where\n")
+        files = {"providers/curl/main.py": SEED_MAIN, "providers/curl/schema.yaml": SEED_SCHEMA,
+                 "providers/curl/requirements.txt": ""}
+        repo = make_repo(tmp_path / "repo", workflows, SEED_PROVIDERS + WHERE_PROVIDER, files)
+        cp = assert_ok(ds("run", "--backend", "docker", "tinyshakespeare", cwd=repo,
+                          timeout=300))
+        assert "provider 'curl' runs in image 'python:3.9' through dockerd" in cp.stdout, cp.stdout
+        [name] = run_rows(ds, repo)
+        out = ds.download(name, tmp_path / "dl")
+        assert (out / "data" / "input.txt").read_bytes() == (site / "input.txt").read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    cp = assert_ok(ds("run", "--backend", "docker", "where", cwd=repo, timeout=300))
+    assert "provider in a container as 0" in cp.stdout, cp.stdout + cp.stderr
+    assert "module read-only True\n" in cp.stdout, cp.stdout + cp.stderr
+    name = list(run_rows(ds, repo))[0]
+    assert f"job in {name}-0\n" in cp.stdout, cp.stdout
+    assert containers(f"dstack.run={name}") == []
+
+    # A provider image that is nowhere fails the run, naming it.
+    missing = repo / ".dstack" / "providers.yaml"
+    missing.write_text(missing.read_text().replace("image: python:3.9\n  commands:\n  - test -f",
+                                                   "image: no-such-image:1\n  commands:\n"
+                                                   "  - test -f"))
+    cp = ds("run", "--backend", "docker", "where", cwd=repo, timeout=300)
+    assert cp.returncode == 1, cp
+    name = list(run_rows(ds, repo))[0]
+    _, reason = job_reasons(ds, name)
+    assert reason.startswith("provider 'where': image no-such-image:1: "), reason
