@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "docker/docker.h"
+#include "docker/internal.h"
 #include "lib/json.h"
 
 #define ENGINE_API "http://docker/v1.41"
@@ -245,59 +246,6 @@ static int pull_data(void *ctx, const char *data, size_t len)
 	return 0;
 }
 
-/*
- * The credentials `docker login` left for image's registry in
- * $DOCKER_CONFIG/config.json (else ~/.docker/config.json), as the
- * X-Registry-Auth header dockerd takes, appended to header; nothing when
- * there are none.  Credential helpers (credsStore) are not asked.
- */
-static void registry_auth(const char *image, struct strbuf *header)
-{
-	const char *dir = getenv("DOCKER_CONFIG"), *home = getenv("HOME");
-	const char *slash = strchr(image, '/');
-	struct strbuf path = STRBUF_INIT, text = STRBUF_INIT, pair = STRBUF_INIT;
-	struct strbuf registry = STRBUF_INIT, doc_json = STRBUF_INIT;
-	struct error ignored = { 0 };
-	struct json *doc = NULL;
-	const struct json *entry, *auth;
-	char *colon;
-
-	/* A first component with a dot, a port or "localhost" names the registry. */
-	if (slash && (memchr(image, '.', (size_t)(slash - image)) ||
-		      memchr(image, ':', (size_t)(slash - image)) ||
-		      !strncmp(image, "localhost/", 10)))
-		strbuf_add(&registry, image, (size_t)(slash - image));
-	else
-		strbuf_addstr(&registry, "https://index.docker.io/v1/");
-	if (dir)
-		strbuf_addf(&path, "%s/config.json", dir);
-	else
-		strbuf_addf(&path, "%s/.docker/config.json", home ? home : "");
-	if (fs_read_file(path.buf, &text) == 0 &&
-	    json_parse(text.buf, text.len, &doc, &ignored) == 0 &&
-	    (entry = json_get(json_get(doc, "auths"), registry.buf)) &&
-	    (auth = json_get(entry, "auth")) && auth->type == JSON_STRING &&
-	    base64_decode(auth->string, &pair) == 0 && pair.len &&
-	    (colon = memchr(pair.buf, ':', pair.len))) {
-		*colon = '\0';
-		strbuf_addstr(&doc_json, "{\"username\":");
-		json_add_string(&doc_json, pair.buf);
-		strbuf_addstr(&doc_json, ",\"password\":");
-		json_add_string(&doc_json, colon + 1);
-		strbuf_addstr(&doc_json, ",\"serveraddress\":");
-		json_add_string(&doc_json, registry.buf);
-		strbuf_addstr(&doc_json, "}");
-		strbuf_addstr(header, "X-Registry-Auth: ");
-		base64_encode(doc_json.buf, doc_json.len, true, header);
-	}
-	json_free(doc);
-	strbuf_release(&path);
-	strbuf_release(&text);
-	strbuf_release(&pair);
-	strbuf_release(&registry);
-	strbuf_release(&doc_json);
-}
-
 static int image_pull(struct engine *engine, const char *image, FILE *log, struct error *err)
 {
 	struct pull pull = { .pending = STRBUF_INIT, .log = log, .error = STRBUF_INIT };
@@ -312,7 +260,7 @@ static int image_pull(struct engine *engine, const char *image, FILE *log, struc
 	fflush(log);
 	strbuf_addf(&path, "/images/create?fromImage=%s", escaped);
 	curl_free(escaped);
-	registry_auth(image, &auth);
+	docker_registry_auth(image, &auth);
 	engine->auth = auth.len ? auth.buf : NULL;
 	ret = engine_call(engine, "POST", path.buf, NULL, &reply, &http, err);
 	engine->auth = NULL;

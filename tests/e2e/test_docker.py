@@ -552,6 +552,41 @@ def test_pull_with_the_credentials_of_docker_login(registry, tmp_path):
         cp = run_helper(tmp_path, {"image": private, "command": ["echo", "pulled"]},
                         env={"DOCKER_CONFIG": str(config)})
         assert cp.returncode == 0 and cp.stdout == "pulled\n", cp.stderr
+
+        # A credential helper, as `docker login` with a credsStore leaves it:
+        # docker-credential-NAME get, the registry on stdin.
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        helper = bin_dir / "docker-credential-dstacktest"
+        helper.write_text(
+            "#!/bin/sh\n"
+            "[ \"$1\" = get ] || exit 2\n"
+            "read -r server || [ -n \"$server\" ]\n"
+            "echo \"$server\" >> \"$(dirname \"$0\")/asked\"\n"
+            f"[ \"$server\" = 127.0.0.1:{port} ] || {{ echo 'credentials not found'; exit 1; }}\n"
+            f"echo '{{\"ServerURL\": \"127.0.0.1:{port}\", \"Username\": \"ann\","
+            " \"Secret\": \"'\"$SECRET\"'\"}'\n")
+        helper.chmod(0o755)
+        path = f"{bin_dir}:{os.environ['PATH']}"
+        for name, settings in (("store", {"credsStore": "dstacktest"}),
+                               ("helpers", {"credHelpers": {f"127.0.0.1:{port}": "dstacktest"},
+                                            "auths": {f"127.0.0.1:{port}": {}}})):
+            with_helper = tmp_path / f"config-{name}"
+            with_helper.mkdir()
+            (with_helper / "config.json").write_text(json.dumps(settings))
+            docker("rmi", private)
+            cp = run_helper(tmp_path, {"image": private, "command": ["echo", "pulled"]},
+                            env={"DOCKER_CONFIG": str(with_helper), "PATH": path,
+                                 "SECRET": "s3cret"})
+            assert cp.returncode == 0 and cp.stdout == "pulled\n", (name, cp.stderr)
+        assert (bin_dir / "asked").read_text() == f"127.0.0.1:{port}\n" * 2
+        # What the helper hands is what the registry judges.
+        docker("rmi", private)
+        cp = run_helper(tmp_path, {"image": private, "command": ["true"]},
+                        env={"DOCKER_CONFIG": str(tmp_path / "config-store"), "PATH": path,
+                             "SECRET": "wrong"})
+        assert cp.returncode == 125, cp.stderr
+        assert cp.stderr.splitlines()[-1].startswith(f"dstack: image {private}: "), cp.stderr
     finally:
         docker("rmi", "-f", private, check=False)
         reg.terminate()
