@@ -29,6 +29,7 @@ struct orphan_jobs {
 	int *live;		/* jobs not ended when the runner died */
 	size_t live_count;
 	bool images;		/* a live job named an image: it may have a container */
+	size_t job_count;	/* none: it died in its provider, which may have one */
 };
 
 /*
@@ -40,6 +41,7 @@ static int orphan_job_end(void *arg, const struct store_job *job)
 	struct orphan_jobs *orphans = arg;
 	struct strbuf name = STRBUF_INIT;
 
+	orphans->job_count++;
 	if (!strcmp(job->status, "done") || !strcmp(job->status, "failed") ||
 	    !strcmp(job->status, "stopped") || !strcmp(job->status, "aborted"))
 		return 0;
@@ -129,7 +131,7 @@ static int runner_mark_orphan(struct store *store, const struct store_run *run,
 	strbuf_addf(&orphans.said, "dstack: the runner of this run (pid %d) is gone; marked failed\n",
 		    (int)run->runner_pid);
 	ret = store_run_jobs(store, run->id, orphan_job_end, &orphans, err);
-	if (ret == 0 && orphans.images)
+	if (ret == 0 && (orphans.images || !orphans.job_count))
 		run_docker_cleanup(run, &orphans.said);
 	if (ret == 0)
 		ret = store_log_append(store, run->id, -1, STDOUT_FILENO, orphans.said.buf, orphans.said.len, err);

@@ -504,6 +504,25 @@ def test_a_dead_runner_leaves_no_container(registry, ds, tmp_path):
     assert "is gone; marked failed" in logs and "1 container(s) of the run removed" in logs, logs
 
 
+def test_a_dead_runner_leaves_no_provider_container(registry, ds, tmp_path):
+    providers = ("providers:\n  - name: slow\n    image: %s\n    commands:\n"
+                 "      - echo provider up\n      - sleep 1000\n" % registry)
+    repo = make_repo(tmp_path / "repo", "workflows:\n  - name: slow\n    provider: slow\n",
+                     providers=providers)
+    name = assert_ok(ds("run", "-d", "--backend", "docker", "slow", cwd=repo)).stdout.strip()
+    label = f"dstack.run={name}"
+    assert wait_for(lambda: containers(label), timeout=60), "the provider's container did not start"
+    runner = subprocess.run(["pgrep", "-f", "run -d --backend docker slow"],
+                            stdout=subprocess.PIPE, text=True).stdout.split()
+    assert runner, "no runner process"
+    for pid in runner:
+        os.kill(int(pid), signal.SIGKILL)
+    assert run_rows(ds, repo)[name]["STATUS"] == "failed"
+    assert containers(label) == [], "the dead runner's provider container is still there"
+    assert "1 container(s) of the run removed" in ds("logs", name).stdout
+    assert re.fullmatch(r"its runner \(pid \d+\) is gone", job_reasons(ds, name)[1])
+
+
 def test_pull_with_the_credentials_of_docker_login(registry, tmp_path):
     # A registry that wants a password: the helper sends what `docker
     # login` stored in DOCKER_CONFIG's config.json; without it the pull
