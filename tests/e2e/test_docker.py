@@ -447,6 +447,17 @@ def test_stop_leaves_no_container(registry, ds, tmp_path):
     assert_ok(ds("stop", name, cwd=repo))
     assert run_rows(ds, repo)[name]["STATUS"] == "stopped"
     assert wait_for(lambda: containers(label) == [], timeout=30), "the container outlived its run"
+    # Abort kills at once: the helper goes with SIGKILL, the run's cleanup
+    # takes its container.
+    cp = assert_ok(ds("run", "-d", "--backend", "docker", "forever", cwd=repo))
+    name = cp.stdout.strip()
+    label = f"dstack.run={name}"
+    assert wait_for(lambda: "started" in ds("logs", name).stdout, timeout=60)
+    started = time.monotonic()
+    assert_ok(ds("stop", "-x", name, cwd=repo))
+    assert time.monotonic() - started < 8, "abort waited for the grace period"
+    assert run_rows(ds, repo)[name]["STATUS"] == "aborted"
+    assert containers(label) == [], "the aborted run's container is still there"
 
 
 def test_backend_through_the_tree(registry, ds, tmp_path):
