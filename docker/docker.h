@@ -29,8 +29,8 @@ struct docker_job {
 	int64_t nano_cpus;	/* 1e9 a CPU, 0: no limit */
 	int64_t shm_size;	/* bytes, 0: the default */
 	/* A user-defined network (made if missing, with the labels) the
-	 * container joins as host name alias, so the run's jobs reach each
-	 * other by name; NULL: the default bridge. */
+	 * container joins as alias, so the run's jobs reach each other by
+	 * name; NULL: the default bridge.  alias is its host name too. */
 	const char *network;
 	const char *alias;
 	/* Gets "IMAGE@sha256:..." of the registry's manifest, when not NULL

@@ -402,8 +402,9 @@ static void container_config(const struct docker_job *job, struct strbuf *json)
 		strbuf_addstr(json, ",\"Capabilities\":[[\"gpu\"]]}]");
 	}
 	strbuf_addstr(json, "}");
-	if (job->network && job->alias) {
+	if (job->alias)
 		add_field(json, "Hostname", job->alias);
+	if (job->network && job->alias) {
 		strbuf_addstr(json, ",\"NetworkingConfig\":{\"EndpointsConfig\":{");
 		json_add_string(json, job->network);
 		strbuf_addstr(json, ":{\"Aliases\":[");

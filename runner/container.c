@@ -77,6 +77,8 @@ int container_script(const struct container_spec *c, const struct container_file
 	if (c->network) {
 		strbuf_addstr(&json, ",\"network\":");
 		json_add_string(&json, c->network);
+	}
+	if (c->alias) {
 		strbuf_addstr(&json, ",\"alias\":");
 		json_add_string(&json, c->alias);
 	}

@@ -221,7 +221,7 @@ struct container_spec {
 	size_t port_count;
 	uint64_t gpus;		/* a bit per GPU index of the host */
 	const char *network;	/* NULL: dockerd's default bridge */
-	const char *alias;	/* the name it has there */
+	const char *alias;	/* its host name, and its name on network */
 	const struct job_resources *resources;	/* NULL: no limits */
 };
 /*
@@ -247,6 +247,7 @@ int run_backend_resolve(struct store *store, const char *asked, enum run_backend
 struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
 	enum run_backend backend;
+	bool docker_network;	/* its containers share the network dstack-RUN */
 	const struct runner_request *request;
 	const struct snapshot_info *info;
 	const struct workflow *workflow;

@@ -423,7 +423,7 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 	c.workdir = workdir.buf;
 	c.env = env.vars;
 	c.env_count = env.count;
-	c.network = network.buf;
+	c.network = slot->ctx->docker_network ? network.buf : NULL;
 	c.alias = alias.buf;
 	ret = container_script(&c, files, script, err);
 	job_env_release(&env);

@@ -274,14 +274,14 @@ static int run_provider_failed(struct store *store, const struct runner_request 
 	return ret < 0 ? ret : store_run_set_status(store, run->id, "failed", 1, err);
 }
 
-static bool run_has_images(const struct job_spec *jobs, size_t count)
+/* How many of the jobs name an image: on the docker backend, containers. */
+static size_t run_image_count(const struct job_spec *jobs, size_t count)
 {
-	size_t i;
+	size_t i, images = 0;
 
 	for (i = 0; i < count; i++)
-		if (jobs[i].image)
-			return true;
-	return false;
+		images += jobs[i].image != NULL;
+	return images;
 }
 
 int runner_run(struct store *store, const struct runner_request *request,
@@ -371,11 +371,19 @@ int runner_run(struct store *store, const struct runner_request *request,
 	}
 	if (ret == 0)
 		ret = job_specs_record(store, run->id, jobs, count, err);
-	if (ret == 0 && ctx.backend == BACKEND_DOCKER && run_has_images(jobs, count))
+	/*
+	 * Containers reach each other by name on a network of the run's own.
+	 * A lone one needs none: making, joining and removing one costs
+	 * dockerd about half a second.
+	 */
+	ctx.docker_network = ctx.backend == BACKEND_DOCKER && run_image_count(jobs, count) > 1;
+	if (ret == 0 && ctx.docker_network)
 		ret = run_docker_network(run, err);
 	if (ret == 0)
 		ret = run_schedule(&ctx, &first_failure, &stopped, err);
-	if (ctx.backend == BACKEND_DOCKER && run_has_images(jobs, count)) {
+	/* A helper that ended well took its container; else they may be left. */
+	if (ctx.backend == BACKEND_DOCKER && run_image_count(jobs, count) &&
+	    (ctx.docker_network || stopped || first_failure || ret < 0)) {
 		struct strbuf said = STRBUF_INIT;
 
 		run_docker_cleanup(run, &said);

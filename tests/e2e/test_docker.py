@@ -351,11 +351,10 @@ def test_failures_say_why_in_ps(registry, ds, tmp_path):
     assert job == run and job.startswith(f"job 0: image {missing}: "), job
     assert "not found" in job and registry.split("/")[0] in job, job
 
-    # dockerd out of reach: the run fails before its jobs, naming the socket.
-    unreachable = f"cannot reach dockerd at {tmp_path}/no.sock (is it running?)"
-    name = failed("inside", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"},
-                  says=unreachable)
-    assert job_reasons(ds, name) == (["-"], unreachable)
+    # dockerd out of reach: the job fails, naming the socket.
+    unreachable = f"job 0: cannot reach dockerd at {tmp_path}/no.sock (is it running?)"
+    name = failed("inside", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert job_reasons(ds, name) == ([unreachable], unreachable)
 
     # A run that did not fail has no reason.
     assert_ok(ds("run", "--backend", "docker", "inside", cwd=repo))
@@ -650,6 +649,15 @@ def test_workers_reach_their_master_by_name(registry, ds, tmp_path):
     nets = docker("network", "ls", "-q", "--filter", f"label=dstack.run={name}").stdout.split()
     assert nets == [], "the run's network was left behind"
     assert containers(f"dstack.run={name}") == []
+
+    # Without dockerd the network cannot be made: the run fails before its
+    # jobs start, naming the socket.
+    unreachable = f"cannot reach dockerd at {tmp_path}/no.sock (is it running?)"
+    cp = ds("run", "--backend", "docker", "pair", cwd=repo,
+            env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert_error(cp, unreachable)
+    name = list(run_rows(ds, repo))[0]
+    assert job_reasons(ds, name)[1] == unreachable
 
 
 @pytest.fixture(scope="module")
