@@ -62,6 +62,7 @@ fail:
 static void host_child(const struct host_job *job, int out, int err_out)
 {
 	static const char message[] = "dstack: cannot start bash\n";
+	static const char no_dir[] = "dstack: cannot enter the working directory\n";
 	char *const argv[] = { "bash", "-c", (char *)job->script, NULL };
 	sigset_t none;
 	size_t i;
@@ -79,8 +80,11 @@ static void host_child(const struct host_job *job, int out, int err_out)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (dup2(out, STDOUT_FILENO) < 0 || dup2(err_out, STDERR_FILENO) < 0)
 		_exit(127);
-	if (chdir(job->dir) < 0)
+	if (chdir(job->dir) < 0) {
+		if (write(STDERR_FILENO, no_dir, sizeof(no_dir) - 1) < 0)
+			_exit(127);
 		_exit(127);
+	}
 	execve("/bin/bash", argv, job->env);
 	if (write(STDERR_FILENO, message, sizeof(message) - 1) < 0)
 		_exit(127);

@@ -480,6 +480,12 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 		goto out;
 	strbuf_addf(&dir, "%s%s%s", root.buf, spec->working_dir ? "/" : "",
 		    spec->working_dir ? spec->working_dir : "");
+	/* A working_dir the snapshot lacks is made, as dockerd makes a WorkingDir. */
+	ret = fs_mkdir_p(dir.buf, 0755);
+	if (ret < 0) {
+		error_errno(err, ret, "%s", dir.buf);
+		goto out;
+	}
 	/* Artifact folders exist before the commands start, as dstack mounted them. */
 	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
 		struct strbuf path = STRBUF_INIT;

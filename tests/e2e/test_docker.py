@@ -87,7 +87,7 @@ def registry(tmp_path_factory):
         (rootfs / "bin").mkdir(parents=True)
         shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
         for applet in ("sh", "echo", "cat", "mkdir", "sleep", "dd", "env", "pwd", "touch",
-                       "httpd", "true", "ls", "wget", "seq"):
+                       "httpd", "true", "ls", "wget", "seq", "grep"):
             os.symlink("busybox", rootfs / "bin" / applet)
         subprocess.run(["tar", "-C", rootfs, "-cf", work / "rootfs.tar", "."], check=True)
         docker("import", work / "rootfs.tar", image)
@@ -274,6 +274,19 @@ WORKFLOWS = """\
         image: %(image)s-missing
         commands:
           - echo never
+      - name: limits
+        provider: bash
+        image: %(image)s
+        working_dir: sub
+        resources:
+          cpu: 1
+          memory: 64MB
+          shm_size: 32MB
+        commands:
+          - echo "in $(pwd)"
+          - echo "memory $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+          - echo "cpu $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) per $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
+          - grep ' /dev/shm ' /proc/mounts
     """
 
 
@@ -310,6 +323,13 @@ def test_run_with_the_docker_backend(registry, ds, tmp_path):
     assert "dstack: job 0: the container ran out of memory (its limit is 16777216 bytes)\n" \
         in cp.stdout, cp.stdout
     assert "survived" not in cp.stdout
+
+    # working_dir under /workflow; resources become the container's limits.
+    cp = assert_ok(ds("run", "--backend", "docker", "limits", cwd=repo))
+    assert "in /workflow/sub\n" in cp.stdout, cp.stdout
+    assert f"memory {64 * 1024 * 1024}\n" in cp.stdout, cp.stdout
+    assert "cpu 100000 per 100000\n" in cp.stdout, cp.stdout
+    assert "size=32768k" in cp.stdout, cp.stdout
 
     # A job without an image runs on the host.
     cp = assert_ok(ds("run", "--backend", "docker", "here", cwd=repo))

@@ -82,6 +82,12 @@ def repo(tmp_path):
               - echo scribble > tracked.txt
             artifacts:
               - out
+
+          - name: elsewhere
+            provider: bash
+            working_dir: not/in/the/repo
+            commands:
+              - pwd
         """))
     (root / ".gitignore").write_text("ignored.txt\n")
     (root / "src").mkdir()
@@ -139,6 +145,11 @@ def test_missing_artifact_fails_the_job_naming_it(ds, repo):
 def test_environment_of_a_job(ds, repo):
     cp = assert_ok(ds("run", "env", cwd=repo, env={"FROM_SUBMITTER": "sub"}))
     assert "G=hi there S=sub U=1 H=127.0.0.1\n" in cp.stdout
+
+
+def test_a_working_dir_the_repository_lacks_is_made(ds, repo):
+    cp = assert_ok(ds("run", "elsewhere", cwd=repo))
+    assert cp.stdout.endswith("/not/in/the/repo\n"), cp.stdout
 
 
 def test_snapshot_is_the_working_tree_as_git_sees_it(ds, repo, tmp_path):
