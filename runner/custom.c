@@ -490,7 +490,7 @@ int custom_provider_jobs(const struct run_context *ctx, const struct provider_de
 		error_errno(err, ret, "%s", root.buf);
 		goto out;
 	}
-	ret = snapshot_copy(ctx->info, dir.buf, err);
+	ret = store_tree_download(store, run->snapshot, dir.buf, err);
 	if (ret < 0)
 		goto out;
 	workflow_file_json(&text, ctx->workflow, run, ctx->info, ctx->request->args,

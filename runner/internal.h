@@ -18,7 +18,9 @@ struct snapshot_info {
 	char *branch;		/* HEAD's branch, NULL when detached or unborn */
 	bool dirty;		/* uncommitted changes or untracked files */
 	/* What a snapshot holds, as git saw it at submission: tracked files
-	 * (deleted ones are skipped when copied) and untracked ones not ignored. */
+	 * (deleted ones are left out when stored) and untracked ones not
+	 * ignored.  The runner stores them as the run's snapshot tree, which
+	 * its jobs start from. */
 	char **paths;
 	size_t path_count;
 };
@@ -26,12 +28,6 @@ struct snapshot_info {
 /* Finds the repository around cwd and describes it. */
 int snapshot_describe(const char *cwd, struct snapshot_info *info,
 		      struct error *err);
-/*
- * Copies the files info names (see snapshot_info.paths) from the working
- * tree into dest, as they are now; deleted ones are left out.
- */
-int snapshot_copy(const struct snapshot_info *info, const char *dest,
-		  struct error *err);
 void snapshot_info_release(struct snapshot_info *info);
 
 /*

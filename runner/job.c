@@ -475,7 +475,7 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	if (ret == 0 && spec->image)
 		ret = store_job_set_image(store, run, n, spec->image, err);
 	if (ret == 0)
-		ret = snapshot_copy(ctx->info, root.buf, err);
+		ret = store_tree_download(store, ctx->run->snapshot, root.buf, err);
 	if (ret < 0)
 		goto out;
 	strbuf_addf(&dir, "%s%s%s", root.buf, spec->working_dir ? "/" : "",

@@ -295,6 +295,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct dep_runs deps = { 0 };
 	struct snapshot_info info;
 	struct store_run_spec spec = { 0 };
+	struct store_ingest *ingest;
 	struct error why = { 0 };
 	volatile sig_atomic_t stopping = 0, aborting = 0;
 	struct run_context ctx = { .store = store, .request = request, .info = &info,
@@ -354,7 +355,19 @@ int runner_run(struct store *store, const struct runner_request *request,
 	spec.commit = commit;
 	spec.runner_pid = getpid();
 	spec.runner_started = proc_start_time(getpid());
-	ret = store_run_create(store, &spec, def ? 0 : (int)count, run, err);
+	spec.branch = info.branch;
+	/*
+	 * The repository as it is now, stored: jobs start from it whenever
+	 * they start, and the ingest holds gc off until the run names it.
+	 */
+	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
+	if (ret < 0)
+		goto out;
+	ret = store_ingest_paths(ingest, info.root, info.paths, info.path_count, &spec.snapshot,
+				 err);
+	if (ret == 0)
+		ret = store_run_create(store, &spec, def ? 0 : (int)count, run, err);
+	store_ingest_end(ingest);
 	if (ret < 0)
 		goto out;
 	if (request->created)

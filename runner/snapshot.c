@@ -5,13 +5,11 @@
  * checkout is only read.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <git2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "runner/internal.h"
 
@@ -178,77 +176,4 @@ void snapshot_info_release(struct snapshot_info *info)
 	free(info->repo);
 	free(info->branch);
 	memset(info, 0, sizeof(*info));
-}
-
-/* Copies root/path to dest/path, parents created; a vanished file is skipped. */
-static int snapshot_copy_file(const char *root, const char *dest, const char *path,
-			      struct error *err)
-{
-	struct strbuf from = STRBUF_INIT, to = STRBUF_INIT;
-	char buf[65536];
-	struct stat st;
-	int in = -1, out = -1, ret = 0;
-	char *slash;
-
-	strbuf_addf(&from, "%s/%s", root, path);
-	strbuf_addf(&to, "%s/%s", dest, path);
-	if (lstat(from.buf, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)))
-		goto out;
-	slash = strrchr(to.buf, '/');
-	*slash = '\0';
-	ret = fs_mkdir_p(to.buf, 0755);
-	*slash = '/';
-	if (ret < 0) {
-		error_errno(err, ret, "%s", to.buf);
-		goto out;
-	}
-	if (S_ISLNK(st.st_mode)) {
-		ssize_t n = readlink(from.buf, buf, sizeof(buf) - 1);
-
-		if (n < 0 || (buf[n] = '\0', symlink(buf, to.buf) < 0))
-			ret = error_errno(err, -errno, "%s", to.buf);
-		goto out;
-	}
-	in = open(from.buf, O_RDONLY | O_CLOEXEC);
-	out = open(to.buf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 07777);
-	if (in < 0 || out < 0) {
-		ret = error_errno(err, -errno, "%s", in < 0 ? from.buf : to.buf);
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = error_errno(err, -errno, "%s", from.buf);
-			break;
-		}
-		if (n == 0)
-			break;
-		ret = fs_write_all(out, buf, (size_t)n);
-		if (ret < 0) {
-			error_errno(err, ret, "%s", to.buf);
-			break;
-		}
-	}
-out:
-	if (in >= 0)
-		close(in);
-	if (out >= 0)
-		close(out);
-	strbuf_release(&from);
-	strbuf_release(&to);
-	return ret;
-}
-
-int snapshot_copy(const struct snapshot_info *info, const char *dest,
-		  struct error *err)
-{
-	size_t i;
-	int ret = 0;
-
-	for (i = 0; i < info->path_count && ret == 0; i++)
-		ret = snapshot_copy_file(info->root, dest, info->paths[i], err);
-	return ret;
 }

@@ -137,6 +137,10 @@ static const char *const catalog_migrations[] = {
 	"ALTER TABLE logs ADD COLUMN fd INTEGER NOT NULL DEFAULT 1;"
 	"ALTER TABLE runs ADD COLUMN reason TEXT;"
 	"ALTER TABLE jobs ADD COLUMN reason TEXT;",
+	/* 8: the repository as the run saw it, a tree of the store (so `gc`
+	 * keeps it and a rerun has it), and its branch. */
+	"ALTER TABLE runs ADD COLUMN snapshot INTEGER REFERENCES trees(id);"
+	"ALTER TABLE runs ADD COLUMN branch TEXT;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
@@ -468,6 +472,8 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	run->runner_started = sqlite3_column_int64(stmt, 14);
 	run->started = sqlite3_column_int64(stmt, 15);
 	snprintf(run->reason, sizeof(run->reason), "%s", sqlite3_column_text(stmt, 16));
+	run->snapshot = sqlite3_column_int64(stmt, 17);
+	snprintf(run->branch, sizeof(run->branch), "%s", sqlite3_column_text(stmt, 18));
 }
 
 int catalog_each(struct store *store, sqlite3_stmt *stmt,
@@ -525,8 +531,8 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 	run_name_make(*id, name);
 	stmt = catalog_stmt(store,
 			    "INSERT INTO runs(id, name, workflow, provider, args, status, submitted,"
-			    " repo, commit_hash, runner_pid, runner_started)"
-			    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+			    " repo, commit_hash, runner_pid, runner_started, snapshot, branch)"
+			    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, *id);
@@ -542,6 +548,10 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 		sqlite3_bind_int64(stmt, 10, spec->runner_pid);
 		sqlite3_bind_int64(stmt, 11, spec->runner_started);
 	}
+	if (spec->snapshot)
+		sqlite3_bind_int64(stmt, 12, spec->snapshot);
+	if (spec->branch)
+		sqlite3_bind_text(stmt, 13, spec->branch, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record run", err);

@@ -1,5 +1,6 @@
 /*
- * download.c - writing a run's artifacts out as plain files.
+ * download.c - writing a run's artifacts, or a tree (a run's snapshot),
+ * out as plain files.
  *
  * Nothing here follows a symlink it did not expect: every parent folder
  * is opened with O_NOFOLLOW from the output folder down, and every file is
@@ -114,14 +115,14 @@ static int download_entry(void *arg, const struct store_entry *entry)
 	const char *leaf;
 	int dirfd, fd, ret;
 
-	if (!path_is_contained(entry->artifact) ||
+	if ((*entry->artifact && !path_is_contained(entry->artifact)) ||
 	    (*entry->path && !path_is_contained(entry->path)))
 		return error_set(&ctx->err, -EINVAL, "refusing unsafe artifact path '%s/%s'",
 				 entry->artifact, entry->path);
 	strbuf_reset(&ctx->rel);
 	strbuf_addstr(&ctx->rel, entry->artifact);
 	if (*entry->path)
-		strbuf_addf(&ctx->rel, "/%s", entry->path);
+		strbuf_addf(&ctx->rel, "%s%s", ctx->rel.len ? "/" : "", entry->path);
 	dirfd = open_parent(ctx, ctx->rel.buf, &leaf);
 	if (dirfd < 0)
 		return dirfd;
@@ -179,9 +180,12 @@ static int download_dir_modes(struct download *ctx)
 	return 0;
 }
 
-int store_run_download(struct store *store, int64_t run, const char *out,
-		       store_progress_fn *progress, void *progress_ctx,
-		       struct error *err)
+typedef int entries_fn(struct store *store, int64_t id, store_entry_fn *fn, void *ctx,
+		       struct error *err);
+
+/* Writes what walk calls for id (a run's artifacts, or a tree) under out. */
+static int download(struct store *store, entries_fn *walk, int64_t id, const char *out,
+		    store_progress_fn *progress, void *progress_ctx, struct error *err)
 {
 	struct download ctx = { .store = store, .parent_fd = -1, .out_name = out,
 				.progress = progress, .progress_ctx = progress_ctx };
@@ -194,9 +198,9 @@ int store_run_download(struct store *store, int64_t run, const char *out,
 	ctx.out_fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (ctx.out_fd < 0)
 		return error_errno(err, -errno, "%s", out);
-	ret = store_run_entries(store, run, sum_sizes, &ctx, &ctx.err);
+	ret = progress ? walk(store, id, sum_sizes, &ctx, &ctx.err) : 0;
 	if (ret == 0)
-		ret = store_run_entries(store, run, download_entry, &ctx, &ctx.err);
+		ret = walk(store, id, download_entry, &ctx, &ctx.err);
 	if (ret == 0)
 		ret = download_dir_modes(&ctx);
 	if (ctx.parent_fd >= 0 && ctx.parent_fd != ctx.out_fd)
@@ -210,4 +214,17 @@ int store_run_download(struct store *store, int64_t run, const char *out,
 	if (ret < 0)
 		*err = ctx.err;
 	return ret;
+}
+
+int store_run_download(struct store *store, int64_t run, const char *out,
+		       store_progress_fn *progress, void *progress_ctx,
+		       struct error *err)
+{
+	return download(store, store_run_entries, run, out, progress, progress_ctx, err);
+}
+
+int store_tree_download(struct store *store, int64_t tree, const char *out,
+			struct error *err)
+{
+	return download(store, tree_entries, tree, out, NULL, NULL, err);
 }

@@ -451,9 +451,12 @@ int store_gc(struct store *store, struct store_gc_stats *stats, struct error *er
 	ret = catalog_begin(store, err);
 	if (ret < 0)
 		goto out;
-	ret = gc_exec(store, "DELETE FROM tree_entries WHERE tree NOT IN (SELECT tree FROM artifacts)", err);
+	/* A tree lives while a run's artifact or a run's snapshot. */
+	ret = gc_exec(store, "DELETE FROM tree_entries WHERE tree NOT IN (SELECT tree FROM artifacts"
+			     " UNION SELECT snapshot FROM runs WHERE snapshot IS NOT NULL)", err);
 	if (ret == 0)
-		ret = gc_exec(store, "DELETE FROM trees WHERE id NOT IN (SELECT tree FROM artifacts)", err);
+		ret = gc_exec(store, "DELETE FROM trees WHERE id NOT IN (SELECT tree FROM artifacts"
+				     " UNION SELECT snapshot FROM runs WHERE snapshot IS NOT NULL)", err);
 	if (ret == 0)
 		stats->trees_removed = (uint64_t)sqlite3_changes(store->db);
 	/* The cache may name chunks we are about to delete. */

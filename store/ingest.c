@@ -1240,9 +1240,119 @@ static bool ingest_use_stat_cache(struct store_ingest *ingest, struct entry *ent
 	return true;
 }
 
-int store_ingest_folder(struct store_ingest *ingest, const char *dir,
-			int64_t *tree, store_progress_fn *progress,
-			void *progress_ctx, struct error *err)
+/*
+ * Orders paths as a tree's entries are: parents first, siblings by name
+ * bytes, so "/" sorts before every other byte.
+ */
+static int compare_paths(const void *a, const void *b)
+{
+	const unsigned char *x = *(const unsigned char *const *)a;
+	const unsigned char *y = *(const unsigned char *const *)b;
+
+	while (*x && *x == *y) {
+		x++;
+		y++;
+	}
+	if (*x == *y)
+		return 0;
+	if (!*x || !*y)
+		return *x ? 1 : -1;
+	if (*x == '/' || *y == '/')
+		return *x == '/' ? -1 : 1;
+	return *x < *y ? -1 : 1;
+}
+
+/* Appends the entry of root/rel, a folder, a file or a symlink. */
+static int ingest_list_entry(struct store_ingest *ingest, const char *root, const char *rel,
+			     uint64_t *total, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT;
+	struct entry *entry;
+	struct stat st;
+	int ret = 0;
+
+	strbuf_addf(&path, "%s/%s", root, rel);
+	if (lstat(path.buf, &st) < 0) {
+		ret = error_errno(err, -errno, "%s", path.buf);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode)) {
+		if (ingest->warn) {
+			strbuf_addstr(&path, ": skipping special file");
+			ingest->warn(ingest->warn_ctx, path.buf);
+		}
+		goto out;
+	}
+	entry = entry_add(ingest, rel, &st);
+	if (S_ISLNK(st.st_mode)) {
+		char target[4096];
+		ssize_t n = readlink(path.buf, target, sizeof(target) - 1);
+
+		if (n < 0) {
+			ret = error_errno(err, -errno, "%s", path.buf);
+			goto out;
+		}
+		target[n] = '\0';
+		entry->target = xstrdup(target);
+		entry->size = (uint64_t)n;
+	} else if (S_ISREG(st.st_mode)) {
+		*total += entry->size;
+	}
+out:
+	strbuf_release(&path);
+	return ret;
+}
+
+/*
+ * Appends the entries of the files paths name under root, with their
+ * parent folders, in canonical order.  A path that is gone, or is now a
+ * folder, is left out: the list was made a moment before.
+ */
+static int ingest_list(struct store_ingest *ingest, const char *root, char *const *paths,
+		       size_t count, uint64_t *total, struct error *err)
+{
+	char **sorted = xmalloc((count ? count : 1) * sizeof(char *));
+	struct strbuf path = STRBUF_INIT, folder = STRBUF_INIT;
+	const char *prev = "";
+	size_t i;
+	int ret = 0;
+
+	memcpy(sorted, paths, count * sizeof(char *));
+	qsort(sorted, count, sizeof(char *), compare_paths);
+	for (i = 0; i < count && ret == 0; i++) {
+		const char *rel = sorted[i], *slash;
+		struct stat st;
+
+		if (!*rel || !path_is_contained(rel) || (i && !strcmp(rel, sorted[i - 1])))
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", root, rel);
+		if (lstat(path.buf, &st) < 0 ? errno == ENOENT : S_ISDIR(st.st_mode))
+			continue;
+		/* Sorted so, a folder's paths are together: it came with prev's, or now. */
+		for (slash = strchr(rel, '/'); slash && ret == 0; slash = strchr(slash + 1, '/')) {
+			size_t len = (size_t)(slash - rel);
+
+			if (!strncmp(prev, rel, len + 1))
+				continue;
+			strbuf_reset(&folder);
+			strbuf_add(&folder, rel, len);
+			ret = ingest_list_entry(ingest, root, folder.buf, total, err);
+		}
+		if (ret == 0)
+			ret = ingest_list_entry(ingest, root, rel, total, err);
+		prev = rel;
+	}
+	free(sorted);
+	strbuf_release(&path);
+	strbuf_release(&folder);
+	return ret;
+}
+
+/* Stores dir, all of it (paths NULL) or the files paths name, as a tree. */
+static int ingest_tree(struct store_ingest *ingest, const char *dir, char *const *paths,
+		       size_t path_count, int64_t *tree, store_progress_fn *progress,
+		       void *progress_ctx, struct error *err)
 {
 	struct store *store = ingest->store;
 	struct strbuf root = STRBUF_INIT;
@@ -1272,7 +1382,10 @@ int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 	loading = !pthread_create(&loader_thread, NULL, ingest_cache_loader, &loader);
 	if (!loading)
 		ingest_cache_loader(&loader);
-	ret = ingest_walk(ingest, real, "", &total, err);
+	if (paths)
+		ret = ingest_list(ingest, real, paths, path_count, &total, err);
+	else
+		ret = ingest_walk(ingest, real, "", &total, err);
 	if (loading)
 		pthread_join(loader_thread, NULL);
 	if (ret == 0 && loader.ret < 0) {
@@ -1353,4 +1466,17 @@ out:
 	strbuf_release(&root);
 	free(real);
 	return ret;
+}
+
+int store_ingest_folder(struct store_ingest *ingest, const char *dir,
+			int64_t *tree, store_progress_fn *progress,
+			void *progress_ctx, struct error *err)
+{
+	return ingest_tree(ingest, dir, NULL, 0, tree, progress, progress_ctx, err);
+}
+
+int store_ingest_paths(struct store_ingest *ingest, const char *dir, char *const *paths,
+		       size_t count, int64_t *tree, struct error *err)
+{
+	return ingest_tree(ingest, dir, paths, count, tree, NULL, NULL, err);
 }

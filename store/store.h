@@ -44,6 +44,10 @@ int store_run_download(struct store *store, int64_t run, const char *out,
 		       store_progress_fn *progress, void *progress_ctx,
 		       struct error *err);
 
+/* Writes tree (a run's snapshot) under out, as store_run_download does. */
+int store_tree_download(struct store *store, int64_t tree, const char *out,
+			struct error *err);
+
 /* Reports one problem per call, as a line without newline. */
 typedef void store_report_fn(void *ctx, const char *line);
 
@@ -58,6 +62,12 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 int store_ingest_folder(struct store_ingest *ingest, const char *dir,
 			int64_t *tree, store_progress_fn *progress,
 			void *progress_ctx, struct error *err);
+/*
+ * Stores the files paths name (relative to dir: a repository's snapshot)
+ * and their parent folders as a tree.  A path gone meanwhile is left out.
+ */
+int store_ingest_paths(struct store_ingest *ingest, const char *dir, char *const *paths,
+		       size_t count, int64_t *tree, struct error *err);
 void store_ingest_end(struct store_ingest *ingest);
 
 struct store_run {
@@ -78,6 +88,8 @@ struct store_run {
 	pid_t runner_pid;	/* the process running it, 0 if none */
 	int64_t runner_started;	/* that process's start time (proc_start_time) */
 	char reason[256];	/* why it failed, one line; empty: it did not */
+	int64_t snapshot;	/* the repository as it ran, a tree; 0: none */
+	char branch[256];	/* empty: none */
 };
 
 /* One job of a run. */
@@ -121,6 +133,8 @@ struct store_run_spec {
 	const char *commit;	/* full hash, " (dirty)" appended when so */
 	pid_t runner_pid;	/* the process that will run it */
 	int64_t runner_started;
+	int64_t snapshot;	/* the repository's tree (store_ingest_paths), 0: none */
+	const char *branch;	/* NULL: none (a detached HEAD) */
 };
 
 /* A new run in status "submitted" with job_count jobs numbered from 0. */

@@ -191,6 +191,14 @@ int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
 	return ret;
 }
 
+int tree_entries(struct store *store, int64_t tree, store_entry_fn *fn, void *ctx,
+		 struct error *err)
+{
+	struct artifact_row row = { .job = -1, .path = "", .tree = tree };
+
+	return tree_entries_walk(store, &row, fn, ctx, err);
+}
+
 int store_entry_extract(struct store *store, const struct store_entry *entry,
 			int fd, store_progress_fn *progress, void *progress_ctx,
 			struct error *err)

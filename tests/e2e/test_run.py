@@ -167,6 +167,47 @@ def test_snapshot_is_the_working_tree_as_git_sees_it(ds, repo, tmp_path):
     assert (repo / "src" / "tracked.txt").read_text() == "edited, not committed\n"
 
 
+def test_the_snapshot_is_taken_at_submission(ds, repo):
+    # The run exists once `run -d` returns: edits after that are not its,
+    # though its job starts a second later, after its provider.
+    (repo / ".dstack" / "providers.yaml").write_text(textwrap.dedent("""\
+        providers:
+          - name: slowly
+            commands:
+              - sleep 1
+              - >-
+                echo '[{"commands": ["cat src/tracked.txt"]}]' > "$DSTACK_JOBS"
+        """))
+    with open(repo / ".dstack" / "workflows.yaml", "a") as f:
+        f.write("\n  - name: later\n    provider: slowly\n")
+    name = assert_ok(ds("run", "-d", "later", cwd=repo)).stdout.strip()
+    (repo / "src" / "tracked.txt").write_text("edited after the run was submitted\n")
+    cp = assert_ok(ds("logs", "-f", name, cwd=repo, timeout=60))
+    assert "committed\n" in cp.stdout and "edited" not in cp.stdout, cp.stdout
+
+
+def packs_size(ds):
+    return sum(p.stat().st_size for p in (ds.home / "packs").rglob("*") if p.is_file())
+
+
+def test_the_snapshot_is_stored_once_and_freed_by_gc(ds, repo):
+    big = os.urandom(3 * 1024 * 1024)
+    (repo / "src" / "data.bin").write_bytes(big)
+    assert_ok(ds("run", "elsewhere", cwd=repo))
+    first = packs_size(ds)
+    assert first >= len(big), "the snapshot was not stored"
+    # An unchanged repository adds nothing.
+    assert_ok(ds("run", "elsewhere", cwd=repo))
+    assert packs_size(ds) == first
+    # While a run names it, gc keeps it; once none does, gc frees it.
+    assert_ok(ds("gc", cwd=repo))
+    assert packs_size(ds) == first
+    assert_ok(ds("rm", "-a", cwd=repo))
+    assert_ok(ds("gc", cwd=repo))
+    assert packs_size(ds) < len(big)
+    assert_ok(ds("fsck", cwd=repo))
+
+
 def test_ps_lists_live_or_newest_and_all_with_a(ds, repo):
     assert_ok(ds("run", "hello", cwd=repo))
     ds("run", "fails", cwd=repo)
