@@ -327,8 +327,8 @@ static int logs_print(struct store *store, const char *name, bool follow,
  * not stop the run: the daemon runs it.
  */
 static int run_handoff(struct store *store, const struct store_daemon *daemon,
-		       const char *tag, const char *backend, bool detach, char **words,
-		       int count)
+		       const char *tag, const struct runner_request *request, bool detach,
+		       char **words, int count)
 {
 	struct strbuf line = STRBUF_INIT, answer = STRBUF_INIT, ctl = STRBUF_INIT;
 	struct store_run run;
@@ -339,10 +339,14 @@ static int run_handoff(struct store *store, const struct store_daemon *daemon,
 
 	if (tag)
 		strbuf_addf(&line, "-t %s ", tag);
-	if (backend) {
+	if (request->backend) {
 		strbuf_addstr(&line, "--backend ");
-		strbuf_add_shell_word(&line, backend);
+		strbuf_add_shell_word(&line, request->backend);
 		strbuf_addstr(&line, " ");
+	}
+	if (request->rerun) {
+		strbuf_addstr(&line, "--rerun ");
+		strbuf_add_shell_word(&line, request->rerun);
 	}
 	for (i = 0; i < count; i++) {
 		if (i)
@@ -420,10 +424,15 @@ int cmd_run(int argc, char **argv)
 			detach = true;
 		else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
 			request.backend = argv[++i];
+		else if (!strcmp(argv[i], "--rerun") && i + 1 < argc)
+			request.rerun = argv[++i];
 		else
 			return cli_usage_error("run", "unknown option '%s'", argv[i]);
 	}
-	if (i >= argc)
+	if (request.rerun && i < argc)
+		return cli_usage_error("run", "--rerun runs RUN's workflow and args: unexpected '%s'",
+				       argv[i]);
+	if (i >= argc && !request.rerun)
 		return cli_usage_error("run", "missing WORKFLOW");
 	if (tag && store_tag_name_check(tag, &err) < 0)
 		return cli_usage_error("run", "%s", err.message);
@@ -434,7 +443,7 @@ int cmd_run(int argc, char **argv)
 	if (cli_open_store(&store, true) < 0)
 		return CLI_FAILED;
 	if (run_daemon(store, cwd, &daemon) == 0) {
-		ret = run_handoff(store, &daemon, tag, request.backend, detach, argv + i, argc - i);
+		ret = run_handoff(store, &daemon, tag, &request, detach, argv + i, argc - i);
 		store_close(store);
 		return ret;
 	}
@@ -459,9 +468,11 @@ int cmd_run(int argc, char **argv)
 			return CLI_FAILED;
 	}
 	request.cwd = cwd;
-	request.workflow = argv[i];
-	request.args = argv + i + 1;
-	request.arg_count = (size_t)(argc - i - 1);
+	if (!request.rerun) {
+		request.workflow = argv[i];
+		request.args = argv + i + 1;
+		request.arg_count = (size_t)(argc - i - 1);
+	}
 	ret = runner_run(store, &request, &run, &err);
 	/* -t moves the tag to this run, as dstack did. */
 	if (ret == 0 && tag)

@@ -12,7 +12,7 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
-	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker] WORKFLOW [ARGS...]",
+	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker] (WORKFLOW [ARGS...] | --rerun RUN)",
 	  "run a workflow of the current repository and follow its output",
 	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
 	  "of the git repository around the current directory.  Its jobs run on\n"
@@ -25,7 +25,9 @@ const struct cli_command cli_commands[] = {
 	  "any answer but y leaves it running (`dstack logs -f RUN` follows it).\n"
 	  "Without one, Ctrl-C stops the run.  --backend docker runs each job that\n"
 	  "names an image in it, through dockerd (the default: backend: in\n"
-	  "$DSTACK_HOME/config.yaml, else host)." },
+	  "$DSTACK_HOME/config.yaml, else host).  --rerun RUN (or :TAG) runs\n"
+	  "that run's workflow with its args again on its snapshot, wherever the\n"
+	  "checkout has gone since." },
 	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"

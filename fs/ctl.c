@@ -19,6 +19,7 @@ struct fs_run {
 	size_t word_count;
 	char *tag;
 	char *backend;		/* --backend NAME, or NULL */
+	char *rerun;		/* --rerun RUN, or NULL (then words are empty) */
 	pthread_t thread;
 	bool created, done;
 	char name[64];
@@ -26,66 +27,6 @@ struct fs_run {
 	struct error err;
 	struct fs_run *next;
 };
-
-static void words_free(char **words, size_t count)
-{
-	size_t i;
-
-	for (i = 0; i < count; i++)
-		free(words[i]);
-	free(words);
-}
-
-/*
- * Splits line as a POSIX shell splits words: 'single' and "double"
- * quotes, backslash escapes.  -EINVAL for an unterminated quote.
- */
-static int ctl_split(const char *line, char ***words, size_t *count)
-{
-	struct strbuf word = STRBUF_INIT;
-	const char *p = line;
-	bool in_word = false;
-	char quote = 0;
-
-	*words = NULL;
-	*count = 0;
-	for (;; p++) {
-		if (!quote && (!*p || *p == ' ' || *p == '\t')) {
-			if (in_word) {
-				*words = xrealloc(*words, (*count + 1) * sizeof(char *));
-				(*words)[(*count)++] = word.buf ? word.buf : xstrdup("");
-				word = (struct strbuf)STRBUF_INIT;
-				in_word = false;
-			}
-			if (!*p)
-				return 0;
-			continue;
-		}
-		if (!*p) {
-			strbuf_release(&word);
-			words_free(*words, *count);
-			*words = NULL;
-			*count = 0;
-			return -EINVAL;
-		}
-		in_word = true;
-		if (quote == '\'') {
-			if (*p == '\'')
-				quote = 0;
-			else
-				strbuf_add(&word, p, 1);
-		} else if (*p == '\\' && p[1] &&
-			   (!quote || strchr("\"\\$`", p[1]))) {
-			strbuf_add(&word, ++p, 1);
-		} else if (quote == '"' && *p == '"') {
-			quote = 0;
-		} else if (!quote && (*p == '\'' || *p == '"')) {
-			quote = *p;
-		} else {
-			strbuf_add(&word, p, 1);
-		}
-	}
-}
 
 static void run_created(void *ctx, const struct store_run *run)
 {
@@ -104,13 +45,19 @@ static void *run_thread(void *arg)
 	struct fs_run *fs_run = arg;
 	struct fs *fs = fs_run->fs;
 	struct runner_request request = {
-		.cwd = fs->options.cwd, .workflow = fs_run->words[0], .backend = fs_run->backend,
-		.args = fs_run->words + 1, .arg_count = fs_run->word_count - 1,
+		.cwd = fs->options.cwd, .backend = fs_run->backend, .rerun = fs_run->rerun,
 		.created = run_created, .created_ctx = fs_run,
 	};
 	struct store_run run;
 	struct store *store = fs_store(fs, &fs_run->err);
-	int ret = store ? runner_run(store, &request, &run, &fs_run->err) : -EIO;
+	int ret;
+
+	if (fs_run->word_count) {
+		request.workflow = fs_run->words[0];
+		request.args = fs_run->words + 1;
+		request.arg_count = fs_run->word_count - 1;
+	}
+	ret = store ? runner_run(store, &request, &run, &fs_run->err) : -EIO;
 
 	/* -t moves the tag to the run once it has ended, as `dstack run -t` does. */
 	if (ret == 0 && fs_run->tag)
@@ -125,9 +72,10 @@ static void *run_thread(void *arg)
 
 static void fs_run_free(struct fs_run *fs_run)
 {
-	words_free(fs_run->words, fs_run->word_count);
+	shell_words_free(fs_run->words, fs_run->word_count);
 	free(fs_run->tag);
 	free(fs_run->backend);
+	free(fs_run->rerun);
 	free(fs_run);
 }
 
@@ -153,7 +101,7 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 {
 	struct fs_run *fs_run;
 	struct error err = { 0 };
-	const char *tag = NULL, *backend = NULL;
+	const char *tag = NULL, *backend = NULL, *rerun = NULL;
 	size_t first = 0, i;
 	int ret;
 
@@ -163,6 +111,8 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 			tag = words[first + 1];
 		else if (!strcmp(words[first], "--backend"))
 			backend = words[first + 1];
+		else if (!strcmp(words[first], "--rerun"))
+			rerun = words[first + 1];
 		else
 			break;
 	}
@@ -170,15 +120,16 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 		strbuf_addf(&answer->text, "error: %s\n", err.message);
 		return -EINVAL;
 	}
-	if (first >= count || words[first][0] == '-') {
-		strbuf_addstr(&answer->text,
-			      "error: expected [-t TAG] [--backend NAME] WORKFLOW [ARGS...]\n");
+	if (rerun ? first < count : first >= count || words[first][0] == '-') {
+		strbuf_addstr(&answer->text, "error: expected [-t TAG] [--backend NAME]"
+			      " (WORKFLOW [ARGS...] | --rerun RUN)\n");
 		return -EINVAL;
 	}
 	fs_run = xcalloc(1, sizeof(*fs_run));
 	fs_run->fs = fs;
 	fs_run->tag = tag ? xstrdup(tag) : NULL;
 	fs_run->backend = backend ? xstrdup(backend) : NULL;
+	fs_run->rerun = rerun ? xstrdup(rerun) : NULL;
 	fs_run->word_count = count - first;
 	fs_run->words = xcalloc(fs_run->word_count + 1, sizeof(char *));
 	for (i = 0; i < fs_run->word_count; i++)
@@ -255,7 +206,7 @@ int ctl_write(struct fs *fs, const struct node *node, const char *data, size_t l
 		next = strchr(line, '\n');
 		if (next)
 			*next++ = '\0';
-		ret = ctl_split(line, &words, &count);
+		ret = shell_split(line, &words, &count);
 		if (ret < 0) {
 			strbuf_addstr(&answer->text, "error: a quote is not closed\n");
 			break;
@@ -263,7 +214,7 @@ int ctl_write(struct fs *fs, const struct node *node, const char *data, size_t l
 		if (count)
 			ret = node ? ctl_run_command(fs, node->name, words, count, answer)
 				   : ctl_run(fs, words, count, answer);
-		words_free(words, count);
+		shell_words_free(words, count);
 	}
 	free(text);
 	return ret;

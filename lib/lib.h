@@ -43,6 +43,13 @@ void strbuf_add(struct strbuf *sb, const void *data, size_t len);
 void strbuf_addstr(struct strbuf *sb, const char *s);
 /* arg as one shell word: as it is when that is safe, else in '...'. */
 void strbuf_add_shell_word(struct strbuf *sb, const char *arg);
+/*
+ * Splits line as a POSIX shell splits words: 'single' and "double"
+ * quotes, backslash escapes.  -EINVAL for an unterminated quote.  The
+ * words go with shell_words_free.
+ */
+int shell_split(const char *line, char ***words, size_t *count);
+void shell_words_free(char **words, size_t count);
 void strbuf_addf(struct strbuf *sb, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void strbuf_vaddf(struct strbuf *sb, const char *fmt, va_list ap)

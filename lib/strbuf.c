@@ -3,6 +3,7 @@
  * Out of memory is fatal here, as in git: no caller can do better.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,4 +147,60 @@ void strbuf_add_shell_word(struct strbuf *out, const char *arg)
 			strbuf_add(out, p, 1);
 	}
 	strbuf_addstr(out, "'");
+}
+
+void shell_words_free(char **words, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		free(words[i]);
+	free(words);
+}
+
+int shell_split(const char *line, char ***words, size_t *count)
+{
+	struct strbuf word = STRBUF_INIT;
+	const char *p = line;
+	bool in_word = false;
+	char quote = 0;
+
+	*words = NULL;
+	*count = 0;
+	for (;; p++) {
+		if (!quote && (!*p || *p == ' ' || *p == '\t')) {
+			if (in_word) {
+				*words = xrealloc(*words, (*count + 1) * sizeof(char *));
+				(*words)[(*count)++] = word.buf ? word.buf : xstrdup("");
+				word = (struct strbuf)STRBUF_INIT;
+				in_word = false;
+			}
+			if (!*p)
+				return 0;
+			continue;
+		}
+		if (!*p) {
+			strbuf_release(&word);
+			shell_words_free(*words, *count);
+			*words = NULL;
+			*count = 0;
+			return -EINVAL;
+		}
+		in_word = true;
+		if (quote == '\'') {
+			if (*p == '\'')
+				quote = 0;
+			else
+				strbuf_add(&word, p, 1);
+		} else if (*p == '\\' && p[1] &&
+			   (!quote || strchr("\"\\$`", p[1]))) {
+			strbuf_add(&word, ++p, 1);
+		} else if (quote == '"' && *p == '"') {
+			quote = 0;
+		} else if (!quote && (*p == '\'' || *p == '"')) {
+			quote = *p;
+		} else {
+			strbuf_add(&word, p, 1);
+		}
+	}
 }

@@ -284,6 +284,68 @@ static size_t run_image_count(const struct job_spec *jobs, size_t count)
 	return images;
 }
 
+/* What a rerun runs again: a recorded run's workflow, args and snapshot. */
+struct rerun {
+	struct store_run of;
+	char **args;
+	size_t arg_count;
+	struct strbuf dir;	/* the snapshot written out, for its .dstack files */
+	struct runner_request request;
+};
+
+/*
+ * Reads the run spec names (RUN or :TAG) for a rerun: request becomes the
+ * original's workflow and args, info its repository as recorded, with the
+ * snapshot written out under $DSTACK_HOME/work as its root.
+ */
+static int rerun_prepare(struct store *store, const struct runner_request *request,
+			 struct rerun *again, struct snapshot_info *info, struct error *err)
+{
+	char *space;
+	int ret = store_run_find(store, request->rerun, &again->of, err);
+
+	memset(info, 0, sizeof(*info));
+	if (ret < 0)
+		return ret;
+	if (!again->of.snapshot)
+		return error_set(err, -EINVAL, "run %s has no snapshot to run again (it holds data,"
+				 " or is older than dstack's snapshots)", again->of.name);
+	if (shell_split(again->of.args, &again->args, &again->arg_count) < 0)
+		return error_set(err, -EINVAL, "run %s: cannot read its args: %s", again->of.name,
+				 again->of.args);
+	strbuf_addf(&again->dir, "%s/work/rerun.XXXXXX", store_home(store));
+	ret = fs_mkdir_p(again->dir.buf, 0700);
+	if (ret == 0 && (rmdir(again->dir.buf) < 0 || !mkdtemp(again->dir.buf)))
+		ret = -errno;
+	if (ret < 0)
+		return error_errno(err, ret, "%s", again->dir.buf);
+	ret = store_tree_download(store, again->of.snapshot, again->dir.buf, err);
+	if (ret < 0)
+		return ret;
+	again->request = *request;
+	again->request.workflow = again->of.workflow;
+	again->request.args = again->args;
+	again->request.arg_count = again->arg_count;
+	info->root = xstrdup(again->dir.buf);
+	info->repo = xstrdup(again->of.repo);
+	info->branch = *again->of.branch ? xstrdup(again->of.branch) : NULL;
+	/* "HASH" or "HASH (dirty)": the hash is the first word. */
+	space = strchr(again->of.commit, ' ');
+	snprintf(info->commit, sizeof(info->commit), "%.*s",
+		 (int)(space ? (size_t)(space - again->of.commit) : strlen(again->of.commit)),
+		 again->of.commit);
+	info->dirty = space && !strcmp(space, " (dirty)");
+	return 0;
+}
+
+static void rerun_release(struct rerun *again)
+{
+	if (again->dir.len)
+		fs_remove_tree(again->dir.buf);
+	strbuf_release(&again->dir);
+	shell_words_free(again->args, again->arg_count);
+}
+
 int runner_run(struct store *store, const struct runner_request *request,
 	       struct store_run *run, struct error *err)
 {
@@ -295,7 +357,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct dep_runs deps = { 0 };
 	struct snapshot_info info;
 	struct store_run_spec spec = { 0 };
-	struct store_ingest *ingest;
+	struct store_ingest *ingest = NULL;
+	struct rerun again = { .dir = STRBUF_INIT };
 	struct error why = { 0 };
 	volatile sig_atomic_t stopping = 0, aborting = 0;
 	struct run_context ctx = { .store = store, .request = request, .info = &info,
@@ -308,10 +371,18 @@ int runner_run(struct store *store, const struct runner_request *request,
 	bool stopped = false;
 
 	ret = run_backend_resolve(store, request->backend, &ctx.backend, err);
-	if (ret == 0)
+	if (ret == 0 && request->rerun) {
+		ret = rerun_prepare(store, request, &again, &info, err);
+		if (ret == 0)
+			ctx.request = request = &again.request;
+	} else if (ret == 0) {
 		ret = snapshot_describe(request->cwd, &info, err);
-	if (ret < 0)
+	}
+	if (ret < 0) {
+		snapshot_info_release(&info);
+		rerun_release(&again);
 		return ret;
+	}
 	if (request->stop_on_signals) {
 		runner_catch_signals(old_signals);
 		ctx.stop.stopping = &runner_stopping;
@@ -357,17 +428,19 @@ int runner_run(struct store *store, const struct runner_request *request,
 	spec.runner_started = proc_start_time(getpid());
 	spec.branch = info.branch;
 	/*
-	 * The repository as it is now, stored: jobs start from it whenever
-	 * they start, and the ingest holds gc off until the run names it.
+	 * The repository as it is now, stored (a rerun's is stored already):
+	 * jobs start from it whenever they start, and the ingest holds gc off
+	 * until the run names it.
 	 */
+	spec.snapshot = again.of.snapshot;
 	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
-	if (ret < 0)
-		goto out;
-	ret = store_ingest_paths(ingest, info.root, info.paths, info.path_count, &spec.snapshot,
-				 err);
+	if (ret == 0 && !spec.snapshot)
+		ret = store_ingest_paths(ingest, info.root, info.paths, info.path_count,
+					 &spec.snapshot, err);
 	if (ret == 0)
 		ret = store_run_create(store, &spec, def ? 0 : (int)count, run, err);
-	store_ingest_end(ingest);
+	if (ingest)
+		store_ingest_end(ingest);
 	if (ret < 0)
 		goto out;
 	if (request->created)
@@ -441,6 +514,7 @@ out:
 	provider_def_set_release(&defs);
 	workflow_set_release(&set);
 	snapshot_info_release(&info);
+	rerun_release(&again);
 	free(args);
 	return ret;
 }

@@ -14,6 +14,12 @@
 struct runner_request {
 	const char *cwd;		/* inside the user's git repository */
 	const char *workflow;
+	/*
+	 * "RUN" or ":TAG": runs that run's workflow with its args again on
+	 * its snapshot, wherever the checkout has gone since (workflow, args
+	 * and cwd are then unused).
+	 */
+	const char *rerun;
 	/* "host" or "docker"; NULL: $DSTACK_HOME/config.yaml's, else host. */
 	const char *backend;
 	char *const *args;

@@ -484,6 +484,16 @@ def test_cat_status_info_logs_and_spec(tree):
     assert shlex.split(values["args"]) == ["a", "b c"], values["args"]
     assert values["tag"] == "v1"
 
+    # A rerun through ctl: the same workflow, args and commit.
+    again = start(t, f"--rerun {tagged}")
+    assert wait_status(t, again) == "done"
+    assert cat("runs", again, "logs") == cat("runs", tagged, "logs")
+    assert info(t, again)[0]["args"] == values["args"]
+    assert info(t, again)[0]["commit"] == values["commit"]
+    code, answer = ctl(t.path("ctl"), f"--rerun {tagged} print-args\n")
+    assert code == errno.EINVAL and answer == [
+        "error: expected [-t TAG] [--backend NAME] (WORKFLOW [ARGS...] | --rerun RUN)"], answer
+
     # A live run: started, not finished, no exit yet; stopped: still no exit.
     live = start(t, "forever")
     wait_status(t, live, {"running"})

@@ -186,6 +186,36 @@ def test_the_snapshot_is_taken_at_submission(ds, repo):
     assert "committed\n" in cp.stdout and "edited" not in cp.stdout, cp.stdout
 
 
+def test_rerun_runs_the_recorded_snapshot_wherever_the_checkout_went(ds, repo, tmp_path):
+    cp = assert_ok(ds("run", "-t", "first", "print-args", "a", "b c", "it's", cwd=repo))
+    assert cp.stdout == "<a>\n<b c>\n<it's>\n"
+    [original] = runs(ds, repo)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    # The checkout moves on: the workflow changes and is committed.
+    workflows = repo / ".dstack" / "workflows.yaml"
+    workflows.write_text(workflows.read_text().replace("printf '<%s>\\n'", "printf '[%s]\\n'"))
+    git(repo, "commit", "-qam", "brackets")
+    assert assert_ok(ds("run", "print-args", "x", cwd=repo)).stdout == "[x]\n"
+
+    cp = assert_ok(ds("run", "--rerun", original["RUN"], cwd=repo))
+    assert cp.stdout == "<a>\n<b c>\n<it's>\n", cp.stdout
+    again = runs(ds, repo)[0]
+    details = assert_ok(ds("ps", again["RUN"], cwd=repo)).stdout
+    assert f"commit: {head}\n" in details and "args: a 'b c' 'it'\\''s'\n" in details, details
+    # From anywhere, by tag too.
+    cp = assert_ok(ds("run", "--rerun", ":first", cwd=tmp_path))
+    assert cp.stdout == "<a>\n<b c>\n<it's>\n", cp.stdout
+
+    assert_error(ds("run", "--rerun", "no-such-run-9", cwd=repo), "no run 'no-such-run-9'")
+    assert_usage_error(ds("run", "--rerun", original["RUN"], "print-args", cwd=repo),
+                       "unexpected 'print-args'")
+    data = tmp_path / "data"
+    data.mkdir()
+    assert_ok(ds("tags", "add", "just-data", "-a", data, cwd=repo))
+    assert_error(ds("run", "--rerun", ":just-data", cwd=repo), "has no snapshot to run again")
+
+
 def packs_size(ds):
     return sum(p.stat().st_size for p in (ds.home / "packs").rglob("*") if p.is_file())
 

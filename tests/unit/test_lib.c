@@ -92,6 +92,32 @@ static void test_strbuf_trim_end(void)
 	strbuf_release(&sb);
 }
 
+/* What strbuf_add_shell_word writes, shell_split reads back word for word. */
+static void test_shell_words(void)
+{
+	static const char *const words[] = { "a", "b c", "it's", "", "$HOME \"q\"\\" };
+	struct strbuf line = STRBUF_INIT;
+	char **back;
+	size_t i, count;
+
+	for (i = 0; i < 5; i++) {
+		if (i)
+			strbuf_addstr(&line, " ");
+		strbuf_add_shell_word(&line, words[i]);
+	}
+	CHECK(shell_split(line.buf, &back, &count) == 0);
+	CHECK(count == 5);
+	for (i = 0; i < count && i < 5; i++)
+		CHECK(!strcmp(back[i], words[i]));
+	shell_words_free(back, count);
+	CHECK(shell_split("  x\t\"y z\"  'w' ", &back, &count) == 0);
+	CHECK(count == 3 && !strcmp(back[1], "y z") && !strcmp(back[2], "w"));
+	shell_words_free(back, count);
+	CHECK(shell_split("a 'open", &back, &count) == -EINVAL);
+	CHECK(back == NULL && count == 0);
+	strbuf_release(&line);
+}
+
 int main(void)
 {
 	RUN_TEST(test_path_is_contained);
@@ -99,5 +125,6 @@ int main(void)
 	RUN_TEST(test_base64);
 	RUN_TEST(test_strbuf_grows);
 	RUN_TEST(test_strbuf_trim_end);
+	RUN_TEST(test_shell_words);
 	return check_failures ? 1 : 0;
 }
