@@ -708,6 +708,8 @@ static int ps_job_row(void *ctx, const struct store_job *job)
 static int ps_run(const char *name)
 {
 	struct ps_ctx ctx = { .all = true };
+	struct strbuf submodules = STRBUF_INIT;
+	char *line, *end;
 	struct cli_table jobs;
 	struct store *store;
 	struct store_run run;
@@ -725,12 +727,20 @@ static int ps_run(const char *name)
 	ps_row(&ctx, &run);
 	cli_table_init(&jobs, 4, "JOB", "STATUS", "EXIT", "REASON");
 	ret = store_run_jobs(store, run.id, ps_job_row, &jobs, &err);
+	if (ret == 0)
+		ret = store_run_submodules(store, run.id, &submodules, &err);
 	store_close(store);
 	cli_table_print(&ctx.table);
 	printf("\n");
 	cli_table_print(&jobs);
-	printf("\nprovider: %s\nargs: %s\nrepo: %s\ncommit: %s\n", run.provider, run.args,
-	       run.repo, run.commit);
+	printf("\nprovider: %s\nargs: %s\nrepo: %s\nbranch: %s\ncommit: %s\n", run.provider,
+	       run.args, run.repo, run.branch, run.commit);
+	/* Each "PATH COMMIT" line: recorded, not in the snapshot. */
+	for (line = submodules.buf; line && *line; line = *end ? end + 1 : end) {
+		end = strchrnul(line, '\n');
+		printf("submodule: %.*s\n", (int)(end - line), line);
+	}
+	strbuf_release(&submodules);
 	if (*run.reason)
 		printf("reason: %s\n", run.reason);
 	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;

@@ -23,6 +23,8 @@ struct snapshot_info {
 	 * its jobs start from. */
 	char **paths;
 	size_t path_count;
+	/* Submodules are not followed: "PATH COMMIT\n" for each, recorded. */
+	struct strbuf submodules;
 };
 
 /* Finds the repository around cwd and describes it. */

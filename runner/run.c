@@ -335,7 +335,7 @@ static int rerun_prepare(struct store *store, const struct runner_request *reque
 		 (int)(space ? (size_t)(space - again->of.commit) : strlen(again->of.commit)),
 		 again->of.commit);
 	info->dirty = space && !strcmp(space, " (dirty)");
-	return 0;
+	return store_run_submodules(store, again->of.id, &info->submodules, err);
 }
 
 static void rerun_release(struct rerun *again)
@@ -427,6 +427,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	spec.runner_pid = getpid();
 	spec.runner_started = proc_start_time(getpid());
 	spec.branch = info.branch;
+	spec.submodules = info.submodules.buf;
 	/*
 	 * The repository as it is now, stored (a rerun's is stored already):
 	 * jobs start from it whenever they start, and the ingest holds gc off

@@ -113,8 +113,16 @@ static int snapshot_paths(git_repository *repo, git_status_list *status,
 	for (i = 0; i < count; i++) {
 		const git_index_entry *entry = git_index_get_byindex(index, i);
 
-		if (entry && (entry->mode & S_IFMT) != GIT_FILEMODE_COMMIT)
+		char commit[GIT_OID_HEXSZ + 1];
+
+		if (!entry)
+			continue;
+		if ((entry->mode & S_IFMT) != GIT_FILEMODE_COMMIT) {
 			snapshot_path_add(info, entry->path);
+			continue;
+		}
+		git_oid_tostr(commit, sizeof(commit), &entry->id);
+		strbuf_addf(&info->submodules, "%s %s\n", entry->path, commit);
 	}
 	git_index_free(index);
 	count = git_status_list_entrycount(status);
@@ -153,6 +161,14 @@ int snapshot_describe(const char *cwd, struct snapshot_info *info,
 	if (git_repository_head(&ref, repo) == 0 && git_reference_is_branch(ref))
 		info->branch = xstrdup(git_reference_shorthand(ref));
 	git_reference_free(ref);
+	ref = NULL;
+	/* No commit yet: HEAD still names the branch the first will be on. */
+	if (!info->branch && git_repository_head_unborn(repo) == 1 &&
+	    git_reference_lookup(&ref, repo, "HEAD") == 0 &&
+	    git_reference_type(ref) == GIT_REFERENCE_SYMBOLIC &&
+	    !strncmp(git_reference_symbolic_target(ref), "refs/heads/", 11))
+		info->branch = xstrdup(git_reference_symbolic_target(ref) + 11);
+	git_reference_free(ref);
 	ret = snapshot_status(repo, &status, err);
 	if (ret == 0)
 		info->dirty = git_status_list_entrycount(status) > 0;
@@ -175,5 +191,6 @@ void snapshot_info_release(struct snapshot_info *info)
 	free(info->root);
 	free(info->repo);
 	free(info->branch);
+	strbuf_release(&info->submodules);
 	memset(info, 0, sizeof(*info));
 }

@@ -141,6 +141,8 @@ static const char *const catalog_migrations[] = {
 	 * keeps it and a rerun has it), and its branch. */
 	"ALTER TABLE runs ADD COLUMN snapshot INTEGER REFERENCES trees(id);"
 	"ALTER TABLE runs ADD COLUMN branch TEXT;",
+	/* 9: the submodules a snapshot left out, "PATH COMMIT" lines. */
+	"ALTER TABLE runs ADD COLUMN submodules TEXT;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
@@ -531,8 +533,8 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 	run_name_make(*id, name);
 	stmt = catalog_stmt(store,
 			    "INSERT INTO runs(id, name, workflow, provider, args, status, submitted,"
-			    " repo, commit_hash, runner_pid, runner_started, snapshot, branch)"
-			    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+			    " repo, commit_hash, runner_pid, runner_started, snapshot, branch,"
+			    " submodules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, *id);
@@ -552,6 +554,8 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 		sqlite3_bind_int64(stmt, 12, spec->snapshot);
 	if (spec->branch)
 		sqlite3_bind_text(stmt, 13, spec->branch, -1, SQLITE_STATIC);
+	if (spec->submodules && *spec->submodules)
+		sqlite3_bind_text(stmt, 14, spec->submodules, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record run", err);

@@ -181,6 +181,23 @@ int store_job_set_spec(struct store *store, int64_t run, int job, const char *sp
 			  spec, -1, run, job, err);
 }
 
+int store_run_submodules(struct store *store, int64_t run, struct strbuf *out,
+			 struct error *err)
+{
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT submodules FROM runs WHERE id = ?", err);
+	int rc;
+
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, run);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW && sqlite3_column_text(stmt, 0))
+		strbuf_addstr(out, (const char *)sqlite3_column_text(stmt, 0));
+	sqlite3_reset(stmt);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read the run",
+									   err);
+}
+
 int store_job_spec(struct store *store, int64_t run, int job, struct strbuf *out,
 		   struct error *err)
 {

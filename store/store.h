@@ -135,6 +135,8 @@ struct store_run_spec {
 	int64_t runner_started;
 	int64_t snapshot;	/* the repository's tree (store_ingest_paths), 0: none */
 	const char *branch;	/* NULL: none (a detached HEAD) */
+	/* The submodules the snapshot leaves out, "PATH COMMIT\n" each; NULL: none. */
+	const char *submodules;
 };
 
 /* A new run in status "submitted" with job_count jobs numbered from 0. */
@@ -155,6 +157,9 @@ int store_job_set_status(struct store *store, int64_t run, int job,
 /* A job's spec as the provider made it (YAML, for jobs/N/spec.yaml). */
 int store_job_set_spec(struct store *store, int64_t run, int job, const char *spec,
 		       struct error *err);
+/* Appends the run's submodules ("PATH COMMIT\n" each) to out. */
+int store_run_submodules(struct store *store, int64_t run, struct strbuf *out,
+			 struct error *err);
 /* Appends the job's spec to out (nothing when none was recorded). */
 int store_job_spec(struct store *store, int64_t run, int job, struct strbuf *out,
 		   struct error *err);

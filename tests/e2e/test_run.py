@@ -216,6 +216,55 @@ def test_rerun_runs_the_recorded_snapshot_wherever_the_checkout_went(ds, repo, t
     assert_error(ds("run", "--rerun", ":just-data", cwd=repo), "has no snapshot to run again")
 
 
+def ps_details(ds, cwd):
+    """`ps` of the newest run: its "key: value" lines after the tables."""
+    name = runs(ds, cwd)[0]["RUN"]
+    details = assert_ok(ds("ps", name, cwd=cwd)).stdout.split("\n\n")[2]
+    return [line.split(": ", 1) if ": " in line else [line.rstrip(":"), ""]
+            for line in details.splitlines()]
+
+
+def test_snapshots_of_unusual_repositories(ds, tmp_path):
+    listing = ("workflows:\n  - name: ls\n    provider: bash\n    commands:\n"
+               "      - find . -type f | sort\n")
+    # No commit yet, .dstack untracked: the files are all there is.
+    fresh = git_init(tmp_path / "fresh")
+    (fresh / ".dstack").mkdir()
+    (fresh / ".dstack" / "workflows.yaml").write_text(listing)
+    (fresh / "f.txt").write_text("f\n")
+    cp = assert_ok(ds("run", "ls", cwd=fresh))
+    assert cp.stdout == "./.dstack/workflows.yaml\n./f.txt\n", cp.stdout
+    details = dict(ps_details(ds, fresh))
+    assert details["commit"] == " (dirty)" and details["branch"] == "main", details
+
+    # A submodule is recorded by its commit, not followed.
+    inner = git_init(tmp_path / "inner")
+    (inner / "s.txt").write_text("s\n")
+    git(inner, "add", "-A")
+    git(inner, "commit", "-qm", "inner")
+    inner_head = subprocess.run(["git", "-C", str(inner), "rev-parse", "HEAD"],
+                                stdout=subprocess.PIPE, text=True).stdout.strip()
+    outer = git_init(tmp_path / "outer")
+    (outer / ".dstack").mkdir()
+    (outer / ".dstack" / "workflows.yaml").write_text(listing)
+    git(outer, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner), "lib")
+    git(outer, "add", "-A")
+    git(outer, "commit", "-qm", "outer")
+    cp = assert_ok(ds("run", "ls", cwd=outer))
+    assert cp.stdout == "./.dstack/workflows.yaml\n./.gitmodules\n", cp.stdout
+    assert ["submodule", f"lib {inner_head}"] in ps_details(ds, outer)
+
+    # A detached HEAD has no branch; a linked worktree is a checkout of its own.
+    git(outer, "checkout", "-q", "--detach")
+    assert_ok(ds("run", "ls", cwd=outer))
+    assert dict(ps_details(ds, outer))["branch"] == ""
+    git(outer, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "side")
+    (tmp_path / "wt" / "only-here.txt").write_text("w\n")
+    cp = assert_ok(ds("run", "ls", cwd=tmp_path / "wt"))
+    assert "./only-here.txt\n" in cp.stdout, cp.stdout
+    assert dict(ps_details(ds, tmp_path / "wt"))["branch"] == "side"
+
+
 def packs_size(ds):
     return sum(p.stat().st_size for p in (ds.home / "packs").rglob("*") if p.is_file())
 
