@@ -733,8 +733,11 @@ static int ps_run(const char *name)
 	cli_table_print(&ctx.table);
 	printf("\n");
 	cli_table_print(&jobs);
-	printf("\nprovider: %s\nargs: %s\nrepo: %s\nbranch: %s\ncommit: %s\n", run.provider,
-	       run.args, run.repo, run.branch, run.commit);
+	printf("\nprovider: %s", run.provider);
+	if (*run.provider_repo)
+		printf(" (%s at %s)", run.provider_repo, run.provider_commit);
+	printf("\nargs: %s\nrepo: %s\nbranch: %s\ncommit: %s\n", run.args, run.repo, run.branch,
+	       run.commit);
 	/* Each "PATH COMMIT" line: recorded, not in the snapshot. */
 	for (line = submodules.buf; line && *line; line = *end ? end + 1 : end) {
 		end = strchrnul(line, '\n');

@@ -490,7 +490,11 @@ int custom_provider_jobs(const struct run_context *ctx, const struct provider_de
 		error_errno(err, ret, "%s", root.buf);
 		goto out;
 	}
-	ret = store_tree_download(store, run->snapshot, dir.buf, err);
+	/* Another repository's provider runs in its checkout, moved here. */
+	if (ctx->provider_dir && rename(ctx->provider_dir, dir.buf) < 0)
+		ret = error_errno(err, -errno, "%s", dir.buf);
+	else if (!ctx->provider_dir)
+		ret = store_tree_download(store, run->snapshot, dir.buf, err);
 	if (ret < 0)
 		goto out;
 	workflow_file_json(&text, ctx->workflow, run, ctx->info, ctx->request->args,

@@ -229,6 +229,17 @@ struct container_spec {
 int container_script(const struct container_spec *c, const struct container_files *files,
 		     struct strbuf *script, struct error *err);
 
+/*
+ * Fetches url (once per call, one process at a time per URL) into its
+ * mirror under $DSTACK_HOME/providers and checks ref out into dest (NULL:
+ * the remote's default branch); commit_id gets the commit.  A commit id
+ * already mirrored serves when url cannot be reached: *said says so
+ * (remote.c).
+ */
+int remote_provider_checkout(struct store *store, const char *url, const char *ref,
+			     const char *dest, char commit_id[41], struct strbuf *said,
+			     struct error *err);
+
 /* Where a run's jobs run (backend.c). */
 enum run_backend {
 	BACKEND_HOST,
@@ -246,6 +257,9 @@ struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
 	enum run_backend backend;
 	bool docker_network;	/* its containers share the network dstack-RUN */
+	/* A provider from another repository: its checkout (moved into the
+	 * provider's folder when it runs); NULL: the run's snapshot. */
+	const char *provider_dir;
 	const struct runner_request *request;
 	const struct snapshot_info *info;
 	const struct workflow *workflow;

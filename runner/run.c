@@ -216,10 +216,6 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 	}
 	if (err->code)
 		ret = err->code;
-	else if (workflow->provider_repo)
-		ret = error_set(err, -EINVAL,
-				"workflow '%s': providers from other repositories are not supported yet",
-				workflow->name);
 	else
 		ret = provider_builtin_jobs(workflow->provider, &in, jobs, count, err);
 	for (i = 0; i < workflow->command_count; i++)
@@ -284,6 +280,74 @@ static size_t run_image_count(const struct job_spec *jobs, size_t count)
 	return images;
 }
 
+/* A provider from another repository, checked out for the run. */
+struct remote_provider {
+	struct strbuf dir;	/* the checkout, under $DSTACK_HOME/work */
+	struct provider_def_set defs;
+	char commit[41];
+};
+
+/* Makes a fresh folder from template (ending in XXXXXX), its parent too. */
+static int run_temp_dir(struct strbuf *template, struct error *err)
+{
+	char *slash = strrchr(template->buf, '/');
+	int ret;
+
+	*slash = '\0';
+	ret = fs_mkdir_p(template->buf, 0700);
+	*slash = '/';
+	if (ret == 0 && !mkdtemp(template->buf))
+		ret = -errno;
+	return ret < 0 ? error_errno(err, ret, "%s", template->buf) : 0;
+}
+
+/*
+ * Checks the workflow's provider repository out and finds its provider
+ * there (*def), checked as a local one is.  Errors name the URL.
+ */
+static int remote_provider_prepare(struct store *store, const struct runner_request *request,
+				   const struct workflow *workflow,
+				   struct remote_provider *remote,
+				   const struct provider_def **def, struct error *err)
+{
+	const char *url = workflow->provider_repo;
+	struct strbuf said = STRBUF_INIT;
+	int ret;
+
+	strbuf_addf(&remote->dir, "%s/work/provider.XXXXXX", store_home(store));
+	ret = run_temp_dir(&remote->dir, err);
+	if (ret == 0)
+		ret = remote_provider_checkout(store, url, workflow->provider_ref, remote->dir.buf,
+					       remote->commit, &said, err);
+	if (ret == 0 && said.len && request->warn)
+		request->warn(request->warn_ctx, said.buf);
+	strbuf_release(&said);
+	if (ret == 0 && provider_def_set_load(remote->dir.buf, &remote->defs, request->warn,
+					      request->warn_ctx, err) < 0) {
+		struct error why = *err;
+
+		error_clear(err);
+		ret = error_set(err, -EINVAL, "provider repository %s: %s", url, why.message);
+	}
+	if (ret == 0 && !remote->defs.file_count)
+		ret = error_set(err, -EINVAL, "provider repository %s has no .dstack/providers.yaml"
+				" (at %.12s)", url, remote->commit);
+	if (ret == 0 && !(*def = provider_def_set_find(&remote->defs, workflow->provider)))
+		ret = error_set(err, -EINVAL, "provider repository %s has no provider '%s' (at %.12s)",
+				url, workflow->provider, remote->commit);
+	if (ret == 0)
+		ret = custom_provider_validate(remote->dir.buf, *def, workflow, err);
+	return ret < 0 ? (err->code = -EINVAL) : 0;
+}
+
+static void remote_provider_release(struct remote_provider *remote)
+{
+	if (remote->dir.len)
+		fs_remove_tree(remote->dir.buf);
+	strbuf_release(&remote->dir);
+	provider_def_set_release(&remote->defs);
+}
+
 /* What a rerun runs again: a recorded run's workflow, args and snapshot. */
 struct rerun {
 	struct store_run of;
@@ -314,11 +378,9 @@ static int rerun_prepare(struct store *store, const struct runner_request *reque
 		return error_set(err, -EINVAL, "run %s: cannot read its args: %s", again->of.name,
 				 again->of.args);
 	strbuf_addf(&again->dir, "%s/work/rerun.XXXXXX", store_home(store));
-	ret = fs_mkdir_p(again->dir.buf, 0700);
-	if (ret == 0 && (rmdir(again->dir.buf) < 0 || !mkdtemp(again->dir.buf)))
-		ret = -errno;
+	ret = run_temp_dir(&again->dir, err);
 	if (ret < 0)
-		return error_errno(err, ret, "%s", again->dir.buf);
+		return ret;
 	ret = store_tree_download(store, again->of.snapshot, again->dir.buf, err);
 	if (ret < 0)
 		return ret;
@@ -359,6 +421,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct store_run_spec spec = { 0 };
 	struct store_ingest *ingest = NULL;
 	struct rerun again = { .dir = STRBUF_INIT };
+	struct remote_provider remote = { .dir = STRBUF_INIT };
 	struct error why = { 0 };
 	volatile sig_atomic_t stopping = 0, aborting = 0;
 	struct run_context ctx = { .store = store, .request = request, .info = &info,
@@ -402,7 +465,12 @@ int runner_run(struct store *store, const struct runner_request *request,
 	ctx.workflow = workflow;
 	/* A provider of the repository wins over a built-in of the same name. */
 	def = workflow->provider_repo ? NULL : provider_def_set_find(&defs, workflow->provider);
-	if (def)
+	if (workflow->provider_repo) {
+		ret = remote_provider_prepare(store, request, workflow, &remote, &def, err);
+		ctx.provider_dir = remote.dir.buf;
+		spec.provider_repo = workflow->provider_repo;
+		spec.provider_commit = remote.commit;
+	} else if (def)
 		ret = custom_provider_validate(info.root, def, workflow, err);
 	else
 		ret = runner_jobs(workflow, request->args, request->arg_count, &jobs, &count, err);
@@ -516,6 +584,7 @@ out:
 	workflow_set_release(&set);
 	snapshot_info_release(&info);
 	rerun_release(&again);
+	remote_provider_release(&remote);
 	free(args);
 	return ret;
 }

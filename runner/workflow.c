@@ -562,13 +562,13 @@ static int parse_name(struct loader *ld, struct workflow *wf,
 	return 0;
 }
 
-static const char *const provider_keys[] = { "repo", "name", NULL };
+static const char *const provider_keys[] = { "repo", "name", "ref", NULL };
 
 /* A provider's name, or {repo: URL, name: N} for one in another repository. */
 static int parse_provider(struct loader *ld, struct workflow *wf,
 			  const yaml_node_t *value)
 {
-	const yaml_node_t *repo = NULL, *name = NULL;
+	const yaml_node_t *repo = NULL, *name = NULL, *ref = NULL;
 	const yaml_node_pair_t *pair;
 	int ret;
 
@@ -584,6 +584,8 @@ static int parse_provider(struct loader *ld, struct workflow *wf,
 				repo = loader_node(ld, pair->value);
 			else if (!strcmp(scalar_text(key), "name"))
 				name = loader_node(ld, pair->value);
+			else if (!strcmp(scalar_text(key), "ref"))
+				ref = loader_node(ld, pair->value);
 			else
 				loader_warn_unknown(ld, key, "provider", provider_keys);
 		}
@@ -594,6 +596,8 @@ static int parse_provider(struct loader *ld, struct workflow *wf,
 		ret = string_value(ld, repo, "provider.repo", true, &wf->provider_repo);
 		if (!ret)
 			ret = string_value(ld, name, "provider.name", true, &wf->provider);
+		if (!ret && ref)
+			ret = string_value(ld, ref, "provider.ref", true, &wf->provider_ref);
 		return ret;
 	}
 	if (!scalar_text(value) || node_is_null(value) || !*scalar_text(value))
@@ -1039,6 +1043,7 @@ static void workflow_release(struct workflow *wf)
 	free(wf->name);
 	free(wf->provider);
 	free(wf->provider_repo);
+	free(wf->provider_ref);
 	free(wf->help);
 	for (i = 0; i < wf->command_count; i++)
 		free(wf->commands[i]);

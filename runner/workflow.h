@@ -49,6 +49,7 @@ struct workflow {
 	char *name;
 	char *provider;		/* built-in or providers.yaml name */
 	char *provider_repo;	/* provider: {repo: URL, name: N}, else NULL */
+	char *provider_ref;	/* its ref: (branch, tag or commit), else NULL */
 	char *help;
 	char **commands;
 	size_t command_count;

@@ -143,6 +143,9 @@ static const char *const catalog_migrations[] = {
 	"ALTER TABLE runs ADD COLUMN branch TEXT;",
 	/* 9: the submodules a snapshot left out, "PATH COMMIT" lines. */
 	"ALTER TABLE runs ADD COLUMN submodules TEXT;",
+	/* 10: a provider from another repository: its URL and commit. */
+	"ALTER TABLE runs ADD COLUMN provider_repo TEXT;"
+	"ALTER TABLE runs ADD COLUMN provider_commit TEXT;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
@@ -476,6 +479,9 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	snprintf(run->reason, sizeof(run->reason), "%s", sqlite3_column_text(stmt, 16));
 	run->snapshot = sqlite3_column_int64(stmt, 17);
 	snprintf(run->branch, sizeof(run->branch), "%s", sqlite3_column_text(stmt, 18));
+	snprintf(run->provider_repo, sizeof(run->provider_repo), "%s", sqlite3_column_text(stmt, 19));
+	snprintf(run->provider_commit, sizeof(run->provider_commit), "%s",
+		 sqlite3_column_text(stmt, 20));
 }
 
 int catalog_each(struct store *store, sqlite3_stmt *stmt,
@@ -534,7 +540,8 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 	stmt = catalog_stmt(store,
 			    "INSERT INTO runs(id, name, workflow, provider, args, status, submitted,"
 			    " repo, commit_hash, runner_pid, runner_started, snapshot, branch,"
-			    " submodules) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
+			    " submodules, provider_repo, provider_commit)"
+			    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", err);
 	if (!stmt)
 		return err->code;
 	sqlite3_bind_int64(stmt, 1, *id);
@@ -556,6 +563,10 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 		sqlite3_bind_text(stmt, 13, spec->branch, -1, SQLITE_STATIC);
 	if (spec->submodules && *spec->submodules)
 		sqlite3_bind_text(stmt, 14, spec->submodules, -1, SQLITE_STATIC);
+	if (spec->provider_repo) {
+		sqlite3_bind_text(stmt, 15, spec->provider_repo, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 16, spec->provider_commit, -1, SQLITE_STATIC);
+	}
 	rc = sqlite3_step(stmt);
 	sqlite3_reset(stmt);
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record run", err);

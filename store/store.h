@@ -90,6 +90,8 @@ struct store_run {
 	char reason[256];	/* why it failed, one line; empty: it did not */
 	int64_t snapshot;	/* the repository as it ran, a tree; 0: none */
 	char branch[256];	/* empty: none */
+	char provider_repo[512];	/* a provider from another repository; empty: none */
+	char provider_commit[41];
 };
 
 /* One job of a run. */
@@ -137,6 +139,9 @@ struct store_run_spec {
 	const char *branch;	/* NULL: none (a detached HEAD) */
 	/* The submodules the snapshot leaves out, "PATH COMMIT\n" each; NULL: none. */
 	const char *submodules;
+	/* A provider from another repository: its URL and the commit run. */
+	const char *provider_repo;
+	const char *provider_commit;
 };
 
 /* A new run in status "submitted" with job_count jobs numbered from 0. */

@@ -66,8 +66,8 @@ export HOME=$WORK/home GIT_CONFIG_NOSYSTEM=1 DSTACK_HOME=$WORK/dstack-home
 mkdir -p "$HOME"
 
 # The harness: `time OUT RUNS WARMUP FRESH LOG -- KEY DIR CMD... -- KEY DIR
-# CMD...` runs the tools in turns (each CMD in its DIR, FRESH emptied first),
-# WARMUP+RUNS turns, and writes "KEY n median p90" lines to OUT.
+# CMD...` runs the tools in turns, one run each (CMD in its DIR), FRESH emptied
+# before each turn; WARMUP+RUNS turns; writes "KEY n median p90" lines to OUT.
 cat >"$WORK/harness.py" <<'EOF'
 import math, os, shutil, statistics, subprocess, sys, time
 
@@ -81,9 +81,9 @@ def main(out, runs, warmup, fresh, log, spec):
     tools = [(t[0], t[1], t[2:]) for t in tools]
     times = {key: [] for key, _, _ in tools}
     for i in range(warmup + runs):
+        shutil.rmtree(fresh, ignore_errors=True)
+        os.mkdir(fresh)
         for key, cwd, cmd in tools:
-            shutil.rmtree(fresh, ignore_errors=True)
-            os.mkdir(fresh)
             with open(log, "wb") as err:
                 t0 = time.perf_counter_ns()
                 rc = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -128,7 +128,7 @@ for i in range(n):
     d = os.path.join(root, "d%03d" % (i // 100))
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "f%03d.txt" % (i % 100)), "w") as f:
-        f.writelines("file %06d line %02d %s\n" % (i, j, "abcdefghijklmnopqrstuvwxyz0123456789"[:42]) for j in range(16))
+        f.writelines("%-63s\n" % ("file %06d line %02d" % (i, j)) for j in range(16))
 EOF
 # As in a checkout in use, no file is as new as git's index (git re-reads
 # "racily clean" files on every status).
