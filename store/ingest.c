@@ -664,7 +664,9 @@ static int ingest_load_stat_cache(struct store_ingest *ingest, const char *root,
 		row->mtime = sqlite3_column_int64(stmt, 4);
 		row->ctime = sqlite3_column_int64(stmt, 5);
 		row->chunks = xmalloc(len);
-		memcpy(row->chunks, sqlite3_column_blob(stmt, 6), len);
+		/* An empty file has no chunks: its blob is NULL. */
+		if (len)
+			memcpy(row->chunks, sqlite3_column_blob(stmt, 6), len);
 		row->chunks_len = len;
 	}
 	sqlite3_reset(stmt);
