@@ -1158,6 +1158,11 @@ def test_cli_run_is_handed_to_the_daemon_and_outlives_the_cli(tree):
     wait_status(t, live)
     assert status(t, live) == "done\n"
     assert "last line" in t.ds.ok("logs", live).stdout
+    # `run --rerun` is handed over the same way.
+    cp = t.ds.ok("run", "--rerun", live, cwd=t.repo)
+    assert "last line" in cp.stdout, cp.stdout
+    again = [r["RUN"] for r in ps_all(t) if r["RUN"] != live]
+    assert len(again) == 1 and status(t, again[0]) == "done\n"
 
 
 def test_deps_are_bound_from_the_tree_and_written_out_without_it(tree):
