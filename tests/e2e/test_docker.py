@@ -520,13 +520,18 @@ def test_backend_through_the_tree(registry, ds, tmp_path):
                  timeout=30)
 
 
-def test_a_dead_runner_leaves_no_container(registry, ds, tmp_path):
-    repo, name, label = start_forever(registry, ds, tmp_path)
-    runner = subprocess.run(["pgrep", "-f", "run -d --backend docker forever"],
-                            stdout=subprocess.PIPE, text=True).stdout.split()
+def kill_runner(command):
+    """SIGKILL to the processes running `dstack COMMAND`: a runner dies."""
+    runner = subprocess.run(["pgrep", "-f", command], stdout=subprocess.PIPE,
+                            text=True).stdout.split()
     assert runner, "no runner process"
     for pid in runner:
         os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_dead_runner_leaves_no_container(registry, ds, tmp_path):
+    repo, name, label = start_forever(registry, ds, tmp_path)
+    kill_runner("run -d --backend docker forever")
     # The next command that looks finds the run orphaned and cleans up.
     assert run_rows(ds, repo)[name]["STATUS"] == "failed"
     assert containers(label) == [], "the dead runner's container is still there"
@@ -542,11 +547,7 @@ def test_a_dead_runner_leaves_no_provider_container(registry, ds, tmp_path):
     name = assert_ok(ds("run", "-d", "--backend", "docker", "slow", cwd=repo)).stdout.strip()
     label = f"dstack.run={name}"
     assert wait_for(lambda: containers(label), timeout=60), "the provider's container did not start"
-    runner = subprocess.run(["pgrep", "-f", "run -d --backend docker slow"],
-                            stdout=subprocess.PIPE, text=True).stdout.split()
-    assert runner, "no runner process"
-    for pid in runner:
-        os.kill(int(pid), signal.SIGKILL)
+    kill_runner("run -d --backend docker slow")
     assert run_rows(ds, repo)[name]["STATUS"] == "failed"
     assert containers(label) == [], "the dead runner's provider container is still there"
     assert "1 container(s) of the run removed" in ds("logs", name).stdout
