@@ -11,6 +11,8 @@
 #include "runner/runner.h"
 #include "runner/workflow.h"
 
+struct json;
+
 struct snapshot_info {
 	char *root;		/* the repository's working tree */
 	char *repo;		/* remote URL (origin, else the first), else root */
@@ -139,6 +141,17 @@ struct job_env {
 void job_env_set(struct job_env *env, const char *name, const char *value);
 void job_env_put(struct job_env *env, const char *var);	/* "K=V" */
 void job_env_release(struct job_env *env);
+/* Whether a variable's name (len bytes) says its value is a secret: KEY,
+ * *_KEY, or a name holding TOKEN, SECRET, PASSWORD, AUTH and the like. */
+bool env_name_is_secret(const char *name, size_t len);
+/* What a secret's value shows as in a spec. */
+#define ENV_MASK "***"
+/*
+ * Masks the values of secret variables in spec's "env" (an object of
+ * values, or a list of "NAME=VALUE"), for the spec.yaml files anyone who
+ * can read the tree sees.  The jobs themselves get the values.
+ */
+void env_mask_spec(struct json *spec);
 
 /* Output of job (or -1: the provider) of a run, on its way to the logs. */
 struct job_output {

@@ -684,6 +684,7 @@ int job_specs_record(struct store *store, int64_t run, const struct job_spec *jo
 		/* Ours, so it parses. */
 		ret = json_parse(json.buf, json.len, &value, err);
 		if (ret == 0) {
+			env_mask_spec(value);
 			json_add_yaml(&yaml, value);
 			ret = store_job_set_spec(store, run, (int)i, yaml.buf, err);
 		}

@@ -6,8 +6,7 @@
 #include <string.h>
 
 #include "lib/json.h"
-#include "runner/runner.h"
-#include "runner/workflow.h"
+#include "runner/internal.h"
 
 int runner_providers_each(const char *cwd,
 			  void (*fn)(void *ctx, const char *name, const char *file),
@@ -66,8 +65,10 @@ static int workflow_spec_yaml(const struct workflow *workflow, struct strbuf *ya
 	else
 		strbuf_addstr(&json, "}");
 	ret = json_parse(json.buf, json.len, &value, err);
-	if (ret == 0)
+	if (ret == 0) {
+		env_mask_spec(value);
 		json_add_yaml(yaml, value);
+	}
 	json_free(value);
 	strbuf_release(&json);
 	return ret;

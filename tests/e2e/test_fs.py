@@ -19,6 +19,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -433,6 +434,52 @@ def test_job_folder_holds_its_spec_yaml(tree):
 
 # --------------------------------------------------------------------------
 # 2. cat of status, info, logs, spec.yaml
+
+
+def test_secrets_in_env_are_masked_in_specs(tree):
+    # Anyone who may read the tree reads spec.yaml; the jobs still get the values.
+    t = tree
+    (t.repo / ".dstack" / "workflows").mkdir()
+    (t.repo / ".dstack" / "workflows" / "secrets.yaml").write_text(textwrap.dedent("""\
+        workflows:
+          - name: secrets
+            provider: bash
+            env:
+              API_TOKEN: tok-123
+              AWS_SECRET_ACCESS_KEY: aws-456
+              db_password: pw-789
+              GREETING: hello
+              MONKEY: banana
+            commands:
+              - echo "$API_TOKEN $db_password $GREETING"
+          - name: provided
+            provider: with-env
+        """))
+    # A provider's jobs carry env of their own, shown in jobs/N/spec.yaml.
+    (t.repo / ".dstack" / "providers.yaml").write_text(textwrap.dedent("""\
+        providers:
+          - name: with-env
+            commands:
+              - >-
+                echo '[{"commands": ["echo $HF_TOKEN"],
+                "env": {"HF_TOKEN": "hf-1", "SEED": "42"}}]' > "$DSTACK_JOBS"
+        """))
+    text = t.path("workflows", "secrets", "spec.yaml").read_text()
+    assert yaml.safe_load(text)["env"] == {
+        "API_TOKEN": "***", "AWS_SECRET_ACCESS_KEY": "***", "db_password": "***",
+        "GREETING": "hello", "MONKEY": "banana"}, text
+    name = start(t, "secrets")
+    assert wait_status(t, name) == "done"
+    assert "tok-123 pw-789 hello\n" in t.run(name, "logs").read_text()
+    for path in (t.path("workflows", "secrets", "spec.yaml"),
+                 t.run(name, "jobs", "0", "spec.yaml"), t.run(name, "info")):
+        text = path.read_text()
+        assert "tok-123" not in text and "aws-456" not in text and "pw-789" not in text
+    name = start(t, "provided")
+    assert wait_status(t, name) == "done", t.run(name, "logs").read_text()
+    job = yaml.safe_load(t.run(name, "jobs", "0", "spec.yaml").read_text())
+    assert sorted(job["env"]) == ["HF_TOKEN=***", "SEED=42"], job
+    assert "hf-1\n" in t.run(name, "logs").read_text()
 
 
 def test_cat_status_info_logs_and_spec(tree):
