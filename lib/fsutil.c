@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -268,6 +269,26 @@ int fs_fsync_dir(const char *path)
 	if (fsync(fd) < 0)
 		ret = -errno;
 	close(fd);
+	return ret;
+}
+
+int fs_path_within(const char *root, const char *path, char **resolved)
+{
+	char *real_root = realpath(root, NULL), *real = realpath(path, NULL);
+	size_t len = real_root ? strlen(real_root) : 0;
+	int ret;
+
+	if (!real_root || !real)
+		ret = -errno;
+	else
+		ret = !strncmp(real, real_root, len) &&
+		      (real[len] == '\0' || real[len] == '/' || !strcmp(real_root, "/"));
+	if (resolved && ret >= 0) {
+		*resolved = real;
+		real = NULL;
+	}
+	free(real_root);
+	free(real);
 	return ret;
 }
 

@@ -112,6 +112,12 @@ int fs_remove_tree(const char *path);
 /* fsync the directory at path, so renames and creations in it are durable. */
 int fs_fsync_dir(const char *path);
 /*
+ * Whether path, its symlinks followed, is root or lies under it: 1 or 0,
+ * *resolved (when not NULL) getting where it leads; -errno when either
+ * cannot be resolved.
+ */
+int fs_path_within(const char *root, const char *path, char **resolved);
+/*
  * When process pid started (clock ticks since boot), -1 if there is no
  * such process (or only its zombie): with its pid this names a process
  * even after pid reuse.

@@ -143,8 +143,9 @@ static void job_env_build(struct job_env *env, const struct job_slot *slot, bool
 }
 
 /*
- * Stores each artifact folder of a finished job.  A missing one is said
- * and, the first time, put in *missing (when not NULL and empty).
+ * Stores each artifact folder of a finished job.  A missing one, or one
+ * leading out of the job's folder, is said and, the first time, put in
+ * *missing (when not NULL and empty).
  */
 static int job_store_artifacts(struct store *store, struct job_output *out,
 			       const char *dir, const struct job_spec *spec,
@@ -152,8 +153,9 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 {
 	struct store_ingest *ingest;
 	struct strbuf path = STRBUF_INIT;
+	char *real = NULL;
 	size_t i;
-	int ret;
+	int within, ret;
 
 	if (!spec->artifact_count)
 		return 0;
@@ -173,6 +175,21 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 					    out->job, spec->artifacts[i].path);
 			continue;
 		}
+		/* A symlink the job left there must not take the store out of its folder. */
+		within = fs_path_within(dir, path.buf, &real);
+		if (within <= 0) {
+			job_output_say(out, "artifact path '%s' leads out of the job's folder%s%s%s:"
+				       " not stored", spec->artifacts[i].path, real ? " (to " : "",
+				       real ? real : "", real ? ")" : "");
+			if (missing && !missing->len)
+				strbuf_addf(missing, "job %d: artifact path '%s' leads out of the"
+					    " job's folder", out->job, spec->artifacts[i].path);
+			free(real);
+			real = NULL;
+			continue;
+		}
+		free(real);
+		real = NULL;
 		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
 		if (ret == 0)
 			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i].path,

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import (BIN, assert_error, assert_ok, assert_usage_error, git, git_init, no_process,
-                      parse_table, wait_for)
+from conftest import (BIN, assert_error, assert_ok, assert_usage_error, git, git_init,
+                      make_repo, no_process, parse_table, wait_for)
 
 
 @pytest.fixture
@@ -263,6 +263,63 @@ def test_snapshots_of_unusual_repositories(ds, tmp_path):
     cp = assert_ok(ds("run", "ls", cwd=tmp_path / "wt"))
     assert "./only-here.txt\n" in cp.stdout, cp.stdout
     assert dict(ps_details(ds, tmp_path / "wt"))["branch"] == "side"
+
+
+HOSTILE = """\
+workflows:
+  - name: escape
+    provider: bash
+    commands:
+      - rmdir out && ln -s /etc out
+    artifacts:
+      - out
+  - name: inside
+    provider: bash
+    commands:
+      - mkdir real && echo kept > real/f && rmdir out && ln -s real out
+    artifacts:
+      - out
+  - name: names
+    provider: bash
+    commands:
+      - printf x > "out/$(printf 'new\\nline')"
+      - printf y > "out/$(printf 'bad\\377\\376utf')"
+      - printf z > "out/$(printf '%0255d' 0)"
+      - d=out; for i in $(seq 300); do d=$d/d; done; mkdir -p $d && echo deep > $d/f
+      - ln -s /etc/passwd out/passwd-link
+    artifacts:
+      - out
+"""
+
+
+def test_artifacts_never_lead_the_store_out_of_the_job(ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", HOSTILE)
+    # A symlink left where an artifact folder was is not followed out.
+    cp = ds("run", "escape", cwd=repo)
+    assert_error(cp, "failed")
+    assert "artifact path 'out' leads out of the job's folder (to /etc): not stored" in cp.stdout
+    [run] = runs(ds, repo)
+    assert run["ARTIFACTS"] == "-"
+    # One that stays inside is stored as the folder it leads to.
+    assert_ok(ds("run", "inside", cwd=repo))
+    out = tmp_path / "inside"
+    assert_ok(ds("artifacts", "download", runs(ds, repo)[0]["RUN"], "-o", out, cwd=repo))
+    assert (out / "out" / "f").read_text() == "kept\n"
+
+
+def test_odd_names_deep_trees_and_symlinks_round_trip(ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", HOSTILE)
+    assert_ok(ds("run", "names", cwd=repo))
+    out = tmp_path / "dl"
+    assert_ok(ds("artifacts", "download", runs(ds, repo)[0]["RUN"], "-o", out, cwd=repo))
+    got = out / "out"
+    assert (got / "new\nline").read_bytes() == b"x"
+    assert (got / os.fsdecode(b"bad\xff\xfeutf")).read_bytes() == b"y"
+    assert (got / ("0" * 255)).read_bytes() == b"z"
+    assert (got.joinpath(*["d"] * 300) / "f").read_text() == "deep\n"
+    # A symlink is stored as one, pointing where it pointed, never followed.
+    assert os.readlink(got / "passwd-link") == "/etc/passwd"
+    assert_ok(ds("fsck", cwd=repo))
 
 
 def packs_size(ds):
