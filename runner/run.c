@@ -200,6 +200,11 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 				  " jobs on the host need paths relative to working_dir",
 				  artifact->position.file, artifact->position.line,
 				  artifact->position.column, workflow->name, artifact->path);
+		else if (!path_is_contained(artifact->path))
+			error_set(err, -EINVAL,
+				  "%s:%d:%d: workflow '%s': artifact '%s' leads out of working_dir",
+				  artifact->position.file, artifact->position.line,
+				  artifact->position.column, workflow->name, artifact->path);
 	}
 	in.commands = commands;
 	in.artifacts = artifacts;

@@ -267,6 +267,12 @@ def test_snapshots_of_unusual_repositories(ds, tmp_path):
 
 HOSTILE = """\
 workflows:
+  - name: up
+    provider: bash
+    commands:
+      - "true"
+    artifacts:
+      - ../up
   - name: escape
     provider: bash
     commands:
@@ -294,6 +300,11 @@ workflows:
 
 def test_artifacts_never_lead_the_store_out_of_the_job(ds, tmp_path):
     repo = make_repo(tmp_path / "repo", HOSTILE)
+    # A path going up is refused before anything runs.
+    assert_error(ds("run", "up", cwd=repo),
+                 ".dstack/workflows.yaml:7:9: workflow 'up': artifact '../up' leads out of"
+                 " working_dir")
+    assert runs(ds, repo, "-a") == []
     # A symlink left where an artifact folder was is not followed out.
     cp = ds("run", "escape", cwd=repo)
     assert_error(cp, "failed")
