@@ -388,8 +388,9 @@ static bool job_mounts_artifacts(const struct job_spec *spec)
 /*
  * A job of the docker backend: the script that runs it in its image.
  * The snapshot is the container's /workflow; deps are bound read-only.
- * The run's jobs share its network, each known by the name RUN-N.  The
- * GPUs claimed for it are handed to it.
+ * Its host name is RUN-N; a run of several containers shares a network
+ * where they reach each other by those names.  The GPUs claimed for it
+ * are handed to it.
  */
 static int job_docker_script(const struct job_slot *slot, const char *root, const char *dir,
 			     const struct artifact_names *ro, const struct container_files *files,
