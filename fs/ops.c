@@ -492,7 +492,7 @@ static int node_stat(struct fs *fs, struct store *store, const struct node *node
 	const struct view_entry *entry;
 	struct store_run run;
 	struct error err = { 0 };
-	uint64_t bytes;
+	uint64_t bytes = 0;
 	int ret = 0;
 
 	stat_init(fs, node, st);

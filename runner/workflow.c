@@ -39,6 +39,9 @@
  * exponentially large; copying a value into JSON stops at these bounds.
  */
 #define JSON_DEPTH_LIMIT 64
+/* Deeper nesting is refused before libyaml builds the document: its
+ * simple-key scan makes each level cost the whole file again. */
+#define YAML_DEPTH_LIMIT (JSON_DEPTH_LIMIT + 8)
 #define JSON_NODE_LIMIT 100000
 
 /*
@@ -1256,6 +1259,35 @@ static int loader_syntax_error(struct loader *ld, const yaml_parser_t *parser,
 typedef int loader_document_fn(struct loader *ld, const yaml_node_t *root);
 
 /*
+ * Refuses text nested deeper than YAML_DEPTH_LIMIT, reading events only.
+ * A syntax error is left to the load that follows, which reports it.
+ */
+static int loader_check_depth(struct loader *ld, const struct strbuf *text)
+{
+	yaml_parser_t parser;
+	yaml_event_t event;
+	int depth = 0, ret = 0;
+	bool done = false;
+
+	if (!yaml_parser_initialize(&parser))
+		return error_errno(ld->err, -ENOMEM, "%s", ld->file);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text->buf, text->len);
+	while (!done && ret == 0 && yaml_parser_parse(&parser, &event)) {
+		if (event.type == YAML_SEQUENCE_START_EVENT || event.type == YAML_MAPPING_START_EVENT)
+			depth++;
+		else if (event.type == YAML_SEQUENCE_END_EVENT || event.type == YAML_MAPPING_END_EVENT)
+			depth--;
+		done = event.type == YAML_STREAM_END_EVENT;
+		if (depth > YAML_DEPTH_LIMIT)
+			ret = loader_fail_at(ld, event.start_mark, "nested more than %d deep",
+					     YAML_DEPTH_LIMIT);
+		yaml_event_delete(&event);
+	}
+	yaml_parser_delete(&parser);
+	return ret;
+}
+
+/*
  * Loads the single document of the file at relative (to root) and hands
  * it to document_fn.  A file that is not there is nothing to load when
  * missing_ok, an error otherwise.
@@ -1293,6 +1325,9 @@ static int loader_file_load(struct loader *ld, const char *root,
 		ret = error_errno(ld->err, -ENOMEM, "%s", relative);
 		goto out;
 	}
+	ret = loader_check_depth(ld, &text);
+	if (ret)
+		goto out_parser;
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text.buf,
 				     text.len);
 	if (!yaml_parser_load(&parser, &document)) {

@@ -19,6 +19,9 @@
 #define CHUNK_MIN (256u * 1024)
 #define CHUNK_AVG (1024u * 1024)
 #define CHUNK_MAX (4u * 1024 * 1024)
+/* The largest block a pack record may hold: a reader refuses more before
+ * allocating, so a damaged header cannot ask for gigabytes. */
+#define PACK_BLOCK_MAX (2 * CHUNK_MAX)
 
 struct chunker {
 	size_t min, avg, max;

@@ -163,7 +163,7 @@ int pack_record_next(int fd, uint64_t size, uint64_t *pos,
 	record->stored = le32_get(header + 4);
 	record->block = le32_get(header + 8);
 	list_size = record->count * PACK_MEMBER_SIZE;
-	if (!record->count || record->count > BUNDLE_MEMBERS_MAX ||
+	if (!record->count || record->count > BUNDLE_MEMBERS_MAX || record->block > PACK_BLOCK_MAX ||
 	    size - *pos - PACK_RECORD_HEADER < list_size + record->stored)
 		return -EIO;
 	list = xmalloc(list_size);
@@ -420,7 +420,7 @@ static int object_read_block(struct store *store, const uint8_t *hash,
 			ret = -EIO;
 		goto out;
 	}
-	if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > 2 * CHUNK_MAX) {
+	if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > PACK_BLOCK_MAX) {
 		ret = error_set(err, -EIO, "object %s: impossible location in the catalog", hex);
 		goto out;
 	}

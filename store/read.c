@@ -25,11 +25,8 @@
 #define CHUNK_CACHE_CAPACITY (64u * 1024 * 1024)
 #define CHUNK_CACHE_MIN_BUCKETS 256
 
-/*
- * pack.c refuses any block larger: checking first keeps a bad record from
- * making us allocate gigabytes.
- */
-#define CHUNK_SIZE_LIMIT (2 * CHUNK_MAX)
+/* Checking first keeps a bad record from making us allocate gigabytes. */
+#define CHUNK_SIZE_LIMIT PACK_BLOCK_MAX
 
 enum cached_chunk_state {
 	CACHED_CHUNK_LOADING,

@@ -383,6 +383,11 @@ def test_bad_workflow_file_names_file_line_and_column(ds, repo):
         """))
     cp = ds("run", "bad", cwd=repo)
     assert_error(cp, ".dstack/workflows.yaml:6:", 'expected "workflow" or "tag"')
+    # Hostile nesting is refused as it is read (libyaml would take minutes).
+    (repo / ".dstack" / "workflows.yaml").write_text("workflows: " + "[" * 100000 +
+                                                     "]" * 100000 + "\n")
+    cp = ds("run", "bad", cwd=repo, timeout=10)
+    assert_error(cp, ".dstack/workflows.yaml:1:", "nested more than 72 deep")
 
 
 def test_unknown_provider_cannot_start(ds, repo):
