@@ -13,7 +13,7 @@ cd "$top"
 packages=(gcc pkg-config meson ninja-build libsqlite3-dev liblz4-dev libssl-dev
           libyaml-dev libgit2-dev libcurl4-openssl-dev libfuse3-dev fuse3 git curl
           python3 python3-pytest python3-yaml python3-venv python3-pip util-linux rsync
-          docker.io docker-registry busybox-static)
+          docker.io docker-registry busybox-static clang libclang-rt-14-dev)
 
 install_missing() {
 	local missing=() p

@@ -346,7 +346,7 @@ static int job_from_json(const struct json *object, size_t index, size_t total,
 	return 0;
 }
 
-static int jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
+int custom_jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
 			  size_t *count, struct error *err)
 {
 	struct json *root = NULL;
@@ -535,7 +535,7 @@ int custom_provider_jobs(const struct run_context *ctx, const struct provider_de
 	strbuf_reset(&text);
 	if (ret == 0 && fs_read_file(jobs_path.buf, &text) < 0)
 		ret = error_set(err, -EPROTO, "provider '%s' wrote no jobs to DSTACK_JOBS", def->name);
-	if (ret == 0 && jobs_from_json(text.buf ? text.buf : "", text.len, jobs, count, err) < 0) {
+	if (ret == 0 && custom_jobs_from_json(text.buf ? text.buf : "", text.len, jobs, count, err) < 0) {
 		struct error why = *err;
 
 		error_clear(err);

@@ -354,5 +354,8 @@ int custom_provider_validate(const char *root, const struct provider_def *def,
  */
 int custom_provider_jobs(const struct run_context *ctx, const struct provider_def *def,
 			 struct job_spec **jobs, size_t *count, struct error *err);
+/* The jobs of a provider's DSTACK_JOBS text (len bytes); errors name the field. */
+int custom_jobs_from_json(const char *text, size_t len, struct job_spec **jobs,
+			  size_t *count, struct error *err);
 
 #endif

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run-all.sh - every test against both builds: the C unit tests (meson
 # test) and the end-to-end suite (pytest on the real binary), first with
-# the plain build, then with AddressSanitizer and UBSan.  Ends with one
+# the plain build, then with AddressSanitizer and UBSan; then the fuzz
+# targets for FUZZ_SECONDS (20) each, one test a target.  Ends with one
 # line "N passed, N failed" and exits non-zero if anything failed.
 set -uo pipefail
 
@@ -24,8 +25,11 @@ for build in build build-asan; do
 		--junitxml="$results/e2e-$build.xml" tests/e2e || true
 done
 
+echo "== fuzz targets"
+tests/fuzz/run.sh "${FUZZ_SECONDS:-20}" | tee "$results/fuzz.txt" || true
+
 /usr/bin/python3 - "$results" <<'PY'
-import glob, json, os, sys
+import glob, json, os, re, sys
 import xml.etree.ElementTree as ET
 passed = failed = skipped = 0
 for path in glob.glob(os.path.join(sys.argv[1], "unit-*.json")):
@@ -45,6 +49,18 @@ for path in glob.glob(os.path.join(sys.argv[1], "e2e-*.xml")):
         passed += total - bad - skip
         failed += bad
         skipped += skip
+fuzz_targets = 0
+for line in open(os.path.join(sys.argv[1], "fuzz.txt")):
+    match = re.match(r"fuzz-[\w-]+: \d+ executions, (.*)", line)
+    if match:
+        fuzz_targets += 1
+        if match.group(1) == "ok":
+            passed += 1
+        else:
+            failed += 1
+if not fuzz_targets:
+    print("tests: the fuzz targets did not run", file=sys.stderr)
+    failed += 1
 for name in ("unit-build.json", "unit-build-asan.json", "e2e-build.xml", "e2e-build-asan.xml"):
     if not os.path.exists(os.path.join(sys.argv[1], name)):
         print("tests: %s did not run" % name, file=sys.stderr)

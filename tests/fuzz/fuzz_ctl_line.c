@@ -1,0 +1,44 @@
+/*
+ * fuzz_ctl_line.c - libFuzzer target for shell_split, the parser of lines
+ * written to the tree's ctl files.  Besides memory errors it checks the
+ * round trip the CLI and the daemon rely on: words quoted with
+ * strbuf_add_shell_word and joined by spaces split back to the same words.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/lib.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct strbuf line = STRBUF_INIT, joined = STRBUF_INIT;
+	char **words, **back;
+	size_t i, count, back_count;
+
+	/* libFuzzer's bytes are not NUL-terminated; a ctl line never holds NUL. */
+	strbuf_add(&line, data, size);
+	if (shell_split(line.buf, &words, &count) < 0) {
+		strbuf_release(&line);
+		return 0;
+	}
+	for (i = 0; i < count; i++) {
+		if (i)
+			strbuf_addstr(&joined, " ");
+		strbuf_add_shell_word(&joined, words[i]);
+	}
+	if (shell_split(joined.buf ? joined.buf : "", &back, &back_count) < 0)
+		abort();
+	if (back_count != count)
+		abort();
+	for (i = 0; i < count; i++)
+		if (strcmp(words[i], back[i]))
+			abort();
+	shell_words_free(back, back_count);
+	shell_words_free(words, count);
+	strbuf_release(&joined);
+	strbuf_release(&line);
+	return 0;
+}
