@@ -162,6 +162,8 @@ struct job_output {
 	struct strbuf pending;	/* bytes of one fd, pending_fd, wait to be logged */
 	int pending_fd;
 	struct strbuf frames;	/* the start of a frame of job_output_frames */
+	struct strbuf line;	/* an unfinished line of line_fd, for the caller */
+	int line_fd;
 	struct error err;
 };
 /* Output of the job's stream fd (1 or 2). */

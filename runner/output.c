@@ -3,7 +3,9 @@
  * it comes and kept in the run's logs, flushed when 64 KiB pile up or the
  * output pauses (host_job_run ticks every HOST_TICK_MS), so a crash loses
  * under a second of it.  Each log piece is of one stream: a change of
- * stream flushes.
+ * stream flushes.  The caller hears whole lines where it can, so that the
+ * lines of jobs running side by side do not cut into each other; a line
+ * still unfinished goes out at the next flush.
  */
 #include <string.h>
 #include <unistd.h>
@@ -13,10 +15,20 @@
 /* Log bytes wait here until this many pile up or a tick passes. */
 #define LOG_FLUSH_BYTES (64u * 1024)
 
+/* Hands the caller what waits for the end of its line. */
+static void job_output_pass_line(struct job_output *out)
+{
+	if (out->line.len && out->request->output)
+		out->request->output(out->request->output_ctx, out->line_fd, out->line.buf,
+				     out->line.len);
+	strbuf_reset(&out->line);
+}
+
 int job_output_flush(struct job_output *out)
 {
 	int ret;
 
+	job_output_pass_line(out);
 	if (!out->pending.len)
 		return 0;
 	ret = store_log_append(out->store, out->run, out->job, out->pending_fd ? out->pending_fd : 1,
@@ -33,9 +45,23 @@ int job_output_tick(void *ctx)
 int job_output_write(void *ctx, int fd, const void *data, size_t len)
 {
 	struct job_output *out = ctx;
+	const char *end;
 
-	if (out->request->output)
-		out->request->output(out->request->output_ctx, fd, data, len);
+	if (out->request->output) {
+		if (fd != out->line_fd)
+			job_output_pass_line(out);
+		out->line_fd = fd;
+		strbuf_add(&out->line, data, len);
+		end = memrchr(out->line.buf, '\n', out->line.len);
+		if (end) {
+			size_t whole = (size_t)(end - out->line.buf) + 1;
+
+			out->request->output(out->request->output_ctx, fd, out->line.buf, whole);
+			memmove(out->line.buf, out->line.buf + whole, out->line.len - whole);
+			out->line.len -= whole;
+			out->line.buf[out->line.len] = '\0';
+		}
+	}
 	if (fd != out->pending_fd && job_output_flush(out) < 0)
 		return out->err.code;
 	out->pending_fd = fd;
@@ -70,6 +96,7 @@ int job_output_frames(void *ctx, int fd, const void *data, size_t len)
 
 void job_output_release(struct job_output *out)
 {
+	strbuf_release(&out->line);
 	strbuf_release(&out->pending);
 	strbuf_release(&out->frames);
 }
