@@ -217,8 +217,7 @@ static void json_add_number(struct strbuf *out, double number)
 	strbuf_addstr(out, buf);
 }
 
-/* Writes value as compact JSON: for messages that quote schema values. */
-static void json_write(struct strbuf *out, const struct json *value)
+void json_add_value(struct strbuf *out, const struct json *value)
 {
 	size_t i;
 
@@ -240,7 +239,7 @@ static void json_write(struct strbuf *out, const struct json *value)
 		for (i = 0; i < value->count; i++) {
 			if (i)
 				strbuf_addstr(out, ",");
-			json_write(out, &value->items[i]);
+			json_add_value(out, &value->items[i]);
 		}
 		strbuf_addstr(out, "]");
 		break;
@@ -251,7 +250,7 @@ static void json_write(struct strbuf *out, const struct json *value)
 				strbuf_addstr(out, ",");
 			json_add_string(out, value->keys[i]);
 			strbuf_addstr(out, ":");
-			json_write(out, &value->items[i]);
+			json_add_value(out, &value->items[i]);
 		}
 		strbuf_addstr(out, "}");
 		break;
@@ -970,7 +969,7 @@ static int check_enum(struct validator *vd, const struct json *choices,
 	for (i = 0; i < choices->count; i++) {
 		if (i)
 			strbuf_addstr(&list, ", ");
-		json_write(&list, &choices->items[i]);
+		json_add_value(&list, &choices->items[i]);
 	}
 	ret = validate_fail(vd, "must be one of %s",
 			    choices->count ? list.buf : "nothing (empty enum)");
@@ -1118,7 +1117,7 @@ static void yaml_add_block(struct strbuf *out, const struct json *value, int ind
 		if (value->type == JSON_ARRAY) {
 			strbuf_addstr(out, "- ");
 			if (yaml_is_scalar(item)) {
-				json_write(out, item);
+				json_add_value(out, item);
 				strbuf_addstr(out, "\n");
 			} else {
 				/* The item's first line follows its dash. */
@@ -1129,7 +1128,7 @@ static void yaml_add_block(struct strbuf *out, const struct json *value, int ind
 		yaml_add_key(out, value->keys[i]);
 		if (yaml_is_scalar(item)) {
 			strbuf_addstr(out, ": ");
-			json_write(out, item);
+			json_add_value(out, item);
 			strbuf_addstr(out, "\n");
 		} else {
 			strbuf_addstr(out, ":\n");
@@ -1141,7 +1140,7 @@ static void yaml_add_block(struct strbuf *out, const struct json *value, int ind
 void json_add_yaml(struct strbuf *out, const struct json *value)
 {
 	if (yaml_is_scalar(value)) {
-		json_write(out, value);
+		json_add_value(out, value);
 		strbuf_addstr(out, "\n");
 		return;
 	}

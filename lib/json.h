@@ -41,6 +41,8 @@ const struct json *json_get(const struct json *object, const char *key);
  * the output always parses.
  */
 void json_add_string(struct strbuf *out, const char *s);
+/* Appends value as compact JSON (numbers as short as reads back the same). */
+void json_add_value(struct strbuf *out, const struct json *value);
 /* Appends ,"key":[...] of count strings (an object's next field). */
 void json_add_strings_field(struct strbuf *out, const char *key, char *const *items,
 			    size_t count);

@@ -1,9 +1,8 @@
 /*
  * fuzz_json.c - libFuzzer target for json_parse, which reads what
  * providers write (DSTACK_JOBS) and what schemas turn into.  A parsed
- * tree is written back as JSON (strings through json_add_string, the
- * quoting every JSON writer of dstack uses) and must parse to the same
- * tree; it is also written as YAML (spec.yaml) and used as a schema for
+ * tree is written back as JSON (json_add_value, the writer that quotes
+ * schema values in messages) and must parse to the same tree; it is also written as YAML (spec.yaml) and used as a schema for
  * itself, since provider schemas are user input too.
  */
 #include <math.h>
@@ -17,41 +16,6 @@
 #include "lib/lib.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void fuzz_json_write(struct strbuf *out, const struct json *value)
-{
-	size_t i;
-
-	switch (value->type) {
-	case JSON_NULL:
-		strbuf_addstr(out, "null");
-		break;
-	case JSON_BOOL:
-		strbuf_addstr(out, value->boolean ? "true" : "false");
-		break;
-	case JSON_NUMBER:
-		/* 17 significant digits give back the same double. */
-		strbuf_addf(out, "%.17g", value->number);
-		break;
-	case JSON_STRING:
-		json_add_string(out, value->string);
-		break;
-	case JSON_ARRAY:
-	case JSON_OBJECT:
-		strbuf_addstr(out, value->type == JSON_ARRAY ? "[" : "{");
-		for (i = 0; i < value->count; i++) {
-			if (i)
-				strbuf_addstr(out, ",");
-			if (value->type == JSON_OBJECT) {
-				json_add_string(out, value->keys[i]);
-				strbuf_addstr(out, ":");
-			}
-			fuzz_json_write(out, &value->items[i]);
-		}
-		strbuf_addstr(out, value->type == JSON_ARRAY ? "]" : "}");
-		break;
-	}
-}
 
 static bool fuzz_json_equal(const struct json *a, const struct json *b)
 {
@@ -89,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (json_parse((const char *)data, size, &value, &err) < 0)
 		return 0;
-	fuzz_json_write(&text, value);
+	json_add_value(&text, value);
 	if (json_parse(text.buf, text.len, &back, &err) < 0) {
 		fprintf(stderr, "written back, it does not parse: %s\n%s\n", err.message, text.buf);
 		abort();
