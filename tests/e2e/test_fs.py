@@ -436,6 +436,35 @@ def test_job_folder_holds_its_spec_yaml(tree):
 # 2. cat of status, info, logs, spec.yaml
 
 
+def test_a_hundred_runs_started_at_once_through_ctl(tree):
+    # Issue 7's load: several writers at once, 25 lines each; every run
+    # gets a name of its own, runs to its end, and none is lost.
+    t = tree
+    names, errors = [], []
+
+    def writer(w):
+        code, answer = ctl(t.path("ctl"), "".join(f"print-args {w} {i}\n" for i in range(25)))
+        if code:
+            errors.append((w, code, answer))
+        names.extend(answer)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert len(names) == 100 and len(set(names)) == 100, names
+    assert all(RUN_NAME.match(name) for name in names), names
+    for name in names:
+        wait_status(t, name, timeout=300)
+    statuses = {name: status(t, name).strip() for name in names}
+    assert set(statuses.values()) == {"done"}, statuses
+    listed = {r["RUN"] for r in ps_all(t)}
+    assert set(names) <= listed
+    assert_ok(t.ds("fsck", cwd=t.repo, timeout=120))
+
+
 def test_secrets_in_env_are_masked_in_specs(tree):
     # Anyone who may read the tree reads spec.yaml; the jobs still get the values.
     t = tree
