@@ -89,8 +89,8 @@ WORKFLOWS = """\
         provider: bash
         commands:
           - mkdir -p ckpt/sub
-          - echo "epoch 1" > ckpt/train.log
           - ln -s train.log ckpt/latest
+          - echo "epoch 1" > ckpt/train.log
           - until [ -e /tmp/dstack-live-go.%(token)d ]; do sleep 0.05; done
           - echo "epoch 2" >> ckpt/train.log
           - echo two > ckpt/sub/epoch2.txt
