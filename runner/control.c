@@ -6,6 +6,7 @@
  * stops the run as Ctrl-C would (SIGTERM) or aborts it (SIGUSR1).  Pids
  * are reused, so the start time must match too.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -118,6 +119,33 @@ void run_docker_cleanup(const struct store_run *run, struct strbuf *said)
 }
 
 /*
+ * Removes the folders the dead runner's jobs and provider worked in
+ * (work/RUN-N, work/RUN-provider): a living runner removes each as its
+ * job ends, a dead one left them to fill the disk.
+ */
+static void orphan_remove_folders(struct store *store, const struct store_run *run)
+{
+	struct strbuf work = STRBUF_INIT, path = STRBUF_INIT;
+	size_t len = strlen(run->name);
+	struct dirent *entry;
+	DIR *dir;
+
+	strbuf_addf(&work, "%s/work", store_home(store));
+	dir = opendir(work.buf);
+	while (dir && (entry = readdir(dir))) {
+		if (strncmp(entry->d_name, run->name, len) || entry->d_name[len] != '-')
+			continue;
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/%s", work.buf, entry->d_name);
+		fs_remove_tree(path.buf);
+	}
+	if (dir)
+		closedir(dir);
+	strbuf_release(&work);
+	strbuf_release(&path);
+}
+
+/*
  * Marks a run whose runner is gone failed, with its unfinished jobs, and
  * ends their processes, saying so in its logs.
  */
@@ -133,6 +161,8 @@ static int runner_mark_orphan(struct store *store, const struct store_run *run,
 	ret = store_run_jobs(store, run->id, orphan_job_end, &orphans, err);
 	if (ret == 0 && (orphans.images || !orphans.job_count))
 		run_docker_cleanup(run, &orphans.said);
+	if (ret == 0)
+		orphan_remove_folders(store, run);
 	if (ret == 0)
 		ret = store_log_append(store, run->id, -1, STDOUT_FILENO, orphans.said.buf, orphans.said.len, err);
 	for (i = 0; i < orphans.live_count && ret == 0; i++)

@@ -1,0 +1,248 @@
+"""SIGKILL at hundreds of points of the ingest, run and gc paths.
+
+tests/fault/fault.c, preloaded, counts a dstack process's changes to files
+(each write, sync, rename, unlink, truncate, mkdir) and kills it with
+SIGKILL at the Nth, before the change is made.  A first, uncut pass counts
+the changes a path makes; then the path is cut at points spread over that
+count: in chunk and pack writes, between an object's fsync and the
+catalog's commit, inside SQLite's journal writes, in log appends, in the
+job's folder, in gc's unlinks.  After every cut:
+
+- `dstack fsck` finds the store consistent;
+- every run that reached done reads back byte for byte (artifacts and logs);
+- the cut run is either whole or, once anything looks at it, marked failed
+  with the reason that its runner is gone, and its job folders are gone;
+- the next command works.
+
+DSTACK_KILL_POINTS_SCALE scales the number of cuts: 240 on the plain build,
+an eighth of them on the sanitized one, where each command costs several
+plain ones and what is sought is a memory error on a recovery path.
+"""
+import os
+import random
+import signal
+
+import pytest
+
+from conftest import (BIN, MiB, RUN_NAME, assert_ok, assert_same_snapshot,
+                      describe, git, make_repo, parse_table, snapshot,
+                      write_random)
+
+FAULT_LIB = BIN.parent.parent / "tests" / "libdstack-fault.so"
+SANITIZED = "asan" in BIN.parent.parent.name
+SCALE = float(os.environ.get("DSTACK_KILL_POINTS_SCALE", 0.12 if SANITIZED else 1.0))
+
+
+def fault_env(**settings):
+    """The environment that preloads the fault library with settings
+    (kill_at=N, count=FILE, eio=TEXT)."""
+    env = {"LD_PRELOAD": str(FAULT_LIB)}
+    for key, value in settings.items():
+        env[f"DSTACK_FAULT_{key.upper()}"] = str(value)
+    # The library stands in front of the sanitizer's runtime, on purpose.
+    env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    return env
+
+
+def count_changes(ds, tmp_path, *args, cwd=None):
+    """Runs args uncut; returns how many changes to files it made."""
+    report = tmp_path / "changes"
+    assert_ok(ds(*args, cwd=cwd, env=fault_env(count=report)))
+    return int(report.read_text())
+
+
+def kill_points(total, wanted):
+    """wanted points spread evenly over 1..total (all of them if fewer)."""
+    wanted = max(1, int(wanted * SCALE))
+    if total <= wanted:
+        return list(range(1, total + 1))
+    return sorted({1 + (total - 1) * i // (wanted - 1) for i in range(wanted)})
+
+
+def cut(ds, point, *args, cwd=None):
+    """Runs args, killed at its point-th change; True if it was killed."""
+    cp = ds(*args, cwd=cwd, env=fault_env(kill_at=point))
+    assert cp.returncode in (0, -signal.SIGKILL), describe(cp)
+    return cp.returncode == -signal.SIGKILL
+
+
+def assert_fsck_clean(ds, where):
+    cp = ds("fsck", timeout=300)
+    assert cp.returncode == 0 and cp.stdout == "" and cp.stderr == "", \
+        f"{where}\n" + describe(cp)
+
+
+def assert_reads_back(ds, spec, want, out, where):
+    """spec's one artifact (a folder stored by `tags add -a`) is want."""
+    cp = ds("artifacts", "download", spec, "-o", out)
+    assert cp.returncode == 0, f"{where}\n" + describe(cp)
+    [artifact] = os.listdir(out)
+    assert_same_snapshot(want, snapshot(out / artifact), where)
+
+
+def test_kill_points_in_ingest(ds, tmp_path):
+    rng = random.Random(7)
+    base = tmp_path / "base"
+    write_random(base / "b.bin", 2 * MiB, seed=1)
+    (base / "t.txt").write_text("base\n")
+    os.symlink("t.txt", base / "link")
+    ds.add("base", base)
+    want_base = snapshot(base)
+
+    data = tmp_path / "data"
+
+    def fresh_data():
+        # New bytes every time: the ingest has chunks and packs to write,
+        # not only references to ones stored before.
+        write_random(data / "big.bin", MiB + rng.randrange(4096), seed=rng.random())
+        for i in range(12):
+            (data / "small" / f"{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+            (data / "small" / f"{i}.txt").write_text(f"{rng.random()}\n" * (i + 1))
+        return snapshot(data)
+
+    fresh_data()
+    total = count_changes(ds, tmp_path, "tags", "add", "counted", "-a", data)
+    points = kill_points(total, 80)
+    killed = 0
+    for n, point in enumerate(points):
+        want = fresh_data()
+        tag = f"cut{n}"
+        where = f"ingest killed at change {point} of {total}"
+        killed += cut(ds, point, "tags", "add", tag, "-a", data)
+        assert_fsck_clean(ds, where)
+        assert_reads_back(ds, ":base", want_base, tmp_path / f"base{n}", where)
+        # The tag names a whole run or none: the commit is the last step.
+        if tag in {row["TAG"] for row in parse_table(ds.ok("tags", "list").stdout)}:
+            assert_reads_back(ds, f":{tag}", want, tmp_path / f"got{n}", where)
+    # The store takes the next ingest, and its temp files are gone.
+    want = fresh_data()
+    ds.add("after", data)
+    assert_reads_back(ds, ":after", want, tmp_path / "after", "after the cuts")
+    assert ds.tmp_entries() == []
+    print(f"ingest: {killed} kills of {len(points)} points over {total} changes")
+    assert killed >= len(points) - 2
+
+
+WORKFLOWS = """\
+    workflows:
+      - name: make
+        provider: bash
+        commands:
+          - echo "making $RUN_NAME"
+          - mkdir -p out
+          - seq 1 20000 | sed "s/\\$/ $RUN_NAME/" > out/lines.txt
+          - cp blob.bin out/
+          - echo "made $RUN_NAME"
+        artifacts:
+          - out
+
+      - name: use
+        provider: bash
+        deps:
+          - workflow: make
+        commands:
+          - echo "using $(tail -n 1 out/lines.txt)"
+          - mkdir -p used
+          - cp out/lines.txt used/copy.txt
+        artifacts:
+          - used
+    """
+
+
+def expected_lines(name):
+    return "".join(f"{i} {name}\n" for i in range(1, 20001)).encode()
+
+
+def test_kill_points_in_runs(ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", WORKFLOWS)
+    write_random(repo / "blob.bin", 256 * 1024, seed=3)
+    git(repo, "add", "blob.bin")
+    git(repo, "commit", "-q", "-m", "blob")
+    blob = (repo / "blob.bin").read_bytes()
+    assert_ok(ds("run", "make", cwd=repo))
+    totals = {wf: count_changes(ds, tmp_path, "run", wf, cwd=repo) for wf in ("make", "use")}
+    points = [(wf, p) for wf in ("make", "use") for p in kill_points(totals[wf], 60)]
+
+    def runs():
+        return parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)
+
+    def check_run(run, where):
+        """A done run reads back whole; a cut one says its runner is gone."""
+        name = run["RUN"]
+        if run["STATUS"] == "failed":
+            details = assert_ok(ds("ps", name, cwd=repo)).stdout
+            assert "reason: its runner (pid" in details and "is gone" in details, \
+                f"{where}\n{details}"
+            return
+        assert run["STATUS"] == "done", f"{where}: {run}"
+        out = tmp_path / "check" / name
+        assert_ok(ds("artifacts", "download", name, "-o", out))
+        logs = assert_ok(ds("logs", name)).stdout
+        if run["WORKFLOW"] == "make":
+            assert (out / "out" / "lines.txt").read_bytes() == expected_lines(name), where
+            assert (out / "out" / "blob.bin").read_bytes() == blob, where
+            assert logs == f"making {name}\nmade {name}\n", f"{where}\n{logs}"
+        else:
+            made = (out / "used" / "copy.txt").read_bytes()
+            source = made.split(b"\n")[0].split(b" ")[1].decode()
+            assert RUN_NAME.match(source) and made == expected_lines(source), where
+            assert logs == f"using 20000 {source}\n", f"{where}\n{logs}"
+
+    checked = set()
+    killed = 0
+    for wf, point in points:
+        where = f"run {wf} killed at change {point} of {totals[wf]}"
+        killed += cut(ds, point, "run", wf, cwd=repo)
+        # ps looks at the runs, so the cut one is marked failed by now.
+        listed = runs()
+        assert all(r["STATUS"] in ("done", "failed") for r in listed), f"{where}: {listed}"
+        for run in listed:
+            if run["RUN"] not in checked:
+                check_run(run, where)
+                checked.add(run["RUN"])
+        # The dead runner's job folders went with it.
+        assert os.listdir(ds.home / "work") == [], f"{where}: {os.listdir(ds.home / 'work')}"
+        assert_fsck_clean(ds, where)
+    # Every run still reads back after all the cuts, and the next run works.
+    for run in runs():
+        check_run(run, "after the cuts")
+    assert_ok(ds("run", "use", cwd=repo))
+    print(f"runs: {killed} kills of {len(points)} points over {totals} changes")
+    assert killed >= len(points) - 4
+
+
+def test_kill_points_in_gc(ds, tmp_path):
+    rng = random.Random(11)
+    keep = tmp_path / "keep"
+    write_random(keep / "k.bin", MiB, seed=5)
+    ds.add("keep", keep)
+    want_keep = snapshot(keep)
+
+    def make_garbage(n):
+        """Three runs, two of them deleted: gc has packs and rows to remove."""
+        names = []
+        for i in range(3):
+            junk = tmp_path / "junk"
+            write_random(junk / "j.bin", 256 * 1024 + rng.randrange(4096), seed=rng.random())
+            names.append(ds.add(f"junk{n}-{i}", junk))
+        for i in range(2):
+            ds.ok("tags", "delete", f"junk{n}-{i}")
+            ds.ok("rm", names[i])
+
+    make_garbage("counted")
+    total = count_changes(ds, tmp_path, "gc")
+    points = kill_points(total, 40)
+    killed = 0
+    for n, point in enumerate(points):
+        make_garbage(n)
+        where = f"gc killed at change {point} of {total}"
+        killed += cut(ds, point, "gc")
+        assert_fsck_clean(ds, where)
+        assert_reads_back(ds, ":keep", want_keep, tmp_path / f"keep{n}", where)
+        assert_reads_back(ds, f":junk{n}-2", snapshot(tmp_path / "junk"),
+                          tmp_path / f"junk{n}", where)
+    # A whole gc afterwards leaves only what runs reach.
+    assert_ok(ds("gc"))
+    assert_fsck_clean(ds, "after the last gc")
+    print(f"gc: {killed} kills of {len(points)} points over {total} changes")
+    assert killed >= len(points) - 2
