@@ -48,6 +48,21 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
+# tests/fault/fault.c, built beside the binary: see its header.
+FAULT_LIB = BIN.parent.parent / "tests" / "libdstack-fault.so"
+
+
+def fault_env(**settings):
+    """The environment that preloads the fault library with settings
+    (kill_at=N, count=FILE, eio=TEXT)."""
+    env = {"LD_PRELOAD": str(FAULT_LIB)}
+    for key, value in settings.items():
+        env[f"DSTACK_FAULT_{key.upper()}"] = str(value)
+    # The library stands in front of the sanitizer's runtime, on purpose.
+    env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    return env
+
+
 def run(args, home=None, cwd=None, env=None, timeout=120, input=None,
         wrap=(), extra=()):
     """Runs dstack with args; returns a CompletedProcess with text output.
@@ -131,8 +146,8 @@ class Dstack:
         assert_error(cp, *needles, rc=rc, allow_warnings=allow_warnings)
         return cp
 
-    def popen(self, *args, **kw):
-        env = dict(os.environ)
+    def popen(self, *args, env=None, **kw):
+        env = dict(os.environ, **(env or {}))
         env["DSTACK_HOME"] = str(self.home)
         proc = subprocess.Popen([str(BIN)] + [str(a) for a in args], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,

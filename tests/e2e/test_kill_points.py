@@ -21,27 +21,15 @@ plain ones and what is sought is a memory error on a recovery path.
 import os
 import random
 import signal
-
-import pytest
+import subprocess
 
 from conftest import (BIN, MiB, RUN_NAME, assert_ok, assert_same_snapshot,
-                      describe, git, make_repo, parse_table, snapshot,
-                      write_random)
+                      describe, fault_env, git, make_repo, parse_table, snapshot,
+                      wait_for, write_random)
+from test_fs import is_mounted
 
-FAULT_LIB = BIN.parent.parent / "tests" / "libdstack-fault.so"
 SANITIZED = "asan" in BIN.parent.parent.name
 SCALE = float(os.environ.get("DSTACK_KILL_POINTS_SCALE", 0.12 if SANITIZED else 1.0))
-
-
-def fault_env(**settings):
-    """The environment that preloads the fault library with settings
-    (kill_at=N, count=FILE, eio=TEXT)."""
-    env = {"LD_PRELOAD": str(FAULT_LIB)}
-    for key, value in settings.items():
-        env[f"DSTACK_FAULT_{key.upper()}"] = str(value)
-    # The library stands in front of the sanitizer's runtime, on purpose.
-    env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
-    return env
 
 
 def count_changes(ds, tmp_path, *args, cwd=None):
@@ -245,4 +233,61 @@ def test_kill_points_in_gc(ds, tmp_path):
     assert_ok(ds("gc"))
     assert_fsck_clean(ds, "after the last gc")
     print(f"gc: {killed} kills of {len(points)} points over {total} changes")
+    assert killed >= len(points) - 2
+
+
+def test_kill_points_in_the_daemon(ds, tmp_path):
+    # The daemon runs what ctl starts: cut it while it serves two runs,
+    # then mount again, as a user whose machine went down would.
+    repo = make_repo(tmp_path / "repo", WORKFLOWS)
+    write_random(repo / "blob.bin", 64 * 1024, seed=4)
+    git(repo, "add", "blob.bin")
+    git(repo, "commit", "-q", "-m", "blob")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+
+    def serve(env):
+        """Mounts in the foreground, starts make then use through ctl,
+        waits for their end or the daemon's; True if it was killed."""
+        daemon = ds.popen("mount", "-f", mnt, cwd=repo, env=env)
+        try:
+            assert wait_for(lambda: is_mounted(mnt) or daemon.poll() is not None, timeout=30)
+            for workflow in ("make", "use"):
+                try:
+                    (mnt / "ctl").write_text(workflow + "\n")
+                except OSError:
+                    break
+                wait_for(lambda: daemon.poll() is not None or not [
+                    r for r in parse_table(ds.ok("ps", "-a", cwd=repo).stdout)
+                    if r["STATUS"] not in ("done", "failed")], timeout=60)
+            if daemon.poll() is None:
+                ds.ok("umount", mnt)
+            daemon.wait(timeout=60)
+        finally:
+            if is_mounted(mnt):
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        assert daemon.returncode in (0, -signal.SIGKILL), daemon.communicate()
+        return daemon.returncode == -signal.SIGKILL
+
+    # The first mount makes the catalog: count on the second.
+    assert not serve({})
+    report = tmp_path / "changes"
+    assert not serve(fault_env(count=report))
+    total = int(report.read_text())
+    points = kill_points(total, 20)
+    killed = 0
+    for point in points:
+        where = f"daemon killed at change {point} of {total}"
+        killed += serve(fault_env(kill_at=point))
+        listed = parse_table(ds.ok("ps", "-a", cwd=repo).stdout)
+        for run in listed:
+            if run["STATUS"] == "failed":
+                details = ds.ok("ps", run["RUN"], cwd=repo).stdout
+                assert "is gone" in details or "no done run" in details, f"{where}\n{details}"
+            else:
+                assert run["STATUS"] == "done", f"{where}: {listed}"
+        assert os.listdir(ds.home / "work") == [], where
+        assert_fsck_clean(ds, where)
+    assert not serve({})
+    print(f"daemon: {killed} kills of {len(points)} points over {total} changes")
     assert killed >= len(points) - 2
