@@ -250,17 +250,26 @@ static int job_start(struct schedule *sched, struct job_slot *slot, struct error
 	return 0;
 }
 
-/* Gives back what an ended job held; true once all of it is done. */
+/*
+ * Gives back what an ended job held.  A job that could not be run (its
+ * snapshot unreadable, say) is marked failed with that error as its
+ * reason, best effort: the run fails with the same error anyway.
+ */
 static int job_settle(struct schedule *sched, struct job_slot *slot, struct error *err)
 {
+	struct store *store = sched->ctx->store;
+	int64_t run = sched->ctx->run->id;
+	struct error ignored = { 0 };
 	int ret = 0;
 
 	if (sched->joinable[slot->n]) {
 		pthread_join(sched->threads[slot->n], NULL);
 		sched->joinable[slot->n] = false;
 	}
+	if (slot->ret < 0 && store_job_set_status(store, run, slot->n, "failed", -1, &ignored) == 0)
+		store_job_set_reason(store, run, slot->n, slot->err.message, &ignored);
 	if (slot->claimed)
-		ret = store_job_release(sched->ctx->store, sched->ctx->run->id, slot->n, err);
+		ret = store_job_release(store, run, slot->n, err);
 	slot->claimed = false;
 	sched->settled[slot->n] = true;
 	return ret;
