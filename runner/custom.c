@@ -523,6 +523,9 @@ int custom_provider_jobs(const struct run_context *ctx, const struct provider_de
 		goto out;
 	host.dir = dir.buf;
 	host.script = script.buf;
+	/* A container sees only what dockerd binds; the helper writes beside root. */
+	host.store_dir = docker ? NULL : store_home(store);
+	host.own_dir = root.buf;
 	ret = host_job_run(&host, &status, &stopped, err);
 	/* The image as the registry named it: how to run the same provider again. */
 	if (ret == 0 && docker && fs_read_file(files.pinned.buf, &helper_said) == 0 &&

@@ -12,39 +12,71 @@
 #include <stdio.h>
 #include <sched.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "runner/internal.h"
 
 /*
- * Read-only bind mounts over the deps' artifacts, in a mount namespace of
- * the job's own, so not even root can change them from inside the job.
- * Without the right to make one (not root) they stay plain files.
+ * Binds source onto path, read-only or not, keeping the flags the mount
+ * had (nosuid, nodev, ...): a remount sets them all at once.  A bind
+ * inside a read-only one starts read-only, hence the remount both ways.
  */
-static void host_child_read_only(const struct host_job *job)
+static int host_bind(const char *source, const char *path, bool read_only)
 {
-	static const char message[] = "dstack: cannot mount the deps' artifacts from the tree\n";
+	static const struct { unsigned long st, ms; } kept[] = {
+		{ ST_NOSUID, MS_NOSUID }, { ST_NODEV, MS_NODEV }, { ST_NOEXEC, MS_NOEXEC },
+		{ ST_NOATIME, MS_NOATIME }, { ST_NODIRATIME, MS_NODIRATIME },
+		{ ST_RELATIME, MS_RELATIME },
+	};
+	unsigned long flags = MS_BIND | MS_REMOUNT | (read_only ? MS_RDONLY : 0);
+	struct statvfs st;
 	size_t i;
 
-	if (!job->read_only_count)
-		return;
+	if (mount(source, path, NULL, MS_BIND | MS_REC, NULL) < 0 || statvfs(path, &st) < 0)
+		return -1;
+	for (i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+		if (st.f_flag & kept[i].st)
+			flags |= kept[i].ms;
+	return mount(NULL, path, NULL, flags, NULL);
+}
+
+/*
+ * The job's own mount namespace, where allowed (as root): the store's
+ * folder read-only but for the job's own folder in it, and the deps'
+ * artifacts bound read-only onto their paths.  The job then loses the
+ * capabilities that would undo it (mount, and reaching the runner's
+ * namespace through /proc/PID/root), so not even root changes what is
+ * stored from inside a job.  Not root, there is no namespace to make: the
+ * deps' artifacts are plain files, and the store is the user's own.
+ */
+static void host_child_confine(const struct host_job *job)
+{
+	static const char message[] = "dstack: cannot make the job's read-only mounts\n";
+	size_t i;
+
 	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		/* Folders to bind stay empty without it: the job must not start. */
 		if (job->read_only_sources)
 			goto fail;
 		return;
 	}
+	if (job->store_dir && (host_bind(job->store_dir, job->store_dir, true) < 0 ||
+			       host_bind(job->own_dir, job->own_dir, false) < 0))
+		goto fail;
 	for (i = 0; i < job->read_only_count; i++) {
 		const char *path = job->read_only[i];
 		const char *source = job->read_only_sources ? job->read_only_sources[i] : path;
 
-		if (mount(source, path, NULL, MS_BIND | MS_REC, NULL) == 0)
-			mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
-		else if (job->read_only_sources)
+		if (host_bind(source, path, true) < 0 && job->read_only_sources)
 			goto fail;
 	}
+	if (prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN) < 0 || prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE) < 0)
+		goto fail;
 	return;
 fail:
 	if (write(STDERR_FILENO, message, sizeof(message) - 1) < 0)
@@ -73,7 +105,7 @@ static void host_child(const struct host_job *job, int out, int err_out)
 	for (i = 0; i < job->cgroup_count; i++)
 		if (write(job->cgroup_procs[i], "0", 1) < 0)
 			_exit(126);
-	host_child_read_only(job);
+	host_child_confine(job);
 	for (sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
 	sigemptyset(&none);

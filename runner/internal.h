@@ -58,6 +58,9 @@ struct host_job {
 	size_t read_only_count;
 	/* NULL, or for each read_only path the folder bound onto it (a must). */
 	char *const *read_only_sources;
+	/* NULL, or the store's folder: read-only to the job but for own_dir in it. */
+	const char *store_dir;
+	const char *own_dir;
 	/* Each joined by the child before it runs the script. */
 	const int *cgroup_procs;
 	size_t cgroup_count;

@@ -553,6 +553,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	host.read_only = docker ? NULL : ro.paths;
 	host.read_only_count = docker ? 0 : ro.count;
 	host.read_only_sources = docker ? NULL : ro.sources;
+	/* A container sees only what dockerd binds; the helper writes beside root. */
+	host.store_dir = docker ? NULL : store_home(store);
+	host.own_dir = root.buf;
 	host.cgroup_procs = cg.procs;
 	host.cgroup_count = cg.count;
 	ret = store_run_set_status(store, run, "running", -1, err);

@@ -1,6 +1,7 @@
 """`dstack run`, `ps` and `logs` on real git repositories with the built-in
 bash provider, as a user meets them: the job's output, its exit status,
 its snapshot of the repository, its environment and its artifacts."""
+import json
 import os
 import signal
 import subprocess
@@ -316,6 +317,66 @@ def test_artifacts_never_lead_the_store_out_of_the_job(ds, tmp_path):
     out = tmp_path / "inside"
     assert_ok(ds("artifacts", "download", runs(ds, repo)[0]["RUN"], "-o", out, cwd=repo))
     assert (out / "out" / "f").read_text() == "kept\n"
+
+
+# Each attempt prints WROTE if it got through, else "refused" (the names
+# are quoted in the job's script: no apostrophes).
+ATTEMPTS = {
+    "create a file in the store": 'touch "$STORE/x"',
+    "delete the packs": 'rm -rf "$STORE/packs"',
+    "truncate the catalog": 'truncate -s 0 "$STORE/catalog.db"',
+    "overwrite a pack": 'dd if=/dev/zero of="$(find "$STORE/packs" -type f | head -n 1)"'
+                        ' bs=1 count=16 conv=notrunc',
+    "remount the store writable": 'mount -o remount,rw "$STORE"',
+    "unmount the read-only store": 'umount -l "$STORE" && touch "$STORE/x"',
+    "reach it through the root of pid 1": 'touch "/proc/1/root$STORE/x"',
+    "reach it through the root of the runner": 'touch "/proc/$PPID/root$STORE/x"',
+    "enter the mount namespace of pid 1": 'nsenter -t 1 -m touch "$STORE/x"',
+    "write the folder of other jobs": 'touch "$STORE/work/x"',
+}
+
+
+def test_a_job_cannot_write_the_store(ds, tmp_path):
+    # Issue 7: nothing a job does, as root too, changes what is stored; its
+    # own folder stays its to write.
+    lines = [f"if {{ {cmd}; }} 2>/dev/null; then echo 'WROTE: {what}';"
+             f" else echo 'refused: {what}'; fi" for what, cmd in ATTEMPTS.items()]
+    repo = make_repo(tmp_path / "repo", textwrap.dedent("""\
+        workflows:
+          - name: keep
+            provider: bash
+            commands:
+              - mkdir -p out && echo precious > out/f
+            artifacts:
+              - out
+          - name: attack
+            provider: bash
+            env:
+              - STORE=%s
+            commands:
+        %s
+              - mkdir -p out && echo mine > out/f
+            artifacts:
+              - out
+        """) % (ds.home, "\n".join(f"      - {json.dumps(line)}" for line in lines)))
+    assert_ok(ds("run", "keep", cwd=repo))
+    [kept] = runs(ds, repo)
+    packs = {p: p.read_bytes() for p in ds.pack_files()}
+    catalog = (ds.home / "catalog.db").stat()
+    cp = assert_ok(ds("run", "attack", cwd=repo))
+    said = cp.stdout.splitlines()
+    assert [l for l in said if l.startswith("refused: ")] == \
+        [f"refused: {what}" for what in ATTEMPTS], cp.stdout
+    assert not [l for l in said if "WROTE" in l], cp.stdout
+    # Nothing stored changed: every pack as it was, the store where it was.
+    assert {p: p.read_bytes() for p in packs} == packs
+    assert (ds.home / "catalog.db").stat().st_ino == catalog.st_ino
+    assert not (ds.home / "x").exists() and not (ds.home / "work" / "x").exists()
+    assert_ok(ds("fsck", cwd=repo))
+    for name, want in ((kept["RUN"], "precious\n"), (runs(ds, repo)[0]["RUN"], "mine\n")):
+        out = tmp_path / name
+        assert_ok(ds("artifacts", "download", name, "-o", out))
+        assert (out / "out" / "f").read_text() == want
 
 
 def test_odd_names_deep_trees_and_symlinks_round_trip(ds, tmp_path):
