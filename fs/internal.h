@@ -112,6 +112,12 @@ int view_get(struct fs *fs, struct store *store, const char *run_name, int job,
 void view_put(struct fs *fs, struct artifact_view *view);
 /* The entry of path in view, or NULL. */
 const struct view_entry *view_find(const struct artifact_view *view, const char *path);
+/*
+ * Opens a live entry's file (live, under home's work/JOBFOLDER/) for
+ * reading, resolved beneath its job's folder: a fd, or -errno (-EXDEV
+ * when the path leads out of it).
+ */
+int view_open_live(const char *home, const char *live);
 void view_cache_release(struct fs *fs);
 
 /* A run a ctl write started, run by a thread of the daemon. */

@@ -972,8 +972,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			ret = -EISDIR;
 		if (ret == 0 && file->entry->live) {
 			/* Still being written by its job: every read comes to us. */
-			file->live_fd = open(file->entry->live, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			ret = file->live_fd < 0 ? (errno == ENOENT ? -ENOENT : -EIO) : 0;
+			file->live_fd = view_open_live(store_home(store), file->entry->live);
+			ret = file->live_fd == -ENOENT ? -ENOENT : file->live_fd < 0 ? -EIO : 0;
 			fi->direct_io = 1;
 		} else {
 			/* Stored bytes never change: the page cache may keep them. */
@@ -1047,6 +1047,16 @@ static int log_collect(void *ctx, int job, int fd, const void *data, size_t len)
 	return 0;
 }
 
+/* 0 while the run whose logs file reads is still there, else -ENOENT. */
+static int log_run_check(struct store *store, const struct open_file *file)
+{
+	struct store_run run;
+	struct error err = { 0 };
+	int ret = store_run_find(store, file->node->name, &run, &err);
+
+	return ret == 0 && run.id != file->run ? -ENOENT : ret;
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		    struct fuse_file_info *fi)
 {
@@ -1116,7 +1126,16 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		int64_t after = 0;
 
 		ret = store_run_logs(store, file->run, &after, log_collect, &range, &err);
-		if (ret < 0)
+		/*
+		 * A run removed since open takes its logs with it: nothing read
+		 * may mean that, and the reader hears the run is gone rather
+		 * than an early end of the file.
+		 */
+		if (ret == 0 && !range.out.len)
+			ret = log_run_check(store, file);
+		if (ret == -ENOENT)
+			reply_error(req, ret);
+		else if (ret < 0)
 			reply_error(req, -EIO);
 		else
 			fuse_reply_buf(req, range.out.buf, range.out.len);

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 #include "fs/internal.h"
 
@@ -159,6 +162,40 @@ static int view_add_live(void *ctx, const struct store_live_artifact *live)
 	entry->live = xstrdup(live->dir);
 	view_walk_live(builder, fd, live->dir, live->path, live->job);
 	return 0;
+}
+
+/*
+ * The job owns every folder between its folder (work/RUN-N, which the
+ * runner made and the job cannot replace) and the file, and may swap one
+ * for a symlink after the listing: an open by path would then follow it
+ * anywhere the daemon may read.  openat2 keeps the whole walk beneath the
+ * job's folder.
+ */
+int view_open_live(const char *home, const char *live)
+{
+	struct open_how how = { .flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+	struct strbuf root = STRBUF_INIT;
+	const char *job_folder, *rest;
+	size_t len = strlen(home);
+	int dir, fd;
+
+	if (strncmp(live, home, len) || strncmp(live + len, "/work/", 6))
+		return -EXDEV;
+	job_folder = live + len + 6;
+	rest = strchr(job_folder, '/');
+	if (!rest)
+		return -EXDEV;
+	strbuf_add(&root, live, (size_t)(rest - live));
+	dir = open(root.buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	strbuf_release(&root);
+	if (dir < 0)
+		return -errno;
+	fd = (int)syscall(SYS_openat2, dir, rest + 1, &how, sizeof(how));
+	if (fd < 0)
+		fd = -errno;
+	close(dir);
+	return fd;
 }
 
 /* Path order with '/' first, so a folder's entries follow it together. */

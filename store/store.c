@@ -72,6 +72,7 @@ int store_open(struct store **out, const char *home, enum store_open_mode mode,
 {
 	struct store *store = xcalloc(1, sizeof(*store));
 	struct strbuf sb = STRBUF_INIT;
+	char *canonical;
 	struct stat st;
 	int ret;
 
@@ -98,6 +99,16 @@ int store_open(struct store **out, const char *home, enum store_open_mode mode,
 	} else if (stat(home, &st) < 0) {
 		ret = error_errno(err, -errno, "%s: no dstack store", home);
 		goto fail;
+	}
+	/*
+	 * One spelling of home for every process (the daemon finds a live
+	 * job's folder by the path its runner recorded), and one that stays
+	 * true after a chdir.
+	 */
+	canonical = realpath(home, NULL);
+	if (canonical) {
+		free(store->home);
+		store->home = canonical;
 	}
 	ret = catalog_open(store, err);
 	if (ret < 0)

@@ -1190,6 +1190,63 @@ def test_mounted_artifacts_are_visible_live_then_stored(tree):
     assert "ckpt/sub/epoch2.txt" in listed or "epoch2.txt" in listed, listed
 
 
+def test_a_live_file_is_never_read_through_a_swapped_folder(tree):
+    # Issue 7: the job owns the folders of a live artifact and may swap one
+    # for a symlink between the tree's listing and a read; the daemon (root
+    # here) must not then serve what the link leads to.
+    t = tree
+    go = f"/tmp/dstack-live-go.{t.token}"
+    secret = Path("/etc/passwd").read_bytes()
+    try:
+        name = start(t, "live")
+        base = t.run(name, "artifacts", "ckpt")
+        assert wait_for(lambda: (base / "train.log").exists(), timeout=20)
+        host = t.ds.home / "work" / f"{name}-0" / "ckpt"
+        (host / "sub" / "passwd").write_text("mine\n")
+        folder = os.open(base / "sub", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(10):
+                def shows_mine():
+                    try:
+                        fd = os.open("passwd", os.O_RDONLY, dir_fd=folder)
+                    except FileNotFoundError:
+                        return False
+                    try:
+                        return os.read(fd, 4096) == b"mine\n"
+                    finally:
+                        os.close(fd)
+                assert wait_for(shows_mine, timeout=10)
+                # Within the listing's lifetime (the tree keeps a live
+                # run's listing for 100 ms), the folder becomes a link.
+                os.rename(host / "sub", host / "sub.real")
+                os.symlink("/etc", host / "sub")
+                try:
+                    fd = os.open("passwd", os.O_RDONLY, dir_fd=folder)
+                    try:
+                        got = os.read(fd, len(secret) + 1)
+                    finally:
+                        os.close(fd)
+                except OSError as e:
+                    assert e.errno in (errno.EIO, errno.ENOENT, errno.EISDIR), e
+                else:
+                    assert got != secret, "the tree served /etc/passwd through the job's link"
+                os.unlink(host / "sub")
+                os.rename(host / "sub.real", host / "sub")
+        finally:
+            os.close(folder)
+            if (host / "sub").is_symlink():
+                os.unlink(host / "sub")
+                os.rename(host / "sub.real", host / "sub")
+        os.unlink(host / "sub" / "passwd")
+    finally:
+        # The job waits for go twice; let it end whatever happened.
+        open(go, "w").close()
+        wait_for(lambda: not os.path.exists(go), timeout=20)
+        open(go, "w").close()
+    assert wait_status(t, name) == "done", t.run(name, "logs").read_text()
+    os.unlink(go)
+
+
 # --------------------------------------------------------------------------
 # 10. The CLI and the tree see the same runs
 
