@@ -335,24 +335,21 @@ static int run_handoff(struct store *store, const struct store_daemon *daemon,
 	struct error err = { 0 };
 	char buf[4096], *end;
 	ssize_t n;
-	int i, fd, write_errno = 0, ret;
+	int fd, write_errno = 0, ret;
 
 	if (tag)
 		strbuf_addf(&line, "-t %s ", tag);
 	if (request->backend) {
 		strbuf_addstr(&line, "--backend ");
-		strbuf_add_shell_word(&line, request->backend);
+		strbuf_add_shell_line_word(&line, request->backend);
 		strbuf_addstr(&line, " ");
 	}
 	if (request->rerun) {
 		strbuf_addstr(&line, "--rerun ");
-		strbuf_add_shell_word(&line, request->rerun);
+		strbuf_add_shell_line_word(&line, request->rerun);
 	}
-	for (i = 0; i < count; i++) {
-		if (i)
-			strbuf_addstr(&line, " ");
-		strbuf_add_shell_word(&line, words[i]);
-	}
+	/* One line, whatever the words hold: a newline in one is written as $'\n'. */
+	strbuf_add_shell_line_words(&line, words, (size_t)count);
 	strbuf_addstr(&line, "\n");
 	strbuf_addf(&ctl, "%s/ctl", daemon->mountpoint);
 	fd = open(ctl.buf, O_RDWR | O_CLOEXEC);

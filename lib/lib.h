@@ -44,8 +44,17 @@ void strbuf_addstr(struct strbuf *sb, const char *s);
 /* arg as one shell word: as it is when that is safe, else in '...'. */
 void strbuf_add_shell_word(struct strbuf *sb, const char *arg);
 /*
- * Splits line as a POSIX shell splits words: 'single' and "double"
- * quotes, backslash escapes.  -EINVAL for an unterminated quote.  The
+ * arg as one shell word on one line: as strbuf_add_shell_word, but with
+ * control characters (a newline) written as $'\n' escapes, as bash has
+ * them.  What a ctl line carries.
+ */
+void strbuf_add_shell_line_word(struct strbuf *sb, const char *arg);
+/* words so, space-separated: one line that shell_split reads back. */
+void strbuf_add_shell_line_words(struct strbuf *sb, char *const *words, size_t count);
+/*
+ * Splits line as a shell splits words: 'single' and "double" quotes,
+ * backslash escapes, and bash's $'...' with its escapes (\n, \t, \xHH,
+ * \NNN, ...).  -EINVAL for an unterminated quote or an escaped NUL.  The
  * words go with shell_words_free.
  */
 int shell_split(const char *line, char ***words, size_t *count);

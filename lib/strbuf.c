@@ -149,6 +149,69 @@ void strbuf_add_shell_word(struct strbuf *out, const char *arg)
 	strbuf_addstr(out, "'");
 }
 
+void strbuf_add_shell_line_word(struct strbuf *out, const char *arg)
+{
+	static const char escapes[] = "\n\\n\t\\t\r\\r";
+	const char *p, *named;
+
+	for (p = arg; *p && !iscntrl((unsigned char)*p); p++)
+		;
+	if (!*p) {
+		strbuf_add_shell_word(out, arg);
+		return;
+	}
+	strbuf_addstr(out, "$'");
+	for (p = arg; *p; p++) {
+		named = iscntrl((unsigned char)*p) ? memchr(escapes, *p, sizeof(escapes) - 1) : NULL;
+		if (*p == '\'' || *p == '\\')
+			strbuf_addf(out, "\\%c", *p);
+		else if (named)
+			strbuf_add(out, named + 1, 2);
+		else if (iscntrl((unsigned char)*p))
+			strbuf_addf(out, "\\x%02x", (unsigned char)*p);
+		else
+			strbuf_add(out, p, 1);
+	}
+	strbuf_addstr(out, "'");
+}
+
+void strbuf_add_shell_line_words(struct strbuf *out, char *const *words, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++) {
+		if (i)
+			strbuf_addstr(out, " ");
+		strbuf_add_shell_line_word(out, words[i]);
+	}
+}
+
+/* The byte a \ escape in $'...' stands for; *p moves past what it used. */
+static int shell_ansi_escape(const char **p)
+{
+	static const char named[] = "n\nt\tr\ra\ab\be\033f\fv\v\\\\''\"\"";
+	const char *c = *p, *hit;
+	int value = 0, digits;
+
+	if (*c == 'x') {
+		for (digits = 0; digits < 2 && isxdigit((unsigned char)c[1]); digits++, c++)
+			value = value * 16 + (isdigit((unsigned char)c[1]) ? c[1] - '0' :
+					      tolower((unsigned char)c[1]) - 'a' + 10);
+		*p = c;
+		return digits ? value : -1;
+	}
+	if (*c >= '0' && *c <= '7') {
+		for (digits = 0; digits < 3 && c[0] >= '0' && c[0] <= '7'; digits++, c++)
+			value = value * 8 + (c[0] - '0');
+		*p = c - 1;
+		return value & 0xff;
+	}
+	for (hit = named; *hit; hit += 2)
+		if (*hit == *c)
+			return (unsigned char)hit[1];
+	return -1;
+}
+
 void shell_words_free(char **words, size_t count)
 {
 	size_t i;
@@ -163,7 +226,8 @@ int shell_split(const char *line, char ***words, size_t *count)
 	struct strbuf word = STRBUF_INIT;
 	const char *p = line;
 	bool in_word = false;
-	char quote = 0;
+	char quote = 0, c;
+	int byte;
 
 	*words = NULL;
 	*count = 0;
@@ -179,15 +243,22 @@ int shell_split(const char *line, char ***words, size_t *count)
 				return 0;
 			continue;
 		}
-		if (!*p) {
-			strbuf_release(&word);
-			shell_words_free(*words, *count);
-			*words = NULL;
-			*count = 0;
-			return -EINVAL;
-		}
+		if (!*p)
+			goto invalid;
 		in_word = true;
-		if (quote == '\'') {
+		if (quote == '$' && *p == '\\' && p[1]) {
+			/* Unknown escapes stay as written; a word cannot hold a NUL. */
+			p++;
+			byte = shell_ansi_escape(&p);
+			if (byte == 0)
+				goto invalid;
+			if (byte < 0) {
+				strbuf_add(&word, p - 1, 2);
+			} else {
+				c = (char)byte;
+				strbuf_add(&word, &c, 1);
+			}
+		} else if (quote == '\'' || quote == '$') {
 			if (*p == '\'')
 				quote = 0;
 			else
@@ -197,10 +268,19 @@ int shell_split(const char *line, char ***words, size_t *count)
 			strbuf_add(&word, ++p, 1);
 		} else if (quote == '"' && *p == '"') {
 			quote = 0;
+		} else if (!quote && *p == '$' && p[1] == '\'') {
+			quote = '$';
+			p++;
 		} else if (!quote && (*p == '\'' || *p == '"')) {
 			quote = *p;
 		} else {
 			strbuf_add(&word, p, 1);
 		}
 	}
+invalid:
+	strbuf_release(&word);
+	shell_words_free(*words, *count);
+	*words = NULL;
+	*count = 0;
+	return -EINVAL;
 }

@@ -432,7 +432,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct run_context ctx = { .store = store, .request = request, .info = &info,
 				   .deps = &deps, .run = run,
 				   .stop = { .stopping = &stopping, .aborting = &aborting } };
-	char *args = NULL, commit[64];
+	struct strbuf args = STRBUF_INIT;
+	char commit[64];
 	size_t count = 0;
 	int first_failure = 0, ret;
 	struct sigaction old_signals[RUNNER_SIGNALS];
@@ -490,11 +491,12 @@ int runner_run(struct store *store, const struct runner_request *request,
 		ret = deps_resolve(store, workflow, info.repo, &deps, err);
 	if (ret < 0)
 		goto out;
-	args = workflow_expand_args("${{ run.args }}", request->args, request->arg_count);
+	/* Shown a line each by ps and info, and split again by --rerun. */
+	strbuf_add_shell_line_words(&args, request->args, request->arg_count);
 	snprintf(commit, sizeof(commit), "%s%s", info.commit, info.dirty ? " (dirty)" : "");
 	spec.workflow = workflow->name;
 	spec.provider = workflow->provider;
-	spec.args = args;
+	spec.args = args.buf ? args.buf : "";
 	spec.repo = info.repo;
 	spec.commit = commit;
 	spec.runner_pid = getpid();
@@ -590,6 +592,6 @@ out:
 	snapshot_info_release(&info);
 	rerun_release(&again);
 	remote_provider_release(&remote);
-	free(args);
+	strbuf_release(&args);
 	return ret;
 }

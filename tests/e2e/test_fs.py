@@ -1298,6 +1298,20 @@ def test_cli_run_is_handed_to_the_daemon_and_outlives_the_cli(tree):
     assert len(again) == 1 and status(t, again[0]) == "done\n"
 
 
+def test_args_with_newlines_reach_the_daemon_word_for_word(tree):
+    # A ctl line is one line: the CLI writes a newline in an argument as
+    # bash's $'\n', which the daemon (and a script writing ctl) reads back.
+    t = tree
+    args = ["two\nlines", "tab\tand 'quote'", "\x01ctl"]
+    cp = t.ds.ok("run", "print-args", *args, cwd=t.repo)
+    assert cp.stdout == "".join(f"<{a}>\n" for a in args), cp.stdout
+    [row] = ps_all(t)
+    assert row["STATUS"] == "done"
+    name = start(t, r"print-args $'a\nb' $'\x41\101' 'c'")
+    assert wait_status(t, name) == "done"
+    assert t.run(name, "logs").read_text() == "<a\nb>\n<AA>\n<c>\n"
+
+
 def test_deps_are_bound_from_the_tree_and_written_out_without_it(tree):
     t = tree
     t.ds.ok("run", "make", cwd=t.repo)

@@ -118,9 +118,40 @@ static void test_shell_words(void)
 	strbuf_release(&line);
 }
 
+/* A ctl line: words with newlines and other control bytes stay on one line. */
+static void test_shell_line_words(void)
+{
+	static const char *const words[] = { "plain", "two\nlines", "tab\there 'q' \\", "\x01\x7f\r",
+					     "caf\xc3\xa9" };
+	struct strbuf line = STRBUF_INIT;
+	char **back;
+	size_t i, count;
+
+	for (i = 0; i < 5; i++) {
+		if (i)
+			strbuf_addstr(&line, " ");
+		strbuf_add_shell_line_word(&line, words[i]);
+	}
+	CHECK(!strchr(line.buf, '\n') && !strchr(line.buf, '\t'));
+	CHECK(!strncmp(line.buf, "plain $'two\\nlines' ", strlen("plain $'two\\nlines' ")));
+	CHECK(shell_split(line.buf, &back, &count) == 0);
+	CHECK(count == 5);
+	for (i = 0; i < count && i < 5; i++)
+		CHECK(!strcmp(back[i], words[i]));
+	shell_words_free(back, count);
+	/* bash's escapes, and an unknown one kept as written. */
+	CHECK(shell_split("$'\\101\\x42\\e\\q' x$'\\''y", &back, &count) == 0);
+	CHECK(count == 2 && !strcmp(back[0], "AB\033\\q") && !strcmp(back[1], "x'y"));
+	shell_words_free(back, count);
+	CHECK(shell_split("$'nul\\x00'", &back, &count) == -EINVAL);
+	CHECK(shell_split("$'open", &back, &count) == -EINVAL);
+	strbuf_release(&line);
+}
+
 int main(void)
 {
 	RUN_TEST(test_path_is_contained);
+	RUN_TEST(test_shell_line_words);
 	RUN_TEST(test_hex_encode);
 	RUN_TEST(test_base64);
 	RUN_TEST(test_strbuf_grows);
