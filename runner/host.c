@@ -45,21 +45,52 @@ static int host_bind(const char *source, const char *path, bool read_only)
 	return mount(NULL, path, NULL, flags, NULL);
 }
 
+/* "ID ID 1" for a user namespace's uid_map and gid_map: the job stays who it is. */
+struct host_id_maps {
+	char uid[32], gid[32];
+};
+
+static int host_write_proc(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : write(fd, text, strlen(text));
+
+	if (fd >= 0)
+		close(fd);
+	return n < 0 ? -1 : 0;
+}
+
 /*
- * The job's own mount namespace, where allowed (as root): the store's
- * folder read-only but for the job's own folder in it, and the deps'
- * artifacts bound read-only onto their paths.  The job then loses the
- * capabilities that would undo it (mount, and reaching the runner's
- * namespace through /proc/PID/root), so not even root changes what is
- * stored from inside a job.  Not root, there is no namespace to make: the
- * deps' artifacts are plain files, and the store is the user's own.
+ * A mount namespace of the job's own: as root straight away; otherwise
+ * inside a user namespace where the job keeps its uid and gid, and its
+ * capabilities last only until it execs bash.
  */
-static void host_child_confine(const struct host_job *job)
+static int host_child_namespace(const struct host_id_maps *maps)
+{
+	if (unshare(CLONE_NEWNS) < 0 &&
+	    (errno != EPERM || unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0 ||
+	     host_write_proc("/proc/self/setgroups", "deny") < 0 ||
+	     host_write_proc("/proc/self/uid_map", maps->uid) < 0 ||
+	     host_write_proc("/proc/self/gid_map", maps->gid) < 0))
+		return -1;
+	return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+}
+
+/*
+ * The job's own mount namespace: the store's folder read-only but for
+ * the job's own folder in it, and the deps' artifacts bound read-only
+ * onto their paths.  The job then lacks the capabilities that would undo
+ * it (mount, and reaching the runner's namespace through /proc/PID/root),
+ * so not even root changes what is stored from inside a job.  Where no
+ * namespace can be made (user namespaces turned off), the deps' artifacts
+ * are plain files and the store is the user's own.
+ */
+static void host_child_confine(const struct host_job *job, const struct host_id_maps *maps)
 {
 	static const char message[] = "dstack: cannot make the job's read-only mounts\n";
 	size_t i;
 
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+	if (host_child_namespace(maps) < 0) {
 		/* Folders to bind stay empty without it: the job must not start. */
 		if (job->read_only_sources)
 			goto fail;
@@ -91,7 +122,8 @@ fail:
  * mask is left empty, since a caller's threads (the FUSE daemon's block
  * every signal) would otherwise leave the job deaf to SIGTERM.
  */
-static void host_child(const struct host_job *job, int out, int err_out)
+static void host_child(const struct host_job *job, const struct host_id_maps *maps, int out,
+		       int err_out)
 {
 	static const char message[] = "dstack: cannot start bash\n";
 	static const char no_dir[] = "dstack: cannot enter the working directory\n";
@@ -105,7 +137,7 @@ static void host_child(const struct host_job *job, int out, int err_out)
 	for (i = 0; i < job->cgroup_count; i++)
 		if (write(job->cgroup_procs[i], "0", 1) < 0)
 			_exit(126);
-	host_child_confine(job);
+	host_child_confine(job, maps);
 	for (sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
 	sigemptyset(&none);
@@ -130,15 +162,19 @@ static void host_child(const struct host_job *job, int out, int err_out)
  */
 static pid_t host_spawn(const struct host_job *job, int out, int err_out)
 {
+	struct host_id_maps maps;
 	sigset_t all, old;
 	pid_t pid;
 
+	/* Made here: the child runs on this memory and must not call into stdio. */
+	snprintf(maps.uid, sizeof(maps.uid), "%u %u 1", (unsigned)getuid(), (unsigned)getuid());
+	snprintf(maps.gid, sizeof(maps.gid), "%u %u 1", (unsigned)getgid(), (unsigned)getgid());
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	/* The pipes are close-on-exec: the job keeps only its dup2'ed copies. */
 	pid = vfork();
 	if (pid == 0)
-		host_child(job, out, err_out);
+		host_child(job, &maps, out, err_out);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return pid;
 }

@@ -3,14 +3,17 @@ bash provider, as a user meets them: the job's output, its exit status,
 its snapshot of the repository, its environment and its artifacts."""
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import (BIN, assert_error, assert_ok, assert_usage_error, git, git_init,
+from conftest import (BIN, Dstack, assert_error, assert_ok, assert_usage_error, git, git_init,
                       make_repo, no_process, parse_table, wait_for)
 
 
@@ -336,12 +339,30 @@ ATTEMPTS = {
 }
 
 
-def test_a_job_cannot_write_the_store(ds, tmp_path):
-    # Issue 7: nothing a job does, as root too, changes what is stored; its
-    # own folder stays its to write.
+@pytest.fixture(params=["root", "nobody"])
+def job_user(request, tmp_path):
+    """(Dstack, folder, options that run dstack as the user): as root, or
+    as nobody in a folder of its own outside pytest's 0700 ones."""
+    if request.param == "root":
+        yield Dstack(tmp_path / "home"), tmp_path, {}
+        return
+    base = Path(tempfile.mkdtemp(prefix="dstack-nobody-"))
+    os.chmod(base, 0o755)
+    try:
+        yield Dstack(base / "home"), base, {
+            "wrap": ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+            "env": {"HOME": str(base)}}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_job_cannot_write_the_store(job_user):
+    # Issue 7: nothing a job does, as root or as another user, changes
+    # what is stored; its own folder stays its to write.
+    ds, base, as_user = job_user
     lines = [f"if {{ {cmd}; }} 2>/dev/null; then echo 'WROTE: {what}';"
              f" else echo 'refused: {what}'; fi" for what, cmd in ATTEMPTS.items()]
-    repo = make_repo(tmp_path / "repo", textwrap.dedent("""\
+    repo = make_repo(base / "repo", textwrap.dedent("""\
         workflows:
           - name: keep
             provider: bash
@@ -359,11 +380,17 @@ def test_a_job_cannot_write_the_store(ds, tmp_path):
             artifacts:
               - out
         """) % (ds.home, "\n".join(f"      - {json.dumps(line)}" for line in lines)))
-    assert_ok(ds("run", "keep", cwd=repo))
-    [kept] = runs(ds, repo)
+    if as_user:
+        subprocess.run(["chown", "-R", "65534:65534", str(base)], check=True)
+
+    def runs_as_user():
+        return parse_table(assert_ok(ds("ps", cwd=repo, **as_user)).stdout)
+
+    assert_ok(ds("run", "keep", cwd=repo, **as_user))
+    [kept] = runs_as_user()
     packs = {p: p.read_bytes() for p in ds.pack_files()}
     catalog = (ds.home / "catalog.db").stat()
-    cp = assert_ok(ds("run", "attack", cwd=repo))
+    cp = assert_ok(ds("run", "attack", cwd=repo, **as_user))
     said = cp.stdout.splitlines()
     assert [l for l in said if l.startswith("refused: ")] == \
         [f"refused: {what}" for what in ATTEMPTS], cp.stdout
@@ -372,10 +399,10 @@ def test_a_job_cannot_write_the_store(ds, tmp_path):
     assert {p: p.read_bytes() for p in packs} == packs
     assert (ds.home / "catalog.db").stat().st_ino == catalog.st_ino
     assert not (ds.home / "x").exists() and not (ds.home / "work" / "x").exists()
-    assert_ok(ds("fsck", cwd=repo))
-    for name, want in ((kept["RUN"], "precious\n"), (runs(ds, repo)[0]["RUN"], "mine\n")):
-        out = tmp_path / name
-        assert_ok(ds("artifacts", "download", name, "-o", out))
+    assert_ok(ds("fsck", **as_user))
+    for name, want in ((kept["RUN"], "precious\n"), (runs_as_user()[0]["RUN"], "mine\n")):
+        out = base / name
+        assert_ok(ds("artifacts", "download", name, "-o", out, **as_user))
         assert (out / "out" / "f").read_text() == want
 
 
