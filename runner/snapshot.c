@@ -20,26 +20,98 @@ static int snapshot_git_error(struct error *err, const char *what)
 	return error_set(err, -EIO, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
 }
 
-/* origin's URL, else the first remote's, else NULL. */
+/*
+ * The remote NAME of a config entry remote.NAME.url or remote.NAME.pushurl
+ * (the names git_remote_list finds), as a copy; else NULL.
+ */
+static char *snapshot_remote_name(const char *key)
+{
+	struct strbuf name = STRBUF_INIT;
+	size_t len = strlen(key);
+	const char *end = NULL;
+
+	if (strncmp(key, "remote.", 7))
+		return NULL;
+	if (len > 7 + 4 && !strcmp(key + len - 4, ".url"))
+		end = key + len - 4;
+	else if (len > 7 + 8 && !strcmp(key + len - 8, ".pushurl"))
+		end = key + len - 8;
+	if (!end)
+		return NULL;
+	strbuf_add(&name, key + 7, (size_t)(end - key - 7));
+	return name.buf;
+}
+
+/*
+ * url as git fetches from it: the longest url.BASE.insteadOf value that
+ * starts it replaced by BASE (what git_remote_url answers); a copy.
+ */
+static char *snapshot_url_rewrite(git_config *config, const char *url)
+{
+	struct strbuf out = STRBUF_INIT;
+	git_config_iterator *iter = NULL;
+	git_config_entry *entry;
+	size_t best = 0, len, prefix;
+
+	if (git_config_iterator_new(&iter, config) == 0) {
+		while (git_config_next(&entry, iter) == 0) {
+			len = strlen(entry->name);
+			prefix = entry->value ? strlen(entry->value) : 0;
+			if (strncmp(entry->name, "url.", 4) || len <= 4 + 10 ||
+			    strcmp(entry->name + len - 10, ".insteadof") || prefix <= best ||
+			    strncmp(url, entry->value, prefix))
+				continue;
+			best = prefix;
+			strbuf_reset(&out);
+			strbuf_add(&out, entry->name + 4, len - 4 - 10);
+		}
+		git_config_iterator_free(iter);
+	}
+	strbuf_addstr(&out, url + best);
+	return out.buf;
+}
+
+/*
+ * origin's URL, else the first remote's by name, else NULL.  The config
+ * is walked by hand, not with git_remote_list and git_remote_lookup: they
+ * match every config name with a regex, and libgit2 1.5.1 leaks PCRE2's
+ * match data (about 20 KiB) for each name that does not match, which the
+ * daemon, starting run after run, would never get back.
+ */
 static char *snapshot_remote_url(git_repository *repo)
 {
-	git_strarray names = { 0 };
-	git_remote *remote = NULL;
-	char *url = NULL;
-	const char *pick = NULL;
-	size_t i;
+	git_config *config = NULL;
+	git_config_iterator *iter = NULL;
+	git_config_entry *entry = NULL;
+	struct strbuf key = STRBUF_INIT;
+	char *pick = NULL, *name, *url = NULL;
 
-	if (git_remote_list(&names, repo) < 0)
+	if (git_repository_config_snapshot(&config, repo) < 0)
 		return NULL;
-	for (i = 0; i < names.count; i++)
-		if (!strcmp(names.strings[i], "origin"))
-			pick = names.strings[i];
-	if (!pick && names.count)
-		pick = names.strings[0];
-	if (pick && git_remote_lookup(&remote, repo, pick) == 0 && git_remote_url(remote))
-		url = xstrdup(git_remote_url(remote));
-	git_remote_free(remote);
-	git_strarray_dispose(&names);
+	if (git_config_iterator_new(&iter, config) == 0) {
+		while (git_config_next(&entry, iter) == 0) {
+			name = snapshot_remote_name(entry->name);
+			if (name && (!pick || (strcmp(pick, "origin") &&
+					       (!strcmp(name, "origin") || strcmp(name, pick) < 0)))) {
+				free(pick);
+				pick = name;
+			} else {
+				free(name);
+			}
+		}
+		git_config_iterator_free(iter);
+		entry = NULL;
+	}
+	if (pick) {
+		strbuf_addf(&key, "remote.%s.url", pick);
+		if (git_config_get_entry(&entry, config, key.buf) == 0 && entry->value &&
+		    *entry->value)
+			url = snapshot_url_rewrite(config, entry->value);
+		git_config_entry_free(entry);
+	}
+	strbuf_release(&key);
+	free(pick);
+	git_config_free(config);
 	return url;
 }
 
