@@ -151,12 +151,10 @@ struct store_ingest {
 	const char *root;	/* the folder being stored, resolved */
 };
 
+/* Its buffer comes with its first use: most runs store a few small files. */
 static struct job *job_new(void)
 {
-	struct job *job = xcalloc(1, sizeof(*job));
-
-	job->buf = xmalloc(CHUNK_MAX);
-	return job;
+	return xcalloc(1, sizeof(struct job));
 }
 
 static bool catalog_has_object(struct store *store, const uint8_t *hash,
@@ -186,6 +184,8 @@ static int ingest_write_block(struct ingest_worker *worker,
 	size_t stored, i;
 	int ret;
 
+	if (!worker->frame)
+		worker->frame = xmalloc(worker->frame_cap);
 	ret = frame_compress(block, block_len, worker->frame, worker->frame_cap, &stored);
 	if (ret < 0)
 		return error_set(err, ret, "lz4: cannot compress a block");
@@ -293,6 +293,8 @@ static int ingest_store_object(struct ingest_worker *worker, const uint8_t *hash
 		memcpy(solo.hash, hash, STORE_HASH_SIZE);
 		return ingest_write_block(worker, &solo, 1, data, len, err);
 	}
+	if (!worker->bundle)
+		worker->bundle = xmalloc(BUNDLE_SIZE);
 	if (worker->bundle_len + len > BUNDLE_SIZE ||
 	    worker->member_count == BUNDLE_MEMBERS_MAX) {
 		ret = ingest_flush_bundle(worker, err);
@@ -447,7 +449,6 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 	pthread_cond_init(&ingest->work_ready, NULL);
 	pthread_cond_init(&ingest->job_done, NULL);
 	pthread_cond_init(&ingest->sync_ready, NULL);
-	ingest->staging = xmalloc(2 * CHUNK_MAX);
 	if (cpus < 1)
 		cpus = 1;
 	if (cpus > WORKERS_MAX)
@@ -463,9 +464,8 @@ int store_ingest_begin(struct store *store, struct store_ingest **out,
 		struct ingest_worker *worker = &ingest->workers[i];
 
 		worker->ingest = ingest;
+		/* Its frame and bundle buffers come with its first block. */
 		worker->frame_cap = frame_bound(CHUNK_MAX);
-		worker->frame = xmalloc(worker->frame_cap);
-		worker->bundle = xmalloc(BUNDLE_SIZE);
 		if (pthread_create(&worker->thread, NULL, ingest_worker_main, worker))
 			break;
 		ingest->worker_count++;
@@ -827,6 +827,8 @@ static struct job *ingest_submit(struct store_ingest *ingest, struct job *job)
 		ingest->free_jobs = job->next;
 	}
 	pthread_mutex_unlock(&ingest->lock);
+	if (!job->buf)
+		job->buf = xmalloc(CHUNK_MAX);
 	return job;
 }
 
@@ -887,12 +889,15 @@ static int ingest_file(struct store_ingest *ingest, const char *root,
 		       void *progress_ctx, struct error *err)
 {
 	struct strbuf path = STRBUF_INIT;
-	uint8_t *buf = ingest->staging;
+	uint8_t *buf;
 	size_t cap = 2 * CHUNK_MAX, start = 0, end = 0;
 	uint64_t read_total = 0;
 	bool eof = false;
 	int fd, ret = 0;
 
+	if (!ingest->staging)
+		ingest->staging = xmalloc(2 * CHUNK_MAX);
+	buf = ingest->staging;
 	strbuf_addf(&path, "%s/%s", root, entry->path);
 	fd = ingest_open(root, entry->path, err);
 	if (fd < 0) {
