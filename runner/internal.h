@@ -12,6 +12,7 @@
 #include "runner/workflow.h"
 
 struct json;
+typedef struct git_config git_config;
 
 struct snapshot_info {
 	char *root;		/* the repository's working tree */
@@ -33,6 +34,11 @@ struct snapshot_info {
 int snapshot_describe(const char *cwd, struct snapshot_info *info,
 		      struct error *err);
 void snapshot_info_release(struct snapshot_info *info);
+/*
+ * url as git fetches from it: the longest url.BASE.insteadOf value of
+ * config that starts it replaced by BASE; a copy.
+ */
+char *snapshot_url_rewrite(git_config *config, const char *url);
 
 /*
  * How a run is told to stop: flags its scheduler and jobs look at.  A

@@ -45,15 +45,29 @@ static int remote_fetch(git_repository *repo, const char *url, struct strbuf *he
 {
 	static char *refspecs[] = { "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*" };
 	git_strarray specs = { refspecs, 2 };
+	git_remote_create_options create;
 	git_fetch_options options;
+	git_config *config = NULL;
 	git_remote *remote = NULL;
 	git_buf branch = { 0 };
+	char *fetch_url = NULL;
 	int ret = 0;
 
 	/* The _INIT macros leave fields out, which -Wextra refuses. */
 	git_fetch_options_init(&options, GIT_FETCH_OPTIONS_VERSION);
 	options.prune = GIT_FETCH_PRUNE;
-	if (git_remote_create_anonymous(&remote, repo, url) < 0 ||
+	/*
+	 * libgit2 1.5.1 finds insteadOf rules with a regex whose match data
+	 * it leaks (about 250 KiB a fetch, for ever in a daemon): the rules
+	 * are applied here, as for the snapshot's remote, and its lookup
+	 * skipped.
+	 */
+	git_remote_create_options_init(&create, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	create.repository = repo;
+	create.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF;
+	if (git_repository_config_snapshot(&config, repo) == 0)
+		fetch_url = snapshot_url_rewrite(config, url);
+	if (git_remote_create_with_opts(&remote, fetch_url ? fetch_url : url, &create) < 0 ||
 	    git_remote_connect(remote, GIT_DIRECTION_FETCH, &options.callbacks, NULL, NULL) < 0) {
 		ret = remote_git_error(err, url, "cannot reach it");
 		goto out;
@@ -65,6 +79,8 @@ static int remote_fetch(git_repository *repo, const char *url, struct strbuf *he
 out:
 	git_buf_dispose(&branch);
 	git_remote_free(remote);
+	git_config_free(config);
+	free(fetch_url);
 	return ret;
 }
 

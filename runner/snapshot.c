@@ -42,11 +42,7 @@ static char *snapshot_remote_name(const char *key)
 	return name.buf;
 }
 
-/*
- * url as git fetches from it: the longest url.BASE.insteadOf value that
- * starts it replaced by BASE (what git_remote_url answers); a copy.
- */
-static char *snapshot_url_rewrite(git_config *config, const char *url)
+char *snapshot_url_rewrite(git_config *config, const char *url)
 {
 	struct strbuf out = STRBUF_INIT;
 	git_config_iterator *iter = NULL;
