@@ -92,6 +92,19 @@ static void test_strbuf_trim_end(void)
 	strbuf_release(&sb);
 }
 
+/* line splits into exactly the n words. */
+static void check_split_back(const char *line, const char *const *words, size_t n)
+{
+	char **back;
+	size_t i, count;
+
+	CHECK(shell_split(line, &back, &count) == 0);
+	CHECK(count == n);
+	for (i = 0; i < count && i < n; i++)
+		CHECK(!strcmp(back[i], words[i]));
+	shell_words_free(back, count);
+}
+
 /* What strbuf_add_shell_word writes, shell_split reads back word for word. */
 static void test_shell_words(void)
 {
@@ -105,11 +118,7 @@ static void test_shell_words(void)
 			strbuf_addstr(&line, " ");
 		strbuf_add_shell_word(&line, words[i]);
 	}
-	CHECK(shell_split(line.buf, &back, &count) == 0);
-	CHECK(count == 5);
-	for (i = 0; i < count && i < 5; i++)
-		CHECK(!strcmp(back[i], words[i]));
-	shell_words_free(back, count);
+	check_split_back(line.buf, words, 5);
 	CHECK(shell_split("  x\t\"y z\"  'w' ", &back, &count) == 0);
 	CHECK(count == 3 && !strcmp(back[1], "y z") && !strcmp(back[2], "w"));
 	shell_words_free(back, count);
@@ -123,22 +132,15 @@ static void test_shell_line_words(void)
 {
 	static const char *const words[] = { "plain", "two\nlines", "tab\there 'q' \\", "\x01\x7f\r",
 					     "caf\xc3\xa9" };
+	static const char start[] = "plain $'two\\nlines' ";
 	struct strbuf line = STRBUF_INIT;
 	char **back;
-	size_t i, count;
+	size_t count;
 
-	for (i = 0; i < 5; i++) {
-		if (i)
-			strbuf_addstr(&line, " ");
-		strbuf_add_shell_line_word(&line, words[i]);
-	}
+	strbuf_add_shell_line_words(&line, (char *const *)words, 5);
 	CHECK(!strchr(line.buf, '\n') && !strchr(line.buf, '\t'));
-	CHECK(!strncmp(line.buf, "plain $'two\\nlines' ", strlen("plain $'two\\nlines' ")));
-	CHECK(shell_split(line.buf, &back, &count) == 0);
-	CHECK(count == 5);
-	for (i = 0; i < count && i < 5; i++)
-		CHECK(!strcmp(back[i], words[i]));
-	shell_words_free(back, count);
+	CHECK(!strncmp(line.buf, start, sizeof(start) - 1));
+	check_split_back(line.buf, words, 5);
 	/* bash's escapes, and an unknown one kept as written. */
 	CHECK(shell_split("$'\\101\\x42\\e\\q' x$'\\''y", &back, &count) == 0);
 	CHECK(count == 2 && !strcmp(back[0], "AB\033\\q") && !strcmp(back[1], "x'y"));
