@@ -137,13 +137,19 @@ static void host_child(const struct host_job *job, const struct host_id_maps *ma
 	for (i = 0; i < job->cgroup_count; i++)
 		if (write(job->cgroup_procs[i], "0", 1) < 0)
 			_exit(126);
+	if (dup2(out, STDOUT_FILENO) < 0 || dup2(err_out, STDERR_FILENO) < 0)
+		_exit(127);
+	/*
+	 * Nothing else of the runner's before the binds: a bind from the
+	 * tree asks the daemon, and a child still holding /dev/fuse when the
+	 * daemon dies keeps that question open for ever.
+	 */
+	close_range(3, ~0U, 0);
 	host_child_confine(job, maps);
 	for (sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (dup2(out, STDOUT_FILENO) < 0 || dup2(err_out, STDERR_FILENO) < 0)
-		_exit(127);
 	if (chdir(job->dir) < 0) {
 		if (write(STDERR_FILENO, no_dir, sizeof(no_dir) - 1) < 0)
 			_exit(127);

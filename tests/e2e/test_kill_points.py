@@ -26,7 +26,7 @@ import subprocess
 from conftest import (BIN, MiB, RUN_NAME, assert_ok, assert_same_snapshot,
                       describe, fault_env, git, make_repo, parse_table, snapshot,
                       wait_for, write_random)
-from test_fs import is_mounted
+from test_fs import daemon_pids, is_mounted
 
 SANITIZED = "asan" in BIN.parent.parent.name
 SCALE = float(os.environ.get("DSTACK_KILL_POINTS_SCALE", 0.12 if SANITIZED else 1.0))
@@ -267,6 +267,9 @@ def test_kill_points_in_the_daemon(ds, tmp_path):
             if is_mounted(mnt):
                 subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
         assert daemon.returncode in (0, -signal.SIGKILL), daemon.communicate()
+        # Nothing of it lingers: a job's child caught binding deps from
+        # the tree as the daemon died once hung there for good.
+        assert wait_for(lambda: not daemon_pids(mnt), timeout=20), daemon_pids(mnt)
         return daemon.returncode == -signal.SIGKILL
 
     # The first mount makes the catalog: count on the second.
