@@ -572,24 +572,41 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record run", err);
 }
 
-static const char run_by_name_sql[] = RUN_COLUMNS " FROM runs r WHERE r.name = ?";
+/*
+ * A name is found through its index, whose entry gives the row; the last
+ * column reads the name back from that row itself (an index gives back
+ * the columns it holds), so a damaged entry cannot hand out another run.
+ */
+#define RUN_KEY_COLUMN 21	/* the first after those run_from_row reads */
 
-static const char run_by_tag_sql[] =
-	RUN_COLUMNS " FROM runs r JOIN tags g ON g.run = r.id WHERE g.name = ?";
+static const char run_by_name_sql[] = RUN_COLUMNS ","
+	" (SELECT x.name FROM runs x WHERE x.id = r.id) FROM runs r WHERE r.name = ?";
+
+static const char run_by_tag_sql[] = RUN_COLUMNS ","
+	" (SELECT t.name FROM tags t WHERE t.rowid = g.rowid)"
+	" FROM runs r JOIN tags g ON g.run = r.id WHERE g.name = ?";
 
 int store_run_find(struct store *store, const char *spec, struct store_run *out,
 		   struct error *err)
 {
 	bool by_tag = spec[0] == ':';
+	const char *key = by_tag ? spec + 1 : spec;
 	sqlite3_stmt *stmt = catalog_stmt(store, by_tag ? run_by_tag_sql
 						      : run_by_name_sql, err);
+	const char *stored;
 	int rc;
 
 	if (!stmt)
 		return err->code;
-	sqlite3_bind_text(stmt, 1, by_tag ? spec + 1 : spec, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
+		stored = (const char *)sqlite3_column_text(stmt, RUN_KEY_COLUMN);
+		if (!stored || strcmp(stored, key)) {
+			sqlite3_reset(stmt);
+			return error_set(err, -EIO, "%s/catalog.db: %s '%s': table and index disagree",
+					 store->home, by_tag ? "tag" : "run", key);
+		}
 		run_from_row(stmt, out);
 		sqlite3_reset(stmt);
 		return 0;

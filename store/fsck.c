@@ -65,7 +65,7 @@ static int fsck_pragma(struct fsck *fsck, const char *sql, struct error *err)
 struct fsck_member {
 	uint8_t hash[STORE_HASH_SIZE];
 	uint64_t offset;
-	uint32_t inner, raw;
+	uint32_t stored, block, inner, raw;
 	bool intact;
 };
 
@@ -108,6 +108,8 @@ static void fsck_scan_pack(struct fsck *fsck, int fd, const char *name,
 			f = &found->items[found->count++];
 			memcpy(f->hash, m->hash, STORE_HASH_SIZE);
 			f->offset = record.offset;
+			f->stored = record.stored;
+			f->block = record.block;
 			f->inner = m->inner;
 			f->raw = m->raw;
 			f->intact = false;
@@ -166,7 +168,7 @@ static int fsck_pack(struct fsck *fsck, int64_t pack, const char *name,
 		close(fd);
 	strbuf_release(&path);
 
-	stmt = catalog_stmt(store, "SELECT hash, offset, inner, raw FROM objects"
+	stmt = catalog_stmt(store, "SELECT hash, offset, inner, raw, stored, block FROM objects"
 			    " WHERE pack = ? ORDER BY offset, inner", err);
 	if (!stmt) {
 		free(found.items);
@@ -189,6 +191,11 @@ static int fsck_pack(struct fsck *fsck, int64_t pack, const char *name,
 		    m->raw != (uint32_t)sqlite3_column_int64(stmt, 3))
 			fsck_problem(fsck, "object %s: not found in pack %s at offset %llu",
 				     hex, name, (unsigned long long)offset);
+		else if (sqlite3_column_int64(stmt, 4) != m->stored ||
+			 sqlite3_column_int64(stmt, 5) != m->block)
+			/* A read trusts the catalog's sizes: they must be the pack's. */
+			fsck_problem(fsck, "object %s: frame sizes in the catalog differ from pack %s at offset %llu",
+				     hex, name, (unsigned long long)offset);
 		else if (!m->intact)
 			fsck_problem(fsck, "object %s: corrupt (pack %s, offset %llu)", hex,
 				     name, (unsigned long long)offset);
@@ -210,10 +217,17 @@ static int fsck_objects(struct fsck *fsck, uint64_t *objects, struct error *err)
 	if (!stmt)
 		return err->code;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(stmt, 1);
+
+		if (!name || !pack_name_valid(name)) {
+			fsck_problem(fsck, "catalog: pack %lld has a malformed name",
+				     (long long)sqlite3_column_int64(stmt, 0));
+			continue;
+		}
 		ids = xrealloc(ids, (count + 1) * sizeof(*ids));
 		names = xrealloc(names, (count + 1) * sizeof(*names));
 		ids[count] = sqlite3_column_int64(stmt, 0);
-		snprintf(names[count], sizeof(names[count]), "%s", sqlite3_column_text(stmt, 1));
+		memcpy(names[count], name, sizeof(names[count]));
 		count++;
 	}
 	sqlite3_reset(stmt);
@@ -255,6 +269,10 @@ static int fsck_tree(struct fsck *fsck, int64_t tree, const uint8_t *expected,
 		size_t bytes = (size_t)sqlite3_column_bytes(stmt, 4);
 		size_t count = bytes / STORE_CHUNK_RECORD_SIZE, i;
 
+		if (!path) {
+			fsck_problem(fsck, "tree %s: an entry has no path", tree_hex);
+			continue;
+		}
 		tree_hasher_add(hasher, path, mode, size, target, chunks, count);
 		if (!S_ISREG(mode))
 			continue;

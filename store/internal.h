@@ -145,6 +145,9 @@ int pack_record_next(int fd, uint64_t size, uint64_t *pos,
 		     struct pack_record *record);
 /* packs/XX/NAME for a pack name. */
 void pack_path(struct store *store, const char *name, struct strbuf *out);
+/* Whether name is one a pack is given (32 hex digits): one read from a
+ * damaged catalog must not become a path. */
+bool pack_name_valid(const char *name);
 
 /* lz4 frame with a content checksum, so reads detect corruption cheaply. */
 size_t frame_bound(size_t raw_size);

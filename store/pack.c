@@ -58,6 +58,16 @@ void pack_path(struct store *store, const char *name, struct strbuf *out)
 	strbuf_addf(out, "%s/%.2s/%s", store->packs_dir, name, name);
 }
 
+bool pack_name_valid(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < 32; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return name[32] == '\0';
+}
+
 static void pack_name_random(char name[33])
 {
 	uint8_t bytes[16];
@@ -266,6 +276,8 @@ int object_find(struct store *store, const uint8_t *hash,
 	sqlite3_stmt *stmt = catalog_stmt(store,
 		"SELECT o.pack, o.offset, o.stored, o.raw, o.inner, o.block, p.name"
 		" FROM objects o JOIN packs p ON p.id = o.pack WHERE o.hash = ?", &err);
+	const char *name;
+	bool valid;
 	int rc;
 
 	if (!stmt)
@@ -282,9 +294,12 @@ int object_find(struct store *store, const uint8_t *hash,
 	loc->raw = (uint32_t)sqlite3_column_int64(stmt, 3);
 	loc->inner = (uint32_t)sqlite3_column_int64(stmt, 4);
 	loc->block = (uint32_t)sqlite3_column_int64(stmt, 5);
-	snprintf(pack_name, 33, "%s", sqlite3_column_text(stmt, 6));
+	name = (const char *)sqlite3_column_text(stmt, 6);
+	valid = name && pack_name_valid(name);
+	if (valid)
+		memcpy(pack_name, name, 33);
 	sqlite3_reset(stmt);
-	return 0;
+	return valid ? 0 : -EIO;
 }
 
 /* Decodes one frame into exactly raw_size bytes; -EIO on any mismatch. */
@@ -407,6 +422,12 @@ static int object_read_block(struct store *store, const uint8_t *hash,
 					hex, loc->raw, raw_size);
 			goto out;
 		}
+		/* Before the cache: a cached block is copied from at inner. */
+		if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > PACK_BLOCK_MAX ||
+		    loc->stored > frame_bound(loc->block)) {
+			ret = error_set(err, -EIO, "object %s: impossible location in the catalog", hex);
+			goto out;
+		}
 		if (block_cache_get(block_cache_of(store), loc, out))
 			goto out;
 		pack_path(store, name, &path);
@@ -418,10 +439,6 @@ static int object_read_block(struct store *store, const uint8_t *hash,
 		ret = error_errno(err, -errno, "object %s: pack %s", hex, path.buf);
 		if (ret == -ENOENT)
 			ret = -EIO;
-		goto out;
-	}
-	if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > PACK_BLOCK_MAX) {
-		ret = error_set(err, -EIO, "object %s: impossible location in the catalog", hex);
 		goto out;
 	}
 	frame = xmalloc(loc->stored);

@@ -414,9 +414,13 @@ int store_run_logs(struct store *store, int64_t run, int64_t *after,
 	sqlite3_bind_int64(stmt, 1, run);
 	sqlite3_bind_int64(stmt, 2, *after);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const void *data = sqlite3_column_blob(stmt, 2);
+
 		*after = sqlite3_column_int64(stmt, 0);
+		/* An empty (or, damaged, NULL) piece reads back as NULL: hand
+		 * out a pointer that memcpy and fwrite may take. */
 		ret = fn(ctx, sqlite3_column_int(stmt, 1), sqlite3_column_int(stmt, 3),
-			 sqlite3_column_blob(stmt, 2), (size_t)sqlite3_column_bytes(stmt, 2));
+			 data ? data : "", (size_t)sqlite3_column_bytes(stmt, 2));
 		if (ret)
 			break;
 	}

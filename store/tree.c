@@ -89,10 +89,72 @@ static void entry_copy_release(struct entry_copy *copy)
 }
 
 /*
- * Calls fn for each entry of the artifact's tree.  Rows are copied out a
- * batch at a time and fn runs with no statement open: an open statement
- * would pin this connection to an old snapshot of the catalog, and an
- * object that gc moved meanwhile could not be found at its new place.
+ * Checks that the tree's entries hash to its name.  Chunks verify file
+ * bytes; this verifies names, modes, sizes, links and which chunks a file
+ * has, so a damaged catalog row fails the read instead of writing a file
+ * under another name or mode, or leaving one out.
+ */
+static int tree_verify(struct store *store, int64_t tree, struct error *err)
+{
+	struct tree_hasher *hasher;
+	uint8_t expected[STORE_HASH_SIZE], hash[STORE_HASH_SIZE];
+	sqlite3_stmt *stmt;
+	char hex[65];
+	int64_t seq;
+	bool found;
+	int rc;
+
+	stmt = catalog_stmt(store, "SELECT hash FROM trees WHERE id = ?", err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, tree);
+	rc = sqlite3_step(stmt);
+	found = rc == SQLITE_ROW && sqlite3_column_bytes(stmt, 0) == STORE_HASH_SIZE;
+	if (found)
+		memcpy(expected, sqlite3_column_blob(stmt, 0), STORE_HASH_SIZE);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return catalog_error(store, rc, "read tree", err);
+	if (!found)
+		return error_set(err, -EIO, "tree %lld: missing from the catalog or malformed",
+				 (long long)tree);
+	hex_encode(expected, STORE_HASH_SIZE, hex);
+
+	/* Entries are numbered from 0 up, as ingest writes them and the walk
+	 * pages through them: a number out of line is damage too. */
+	stmt = catalog_stmt(store, "SELECT seq, path, mode, size, target, chunks FROM tree_entries"
+			    " WHERE tree = ? ORDER BY seq", err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, tree);
+	hasher = tree_hasher_new();
+	for (seq = 0; (rc = sqlite3_step(stmt)) == SQLITE_ROW; seq++) {
+		const char *path = (const char *)sqlite3_column_text(stmt, 1);
+		size_t bytes = (size_t)sqlite3_column_bytes(stmt, 5);
+
+		if (sqlite3_column_type(stmt, 0) != SQLITE_INTEGER ||
+		    sqlite3_column_int64(stmt, 0) != seq || !path || bytes % STORE_CHUNK_RECORD_SIZE)
+			break;
+		tree_hasher_add(hasher, path, (mode_t)sqlite3_column_int64(stmt, 2),
+				(uint64_t)sqlite3_column_int64(stmt, 3),
+				(const char *)sqlite3_column_text(stmt, 4),
+				sqlite3_column_blob(stmt, 5), bytes / STORE_CHUNK_RECORD_SIZE);
+	}
+	sqlite3_reset(stmt);
+	tree_hasher_finish(hasher, hash);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return catalog_error(store, rc, "read tree", err);
+	if (rc == SQLITE_ROW || memcmp(hash, expected, STORE_HASH_SIZE))
+		return error_set(err, -EIO, "tree %s: entries hash to something else", hex);
+	return 0;
+}
+
+/*
+ * Calls fn for each entry of the artifact's tree, once the tree is
+ * verified.  Rows are copied out a batch at a time and fn runs with no
+ * statement open: an open statement would pin this connection to an old
+ * snapshot of the catalog, and an object that gc moved meanwhile could
+ * not be found at its new place.
  */
 static int tree_entries_walk(struct store *store, const struct artifact_row *artifact,
 			     store_entry_fn *fn, void *ctx, struct error *err)
@@ -101,8 +163,11 @@ static int tree_entries_walk(struct store *store, const struct artifact_row *art
 	struct store_entry entry;
 	int64_t next = 0;
 	size_t count, i;
-	int rc, ret = 0;
+	int rc, ret;
 
+	ret = tree_verify(store, artifact->tree, err);
+	if (ret < 0)
+		return ret;
 	do {
 		sqlite3_stmt *stmt = catalog_stmt(store,
 			"SELECT seq, path, mode, size, target, chunks FROM tree_entries"
@@ -151,11 +216,32 @@ static int tree_entries_walk(struct store *store, const struct artifact_row *art
 	return ret;
 }
 
+/*
+ * The index (run, job, path) finds a run's artifacts; their rows are read
+ * from the table and must say the same.  SQLite checks neither against
+ * the other on a read, so a damaged index entry would otherwise name an
+ * artifact wrongly or point at another run's.
+ */
+static const char run_artifacts_sql[] =
+	"SELECT i.job, i.path, a.run, a.job, a.path, a.tree"
+	" FROM (SELECT rowid AS id, job, path FROM artifacts WHERE run = ?) i"
+	" LEFT JOIN artifacts a ON a.rowid = i.id ORDER BY i.job, i.path";
+
+static bool run_artifact_row_agrees(sqlite3_stmt *stmt, int64_t run)
+{
+	const char *indexed = (const char *)sqlite3_column_text(stmt, 1);
+	const char *path = (const char *)sqlite3_column_text(stmt, 4);
+
+	return indexed && path && !strcmp(indexed, path) &&
+	       sqlite3_column_type(stmt, 2) == SQLITE_INTEGER &&
+	       sqlite3_column_int64(stmt, 2) == run &&
+	       sqlite3_column_int64(stmt, 0) == sqlite3_column_int64(stmt, 3);
+}
+
 int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
 		      void *ctx, struct error *err)
 {
-	sqlite3_stmt *stmt = catalog_stmt(store,
-		"SELECT job, path, tree FROM artifacts WHERE run = ? ORDER BY job, path", err);
+	sqlite3_stmt *stmt = catalog_stmt(store, run_artifacts_sql, err);
 	struct artifact_row *rows = NULL;
 	size_t count = 0, i;
 	struct store_entry root;
@@ -166,14 +252,19 @@ int store_run_entries(struct store *store, int64_t run, store_entry_fn *fn,
 	/* Collected first: fn may use the catalog, and rows are few. */
 	sqlite3_bind_int64(stmt, 1, run);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (!run_artifact_row_agrees(stmt, run)) {
+			ret = error_set(err, -EIO, "%s/catalog.db: artifacts of run %lld: table and index disagree",
+					store->home, (long long)run);
+			break;
+		}
 		rows = xrealloc(rows, (count + 1) * sizeof(*rows));
-		rows[count].job = sqlite3_column_int(stmt, 0);
-		rows[count].path = xstrdup((const char *)sqlite3_column_text(stmt, 1));
-		rows[count].tree = sqlite3_column_int64(stmt, 2);
+		rows[count].job = sqlite3_column_int(stmt, 3);
+		rows[count].path = xstrdup((const char *)sqlite3_column_text(stmt, 4));
+		rows[count].tree = sqlite3_column_int64(stmt, 5);
 		count++;
 	}
 	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE)
+	if (!ret && rc != SQLITE_DONE)
 		ret = catalog_error(store, rc, "list artifacts", err);
 	for (i = 0; i < count && !ret; i++) {
 		memset(&root, 0, sizeof(root));
