@@ -21,6 +21,9 @@ struct fsck {
 	void *ctx;
 	uint64_t problems;
 	struct strbuf line;
+	struct hashset damaged;		/* objects found unreadable or wrong */
+	int64_t *damaged_trees;		/* trees with a problem, for the runs they affect */
+	size_t damaged_tree_count;
 };
 
 __attribute__((format(printf, 2, 3)))
@@ -199,6 +202,9 @@ static int fsck_pack(struct fsck *fsck, int64_t pack, const char *name,
 		else if (!m->intact)
 			fsck_problem(fsck, "object %s: corrupt (pack %s, offset %llu)", hex,
 				     name, (unsigned long long)offset);
+		else
+			continue;
+		hashset_add(&fsck->damaged, hash);
 	}
 	sqlite3_reset(stmt);
 	free(found.items);
@@ -249,6 +255,7 @@ static int fsck_tree(struct fsck *fsck, int64_t tree, const uint8_t *expected,
 	uint8_t hash[STORE_HASH_SIZE];
 	char tree_hex[65], chunk_hex[65];
 	sqlite3_stmt *stmt, *lookup;
+	uint64_t before = fsck->problems;
 	int rc;
 
 	hex_encode(expected, STORE_HASH_SIZE, tree_hex);
@@ -292,6 +299,9 @@ static int fsck_tree(struct fsck *fsck, int64_t tree, const uint8_t *expected,
 			if (rc != SQLITE_ROW)
 				fsck_problem(fsck, "tree %s: %s: chunk %s is missing", tree_hex,
 					     path, chunk_hex);
+			else if (hashset_contains(&fsck->damaged, record))
+				fsck_problem(fsck, "tree %s: %s: chunk %s is damaged", tree_hex,
+					     path, chunk_hex);
 			else if ((uint32_t)sqlite3_column_int64(lookup, 0) != chunk_size)
 				fsck_problem(fsck, "tree %s: %s: chunk %s has the wrong size",
 					     tree_hex, path, chunk_hex);
@@ -308,7 +318,46 @@ static int fsck_tree(struct fsck *fsck, int64_t tree, const uint8_t *expected,
 		return catalog_error(store, rc, "read tree", err);
 	if (memcmp(hash, expected, STORE_HASH_SIZE))
 		fsck_problem(fsck, "tree %s: entries hash to something else", tree_hex);
+	if (fsck->problems > before) {
+		fsck->damaged_trees = xrealloc(fsck->damaged_trees, (fsck->damaged_tree_count + 1) *
+					       sizeof(*fsck->damaged_trees));
+		fsck->damaged_trees[fsck->damaged_tree_count++] = tree;
+	}
 	return err->code;
+}
+
+/*
+ * Names the runs a damaged tree reaches, as an artifact or as the
+ * repository snapshot their jobs start from: what a user loses.
+ */
+static int fsck_affected_runs(struct fsck *fsck, int64_t tree, struct error *err)
+{
+	struct store *store = fsck->store;
+	sqlite3_stmt *stmt;
+	int rc;
+
+	stmt = catalog_stmt(store, "SELECT r.name, a.job, a.path FROM artifacts a"
+			    " JOIN runs r ON r.id = a.run WHERE a.tree = ? ORDER BY r.id, a.job, a.path",
+			    err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, tree);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		fsck_problem(fsck, "run %s: artifact %s of job %d is damaged",
+			     sqlite3_column_text(stmt, 0), sqlite3_column_text(stmt, 2),
+			     sqlite3_column_int(stmt, 1));
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE)
+		return catalog_error(store, rc, "read artifacts", err);
+	stmt = catalog_stmt(store, "SELECT name FROM runs WHERE snapshot = ? ORDER BY id", err);
+	if (!stmt)
+		return err->code;
+	sqlite3_bind_int64(stmt, 1, tree);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		fsck_problem(fsck, "run %s: its repository snapshot is damaged",
+			     sqlite3_column_text(stmt, 0));
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "read runs", err);
 }
 
 static int fsck_trees(struct fsck *fsck, uint64_t *trees, struct error *err)
@@ -340,6 +389,8 @@ static int fsck_trees(struct fsck *fsck, uint64_t *trees, struct error *err)
 		ret = catalog_error(store, rc, "read trees", err);
 	for (i = 0; i < count && ret == 0; i++)
 		ret = fsck_tree(fsck, ids[i], hashes[i], err);
+	for (i = 0; i < fsck->damaged_tree_count && ret == 0; i++)
+		ret = fsck_affected_runs(fsck, fsck->damaged_trees[i], err);
 	*trees = count;
 	free(ids);
 	free(hashes);
@@ -366,6 +417,8 @@ int store_fsck(struct store *store, store_report_fn *report, void *ctx,
 		ret = fsck_trees(&fsck, &trees, err);
 	catalog_rollback(store);
 	strbuf_release(&fsck.line);
+	hashset_release(&fsck.damaged);
+	free(fsck.damaged_trees);
 	*problems = fsck.problems;
 	return ret;
 }

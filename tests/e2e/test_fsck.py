@@ -76,6 +76,10 @@ def test_flipped_byte_is_found_and_never_served(ds, tmp_path, kind):
     assert_error(cp, "problem")
     assert digest in cp.stdout, f"fsck does not name object {digest}:\n{cp.stdout}"
     assert all(l.strip() for l in cp.stdout.splitlines())
+    # And what it costs: the file that holds it, and the run.
+    assert f"big.bin: chunk {digest} is damaged" in cp.stdout, cp.stdout
+    run = ds.tags()["t"]["RUN"]
+    assert f"run {run}: artifact src of job 0 is damaged\n" in cp.stdout, cp.stdout
 
     assert_download_fails_cleanly(ds, src, tmp_path / "out")
     # Listing needs no content and still works.
