@@ -968,7 +968,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (node->kind == NODE_ARTIFACT) {
 		ret = view_get(fs, store, node->name, node->job, &file->view, &err);
 		file->entry = ret == 0 ? view_find(file->view, node->path) : NULL;
-		if (ret == 0 && (!file->entry || !S_ISREG(file->entry->mode)))
+		/* Gone from a fresh view: the run was removed since lookup. */
+		if (ret == 0 && !file->entry)
+			ret = -ENOENT;
+		else if (ret == 0 && !S_ISREG(file->entry->mode))
 			ret = -EISDIR;
 		if (ret == 0 && file->entry->live) {
 			/* Still being written by its job: every read comes to us. */
