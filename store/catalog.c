@@ -146,6 +146,9 @@ static const char *const catalog_migrations[] = {
 	/* 10: a provider from another repository: its URL and commit. */
 	"ALTER TABLE runs ADD COLUMN provider_repo TEXT;"
 	"ALTER TABLE runs ADD COLUMN provider_commit TEXT;",
+	/* 11: how many members of a pack no object row names (a staged
+	 * pack's duplicates), so gc rewrites the pack without them. */
+	"ALTER TABLE packs ADD COLUMN unnamed INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))

@@ -22,7 +22,8 @@ struct dir_mode {
 };
 
 struct download {
-	struct store *store;
+	download_write_fn *write;
+	void *write_ctx;
 	int out_fd;
 	const char *out_name;
 	struct strbuf rel;		/* artifact/path of the current entry */
@@ -30,20 +31,8 @@ struct download {
 	int parent_fd;
 	struct dir_mode *dirs;
 	size_t dir_count;
-	store_progress_fn *progress;
-	void *progress_ctx;
-	uint64_t done, total;
 	struct error err;
 };
-
-static int sum_sizes(void *arg, const struct store_entry *entry)
-{
-	struct download *ctx = arg;
-
-	if (S_ISREG(entry->mode))
-		ctx->total += entry->size;
-	return 0;
-}
 
 /* Opens the parent folder of rel (relative to the output) without following links. */
 static int open_parent(struct download *ctx, const char *rel, const char **leaf)
@@ -109,9 +98,8 @@ static int clear_path(int dirfd, const char *name, bool keep_dir)
 	return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
 }
 
-static int download_entry(void *arg, const struct store_entry *entry)
+int download_add(struct download *ctx, const struct store_entry *entry)
 {
-	struct download *ctx = arg;
 	const char *leaf;
 	int dirfd, fd, ret;
 
@@ -147,19 +135,14 @@ static int download_entry(void *arg, const struct store_entry *entry)
 	fd = openat(dirfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return error_errno(&ctx->err, -errno, "%s/%s", ctx->out_name, ctx->rel.buf);
-	ret = store_entry_extract(ctx->store, entry, fd, NULL, NULL, &ctx->err);
+	ret = ctx->write(ctx->write_ctx, entry, fd, &ctx->err);
 	if (ret == 0 && fchmod(fd, entry->mode & 07777) < 0)
 		ret = error_errno(&ctx->err, -errno, "%s/%s", ctx->out_name, ctx->rel.buf);
 	if (close(fd) < 0 && ret == 0)
 		ret = error_errno(&ctx->err, -errno, "%s/%s", ctx->out_name, ctx->rel.buf);
-	if (ret < 0) {
+	if (ret < 0)
 		unlinkat(dirfd, leaf, 0);
-		return ret;
-	}
-	ctx->done += entry->size;
-	if (ctx->progress)
-		ctx->progress(ctx->progress_ctx, ctx->done, ctx->total);
-	return 0;
+	return ret;
 }
 
 static int download_dir_modes(struct download *ctx)
@@ -180,6 +163,87 @@ static int download_dir_modes(struct download *ctx)
 	return 0;
 }
 
+int download_open(struct download **out, const char *dir, download_write_fn *write,
+		  void *write_ctx, struct error *err)
+{
+	struct download *ctx;
+	int ret, fd;
+
+	ret = fs_mkdir_p(dir, 0755);
+	if (ret < 0)
+		return error_errno(err, ret, "%s", dir);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return error_errno(err, -errno, "%s", dir);
+	ctx = xcalloc(1, sizeof(*ctx));
+	ctx->write = write;
+	ctx->write_ctx = write_ctx;
+	ctx->out_fd = fd;
+	ctx->out_name = dir;
+	ctx->parent_fd = -1;
+	*out = ctx;
+	return 0;
+}
+
+int download_close(struct download *ctx, int ret, struct error *err)
+{
+	size_t i;
+
+	if (ret == 0)
+		ret = download_dir_modes(ctx);
+	if (ctx->parent_fd >= 0 && ctx->parent_fd != ctx->out_fd)
+		close(ctx->parent_fd);
+	close(ctx->out_fd);
+	for (i = 0; i < ctx->dir_count; i++)
+		free(ctx->dirs[i].path);
+	free(ctx->dirs);
+	strbuf_release(&ctx->rel);
+	strbuf_release(&ctx->parent);
+	if (ret < 0 && ctx->err.code)
+		*err = ctx->err;
+	free(ctx);
+	return ret;
+}
+
+/* A store download: files from the catalog's objects, with progress. */
+struct store_download {
+	struct store *store;
+	struct download *download;
+	store_progress_fn *progress;
+	void *progress_ctx;
+	uint64_t done, total;
+};
+
+static int sum_sizes(void *arg, const struct store_entry *entry)
+{
+	struct store_download *ctx = arg;
+
+	if (S_ISREG(entry->mode))
+		ctx->total += entry->size;
+	return 0;
+}
+
+static int store_download_write(void *arg, const struct store_entry *entry, int fd,
+				struct error *err)
+{
+	struct store_download *ctx = arg;
+	int ret = store_entry_extract(ctx->store, entry, fd, NULL, NULL, err);
+
+	if (ret == 0) {
+		ctx->done += entry->size;
+		if (ctx->progress)
+			ctx->progress(ctx->progress_ctx, ctx->done, ctx->total);
+	}
+	return ret;
+}
+
+static int store_download_entry(void *arg, const struct store_entry *entry)
+{
+	struct store_download *ctx = arg;
+
+	return download_add(ctx->download, entry);
+}
+
 typedef int entries_fn(struct store *store, int64_t id, store_entry_fn *fn, void *ctx,
 		       struct error *err);
 
@@ -187,35 +251,23 @@ typedef int entries_fn(struct store *store, int64_t id, store_entry_fn *fn, void
 static int download(struct store *store, entries_fn *walk, int64_t id, const char *out,
 		    store_progress_fn *progress, void *progress_ctx, struct error *err)
 {
-	struct download ctx = { .store = store, .parent_fd = -1, .out_name = out,
-				.progress = progress, .progress_ctx = progress_ctx };
-	size_t i;
+	struct store_download ctx = { .store = store, .progress = progress,
+				      .progress_ctx = progress_ctx };
+	struct error walk_err = { 0 };
 	int ret;
 
-	ret = fs_mkdir_p(out, 0755);
+	ret = download_open(&ctx.download, out, store_download_write, &ctx, err);
 	if (ret < 0)
-		return error_errno(err, ret, "%s", out);
-	ctx.out_fd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (ctx.out_fd < 0)
-		return error_errno(err, -errno, "%s", out);
-	ret = progress ? walk(store, id, sum_sizes, &ctx, &ctx.err) : 0;
+		return ret;
+	ret = progress ? walk(store, id, sum_sizes, &ctx, &walk_err) : 0;
 	if (ret == 0)
-		ret = walk(store, id, download_entry, &ctx, &ctx.err);
-	if (ret == 0)
-		ret = download_dir_modes(&ctx);
-	if (ctx.parent_fd >= 0 && ctx.parent_fd != ctx.out_fd)
-		close(ctx.parent_fd);
-	close(ctx.out_fd);
-	for (i = 0; i < ctx.dir_count; i++)
-		free(ctx.dirs[i].path);
-	free(ctx.dirs);
-	strbuf_release(&ctx.rel);
-	strbuf_release(&ctx.parent);
-	if (ret < 0)
-		*err = ctx.err;
+		ret = walk(store, id, store_download_entry, &ctx, &walk_err);
+	ret = download_close(ctx.download, ret, err);
+	/* The walk's own failures (a damaged tree) come with their message here. */
+	if (ret < 0 && walk_err.code)
+		*err = walk_err;
 	return ret;
 }
-
 int store_run_download(struct store *store, int64_t run, const char *out,
 		       store_progress_fn *progress, void *progress_ctx,
 		       struct error *err)

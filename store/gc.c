@@ -117,7 +117,8 @@ static int gc_sweep_objects(struct store *store, const struct hashset *live,
 static int gc_load_packs(struct store *store, struct gc_pack **out, size_t *count,
 			 struct error *err)
 {
-	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT id, name, size FROM packs ORDER BY id", err);
+	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT id, name, size, unnamed FROM packs"
+						 " ORDER BY id", err);
 	struct gc_pack *packs = NULL;
 	size_t n = 0;
 	int rc;
@@ -131,6 +132,8 @@ static int gc_load_packs(struct store *store, struct gc_pack **out, size_t *coun
 		snprintf(packs[n].name, sizeof(packs[n].name), "%s",
 			 sqlite3_column_text(stmt, 1));
 		packs[n].size = (uint64_t)sqlite3_column_int64(stmt, 2);
+		/* Members no row names are dead too: a rewrite drops them. */
+		packs[n].dead_objects = (uint64_t)sqlite3_column_int64(stmt, 3);
 		n++;
 	}
 	sqlite3_reset(stmt);

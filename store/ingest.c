@@ -149,6 +149,8 @@ struct store_ingest {
 	size_t cache_cap;
 	uint8_t *staging;
 	const char *root;	/* the folder being stored, resolved */
+	/* Staging (no catalog): the manifest the tree is described in instead. */
+	struct strbuf *manifest;
 };
 
 /* Its buffer comes with its first use: most runs store a few small files. */
@@ -375,7 +377,8 @@ static void ingest_process_job(struct ingest_worker *worker, struct job *job)
 
 		pthread_mutex_lock(&ingest->lock);
 		store_it = !ingest->error.code && hashset_add(&ingest->seen, slot->hash);
-		if (store_it)
+		/* Staging cannot know what is stored: it writes every new chunk. */
+		if (store_it && ingest->store->db)
 			store_it = !catalog_has_object(ingest->store, slot->hash,
 						       &ingest->error);
 		pthread_mutex_unlock(&ingest->lock);
@@ -631,6 +634,13 @@ static int ingest_load_stat_cache(struct store_ingest *ingest, const char *root,
 	char *upper = xstrdup(root);
 	int rc;
 
+	if (!store->db) {
+		/* Staging has no cache: an empty table. */
+		ingest->cache_cap = 16;
+		ingest->cache = xcalloc(ingest->cache_cap, sizeof(*ingest->cache));
+		free(upper);
+		return 0;
+	}
 	/* Paths under "/a/b/" sort between it and "/a/b0" ('/' + 1). */
 	upper[root_len - 1] = '0';
 	stmt = catalog_stmt(store, "SELECT count(*) FROM stat_cache WHERE path > ? AND path < ?", err);
@@ -1093,93 +1103,21 @@ out:
 	return ret;
 }
 
-/* Inserts the tree unless an identical one exists; *tree gets its id. */
-static int ingest_record_tree(struct store_ingest *ingest, int64_t *tree,
-			      struct error *err)
+static void ingest_entry_at(void *ctx, size_t i, struct store_entry *out,
+			    struct strbuf *scratch)
 {
-	struct store *store = ingest->store;
-	struct tree_hasher *hasher = tree_hasher_new();
-	struct strbuf chunks = STRBUF_INIT;
-	uint8_t hash[STORE_HASH_SIZE];
-	uint64_t files = 0, bytes = 0;
-	sqlite3_stmt *stmt;
-	size_t i;
-	int rc, ret = 0;
+	struct store_ingest *ingest = ctx;
+	struct entry *entry = &ingest->entries[i];
 
-	for (i = 0; i < ingest->entry_count; i++) {
-		struct entry *entry = &ingest->entries[i];
-
-		entry_chunks(ingest, entry, &chunks);
-		tree_hasher_add(hasher, entry->path, entry->mode, entry->size,
-				entry->target, (const uint8_t *)chunks.buf,
-				chunks.len / STORE_CHUNK_RECORD_SIZE);
-		if (S_ISREG(entry->mode)) {
-			files++;
-			bytes += entry->size;
-		}
+	out->path = entry->path;
+	out->mode = entry->mode;
+	out->size = entry->size;
+	out->target = entry->target;
+	if (S_ISREG(entry->mode)) {
+		entry_chunks(ingest, entry, scratch);
+		out->chunks = (const uint8_t *)scratch->buf;
+		out->chunk_count = scratch->len / STORE_CHUNK_RECORD_SIZE;
 	}
-	tree_hasher_finish(hasher, hash);
-
-	stmt = catalog_stmt(store, "SELECT id FROM trees WHERE hash = ?", err);
-	if (!stmt)
-		goto fail;
-	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
-	rc = sqlite3_step(stmt);
-	if (rc == SQLITE_ROW)
-		*tree = sqlite3_column_int64(stmt, 0);
-	sqlite3_reset(stmt);
-	if (rc == SQLITE_ROW)
-		goto out;
-	if (rc != SQLITE_DONE) {
-		ret = catalog_error(store, rc, "look up tree", err);
-		goto out;
-	}
-	stmt = catalog_stmt(store, "INSERT INTO trees(hash, files, bytes) VALUES (?, ?, ?)", err);
-	if (!stmt)
-		goto fail;
-	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 2, (int64_t)files);
-	sqlite3_bind_int64(stmt, 3, (int64_t)bytes);
-	rc = sqlite3_step(stmt);
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE) {
-		ret = catalog_error(store, rc, "record tree", err);
-		goto out;
-	}
-	*tree = sqlite3_last_insert_rowid(store->db);
-	for (i = 0; i < ingest->entry_count; i++) {
-		struct entry *entry = &ingest->entries[i];
-
-		stmt = catalog_stmt(store,
-				    "INSERT INTO tree_entries(tree, seq, path, mode, size, target, chunks)"
-				    " VALUES (?, ?, ?, ?, ?, ?, ?)", err);
-		if (!stmt)
-			goto fail;
-		sqlite3_bind_int64(stmt, 1, *tree);
-		sqlite3_bind_int64(stmt, 2, (int64_t)i);
-		sqlite3_bind_text(stmt, 3, entry->path, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(stmt, 4, entry->mode);
-		sqlite3_bind_int64(stmt, 5, (int64_t)entry->size);
-		if (entry->target)
-			sqlite3_bind_text(stmt, 6, entry->target, -1, SQLITE_STATIC);
-		if (S_ISREG(entry->mode)) {
-			entry_chunks(ingest, entry, &chunks);
-			sqlite3_bind_blob(stmt, 7, chunks.buf ? chunks.buf : "",
-					  (int)chunks.len, SQLITE_TRANSIENT);
-		}
-		rc = sqlite3_step(stmt);
-		sqlite3_reset(stmt);
-		if (rc != SQLITE_DONE) {
-			ret = catalog_error(store, rc, "record tree entry", err);
-			goto out;
-		}
-	}
-	goto out;
-fail:
-	ret = err->code;
-out:
-	strbuf_release(&chunks);
-	return ret;
 }
 
 static int ingest_record_stat_cache(struct store_ingest *ingest,
@@ -1247,26 +1185,9 @@ static bool ingest_use_stat_cache(struct store_ingest *ingest, struct entry *ent
 	return true;
 }
 
-/*
- * Orders paths as a tree's entries are: parents first, siblings by name
- * bytes, so "/" sorts before every other byte.
- */
 static int compare_paths(const void *a, const void *b)
 {
-	const unsigned char *x = *(const unsigned char *const *)a;
-	const unsigned char *y = *(const unsigned char *const *)b;
-
-	while (*x && *x == *y) {
-		x++;
-		y++;
-	}
-	if (*x == *y)
-		return 0;
-	if (!*x || !*y)
-		return *x ? 1 : -1;
-	if (*x == '/' || *y == '/')
-		return *x == '/' ? -1 : 1;
-	return *x < *y ? -1 : 1;
+	return tree_path_compare(*(char *const *)a, *(char *const *)b);
 }
 
 /* Appends the entry of root/rel, a folder, a file or a symlink. */
@@ -1353,6 +1274,76 @@ static int ingest_list(struct store_ingest *ingest, const char *root, char *cons
 	free(sorted);
 	strbuf_release(&path);
 	strbuf_release(&folder);
+	return ret;
+}
+
+/* A chunk this ingest stored, for the manifest: where it went. */
+struct stored_chunk {
+	const struct new_object *object;
+	const char *pack;
+};
+
+static int compare_stored_chunks(const void *a, const void *b)
+{
+	return memcmp(((const struct stored_chunk *)a)->object->hash,
+		      ((const struct stored_chunk *)b)->object->hash, STORE_HASH_SIZE);
+}
+
+/*
+ * Describes the folder just stored in ingest->manifest.  Each chunk was
+ * stored once (seen), by some worker: every slot finds its object.
+ */
+static int ingest_write_manifest(struct store_ingest *ingest, struct error *err)
+{
+	struct stored_chunk *chunks = NULL, key;
+	struct manifest_writer writer;
+	struct new_object probe;
+	size_t count = 0, i, j;
+	int w, ret = 0;
+
+	for (w = 0; w < ingest->worker_count; w++)
+		count += ingest->workers[w].object_count;
+	chunks = xmalloc((count ? count : 1) * sizeof(*chunks));
+	count = 0;
+	for (w = 0; w < ingest->worker_count; w++) {
+		struct ingest_worker *worker = &ingest->workers[w];
+
+		for (i = 0; i < worker->object_count; i++) {
+			chunks[count].object = &worker->objects[i];
+			chunks[count++].pack = worker->packs[worker->objects[i].pack].name;
+		}
+	}
+	qsort(chunks, count, sizeof(*chunks), compare_stored_chunks);
+	key.object = &probe;
+	manifest_begin(&writer, ingest->manifest);
+	for (i = 0; i < ingest->entry_count && ret == 0; i++) {
+		struct entry *entry = &ingest->entries[i];
+
+		manifest_add_entry(&writer, entry->path, entry->mode, entry->size, entry->target);
+		for (j = 0; S_ISREG(entry->mode) && j < entry->slot_count; j++) {
+			struct slot *slot = slot_at(ingest, entry->first_slot + j);
+			const struct stored_chunk *found;
+			struct object_location loc;
+
+			memcpy(probe.hash, slot->hash, STORE_HASH_SIZE);
+			found = bsearch(&key, chunks, count, sizeof(*chunks), compare_stored_chunks);
+			if (!found) {
+				ret = error_set(err, -EIO, "%s/%s: a chunk was not stored",
+						ingest->root, entry->path);
+				break;
+			}
+			memset(&loc, 0, sizeof(loc));
+			loc.offset = found->object->offset;
+			loc.stored = found->object->stored;
+			loc.raw = found->object->raw;
+			loc.inner = found->object->inner;
+			loc.block = found->object->block;
+			manifest_add_chunk(&writer, slot->hash, found->pack, &loc);
+		}
+	}
+	if (ret == 0)
+		manifest_end(&writer);
+	free(chunks);
 	return ret;
 }
 
@@ -1447,13 +1438,20 @@ static int ingest_tree(struct store_ingest *ingest, const char *dir, char *const
 	ret = ingest_commit_packs(ingest, err);
 	if (ret < 0)
 		goto out;
+	if (!store->db) {
+		ret = ingest_write_manifest(ingest, err);
+		/* The manifest names them now; gc takes them if it is never imported. */
+		for (w = 0; w < ingest->worker_count && ret == 0; w++)
+			ingest_worker_forget_packs(&ingest->workers[w]);
+		goto out;
+	}
 	ret = catalog_begin(store, err);
 	if (ret < 0)
 		goto out;
 	for (w = 0; w < ingest->worker_count && ret == 0; w++)
 		ret = ingest_record_objects(&ingest->workers[w], err);
 	if (ret == 0)
-		ret = ingest_record_tree(ingest, tree, err);
+		ret = tree_record(store, ingest_entry_at, ingest, ingest->entry_count, tree, err);
 	if (ret == 0)
 		ret = ingest_record_stat_cache(ingest, root.buf, err);
 	if (ret == 0)
@@ -1486,4 +1484,31 @@ int store_ingest_paths(struct store_ingest *ingest, const char *dir, char *const
 		       size_t count, int64_t *tree, struct error *err)
 {
 	return ingest_tree(ingest, dir, paths, count, tree, NULL, NULL, err);
+}
+
+struct store *ingest_store(struct store_ingest *ingest)
+{
+	return ingest->store;
+}
+
+int store_stage_folder(const char *home, const char *dir, struct strbuf *manifest,
+		       struct error *err)
+{
+	struct store_ingest *ingest;
+	struct store *store;
+	int64_t unused;
+	int ret;
+
+	ret = store_open_packs(&store, home, true, err);
+	if (ret < 0)
+		return ret;
+	/* The ingest holds the gc lock shared until its end. */
+	ret = store_ingest_begin(store, &ingest, NULL, NULL, err);
+	if (ret == 0) {
+		ingest->manifest = manifest;
+		ret = ingest_tree(ingest, dir, NULL, 0, &unused, NULL, NULL, err);
+		store_ingest_end(ingest);
+	}
+	store_close(store);
+	return ret;
 }

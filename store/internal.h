@@ -169,10 +169,26 @@ int object_find(struct store *store, const uint8_t *hash,
 		struct object_location *loc, char pack_name[33]);
 
 /*
+ * Reads the object at loc of pack name, whoever placed it there (a
+ * manifest, a pack record), verifying its SHA-256; loc->pack keys the
+ * block cache (0: not cached; one key must always mean one pack).
+ */
+int object_read_from(struct store *store, const char *name, const uint8_t *hash,
+		     const struct object_location *loc, void *out, struct error *err);
+
+/*
  * The capacity in bytes of store_entry_pread's chunk cache (64 MiB unless
  * set): tests shrink it to make eviction happen with little data.
  */
 void chunk_cache_set_capacity(uint64_t bytes);
+
+/*
+ * A store of packs alone, for a node that must not open the catalog (it
+ * may sit on NFS): db stays NULL.  writable: packs may be added (gc.lock
+ * is created if missing); else gc.lock is only used if it is there.
+ */
+int store_open_packs(struct store **out, const char *home, bool writable,
+		     struct error *err);
 
 /* Catalog */
 int catalog_open(struct store *store, struct error *err);
@@ -248,6 +264,52 @@ void tree_hasher_add(struct tree_hasher *hasher, const char *path, mode_t mode,
 		     size_t chunk_count);
 void tree_hasher_finish(struct tree_hasher *hasher,
 			uint8_t out[STORE_HASH_SIZE]);
+
+/* Orders a tree's paths: parents first, siblings by name bytes ('/' first). */
+int tree_path_compare(const char *a, const char *b);
+/* Fills entry with entry i of a tree being recorded; scratch may hold its chunks. */
+typedef void tree_entry_at_fn(void *ctx, size_t i, struct store_entry *entry,
+			      struct strbuf *scratch);
+/*
+ * Inserts, in the open transaction, the tree of count entries (canonical
+ * order) unless an identical one exists; *tree gets its id.
+ */
+int tree_record(struct store *store, tree_entry_at_fn *at, void *ctx, size_t count,
+		int64_t *tree, struct error *err);
+
+/*
+ * Writing entries (artifact/path) under a folder, as store_run_download
+ * does: write puts a regular file's bytes in fd.  close applies the
+ * folders' modes unless ret (the caller's result so far) is an error, and
+ * returns the outcome, with err filled.
+ */
+struct download;
+typedef int download_write_fn(void *ctx, const struct store_entry *entry, int fd,
+			      struct error *err);
+int download_open(struct download **out, const char *dir, download_write_fn *write,
+		  void *write_ctx, struct error *err);
+int download_add(struct download *download, const struct store_entry *entry);
+int download_close(struct download *download, int ret, struct error *err);
+
+/* The store an ingest writes to. */
+struct store *ingest_store(struct store_ingest *ingest);
+
+/*
+ * Manifests (manifest.c): a tree's entries with where each chunk lies in
+ * the packs, for a node without the catalog.  The writer counts entries
+ * for the end line that tells a whole manifest from a truncated one.
+ */
+struct manifest_writer {
+	struct strbuf *out;
+	size_t entries;
+};
+void manifest_begin(struct manifest_writer *writer, struct strbuf *out);
+void manifest_add_entry(struct manifest_writer *writer, const char *path, mode_t mode,
+			uint64_t size, const char *target);
+/* A chunk of the entry added last; loc->raw is its size. */
+void manifest_add_chunk(struct manifest_writer *writer, const uint8_t *hash,
+			const char *pack, const struct object_location *loc);
+void manifest_end(struct manifest_writer *writer);
 
 /* Locks that keep gc and writers apart (flock on $DSTACK_HOME/gc.lock). */
 int store_lock_shared(struct store *store, struct error *err);

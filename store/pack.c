@@ -391,57 +391,36 @@ static struct block_cache *block_cache_of(struct store *store)
 	return store->blocks;
 }
 
-/* Reads and decompresses the block holding loc into out (or the cache). */
-static int object_read_block(struct store *store, const uint8_t *hash,
-			     uint32_t raw_size, struct object_location *loc,
-			     void *out, struct error *err)
+/*
+ * Reads the object at loc of pack name into out through the block cache
+ * (keyed by loc->pack; 0: not cached).  -ENOENT, err untouched, when the pack is
+ * gone: gc may have moved the object, and the caller may look again.
+ */
+static int object_read_at(struct store *store, const char *name, const uint8_t *hash,
+			  const struct object_location *loc, void *out, struct error *err)
 {
 	struct strbuf path = STRBUF_INIT;
-	char name[33], hex[65];
 	uint8_t *frame = NULL, *block = NULL;
-	int fd = -1, ret, attempt;
+	char hex[65];
+	int fd = -1, ret;
 	bool solo;
 
 	hex_encode(hash, STORE_HASH_SIZE, hex);
-	/*
-	 * gc may move a live object to a new pack and delete the old one
-	 * between our lookup and our open: look it up again then.
-	 */
-	for (attempt = 0; attempt < 3; attempt++) {
-		ret = object_find(store, hash, loc, name);
-		if (ret == -ENOENT) {
-			ret = error_set(err, -EIO, "object %s: missing from the catalog", hex);
-			goto out;
-		}
-		if (ret < 0) {
-			ret = error_errno(err, ret, "object %s", hex);
-			goto out;
-		}
-		if (loc->raw != raw_size) {
-			ret = error_set(err, -EIO, "object %s: size %u in catalog, %u expected",
-					hex, loc->raw, raw_size);
-			goto out;
-		}
-		/* Before the cache: a cached block is copied from at inner. */
-		if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > PACK_BLOCK_MAX ||
-		    loc->stored > frame_bound(loc->block)) {
-			ret = error_set(err, -EIO, "object %s: impossible location in the catalog", hex);
-			goto out;
-		}
-		if (block_cache_get(block_cache_of(store), loc, out))
-			goto out;
-		pack_path(store, name, &path);
-		fd = open(path.buf, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0 || errno != ENOENT)
-			break;
-	}
+	/* Before the cache: a cached block is copied from at inner. */
+	if ((uint64_t)loc->inner + loc->raw > loc->block || loc->block > PACK_BLOCK_MAX ||
+	    loc->stored > frame_bound(loc->block))
+		return error_set(err, -EIO, "object %s: impossible location", hex);
+	if (loc->pack && block_cache_get(block_cache_of(store), loc, out))
+		return 0;
+	pack_path(store, name, &path);
+	fd = open(path.buf, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		ret = error_errno(err, -errno, "object %s: pack %s", hex, path.buf);
-		if (ret == -ENOENT)
-			ret = -EIO;
+		ret = -errno;
+		if (ret != -ENOENT)
+			error_errno(err, ret, "object %s: pack %s", hex, path.buf);
 		goto out;
 	}
-	frame = xmalloc(loc->stored);
+	frame = xmalloc(loc->stored ? loc->stored : 1);
 	ret = fs_pread_all(fd, frame, loc->stored, (off_t)loc->offset);
 	if (ret < 0) {
 		error_errno(err, ret, "object %s: %s", hex, path.buf);
@@ -449,7 +428,7 @@ static int object_read_block(struct store *store, const uint8_t *hash,
 		goto out;
 	}
 	solo = loc->inner == 0 && loc->raw == loc->block;
-	block = solo ? out : xmalloc(loc->block);
+	block = solo ? out : xmalloc(loc->block ? loc->block : 1);
 	ret = frame_decompress(frame, loc->stored, block, loc->block);
 	if (ret < 0) {
 		error_set(err, ret, "object %s: corrupt (in %s at offset %llu)", hex,
@@ -458,8 +437,10 @@ static int object_read_block(struct store *store, const uint8_t *hash,
 	}
 	if (!solo) {
 		memcpy(out, block + loc->inner, loc->raw);
-		block_cache_put(block_cache_of(store), loc, block);
-		block = NULL;
+		if (loc->pack) {
+			block_cache_put(block_cache_of(store), loc, block);
+			block = NULL;
+		}
 	}
 out:
 	if (fd >= 0)
@@ -471,23 +452,76 @@ out:
 	return ret;
 }
 
+/* Reads the block holding the object the catalog places, into out. */
+static int object_read_block(struct store *store, const uint8_t *hash,
+			     uint32_t raw_size, struct object_location *loc,
+			     void *out, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT;
+	char name[33], hex[65];
+	int ret, attempt;
+
+	hex_encode(hash, STORE_HASH_SIZE, hex);
+	/*
+	 * gc may move a live object to a new pack and delete the old one
+	 * between our lookup and our open: look it up again then.
+	 */
+	for (attempt = 0; attempt < 3; attempt++) {
+		ret = object_find(store, hash, loc, name);
+		if (ret == -ENOENT)
+			return error_set(err, -EIO, "object %s: missing from the catalog", hex);
+		if (ret < 0)
+			return error_errno(err, ret, "object %s", hex);
+		if (loc->raw != raw_size)
+			return error_set(err, -EIO, "object %s: size %u in catalog, %u expected",
+					 hex, loc->raw, raw_size);
+		ret = object_read_at(store, name, hash, loc, out, err);
+		if (ret != -ENOENT)
+			return ret;
+	}
+	pack_path(store, name, &path);
+	error_errno(err, -ENOENT, "object %s: pack %s", hex, path.buf);
+	strbuf_release(&path);
+	return -EIO;
+}
+
+static int object_verify(const uint8_t *hash, const void *data, uint32_t size,
+			 struct error *err)
+{
+	uint8_t check[STORE_HASH_SIZE];
+	char hex[65];
+
+	hash_bytes(data, size, check);
+	if (!memcmp(check, hash, STORE_HASH_SIZE))
+		return 0;
+	hex_encode(hash, STORE_HASH_SIZE, hex);
+	return error_set(err, -EIO, "object %s: corrupt (content hashes to something else)", hex);
+}
+
+int object_read_from(struct store *store, const char *name, const uint8_t *hash,
+		     const struct object_location *loc, void *out, struct error *err)
+{
+	struct strbuf path = STRBUF_INIT;
+	char hex[65];
+	int ret = object_read_at(store, name, hash, loc, out, err);
+
+	if (ret == -ENOENT) {
+		hex_encode(hash, STORE_HASH_SIZE, hex);
+		pack_path(store, name, &path);
+		error_errno(err, ret, "object %s: pack %s", hex, path.buf);
+		strbuf_release(&path);
+		return -EIO;
+	}
+	return ret < 0 ? ret : object_verify(hash, out, loc->raw, err);
+}
+
 int object_read(struct store *store, const uint8_t *hash, void *out,
 		uint32_t raw_size, bool verify_hash, struct error *err)
 {
 	struct object_location loc;
-	uint8_t check[STORE_HASH_SIZE];
-	char hex[65];
-	int ret;
+	int ret = object_read_block(store, hash, raw_size, &loc, out, err);
 
-	ret = object_read_block(store, hash, raw_size, &loc, out, err);
-	if (ret < 0)
+	if (ret < 0 || !verify_hash)
 		return ret;
-	hex_encode(hash, STORE_HASH_SIZE, hex);
-	if (verify_hash) {
-		hash_bytes(out, raw_size, check);
-		if (memcmp(check, hash, STORE_HASH_SIZE))
-			return error_set(err, -EIO, "object %s: corrupt (content hashes to something else)",
-					 hex);
-	}
-	return 0;
+	return object_verify(hash, out, raw_size, err);
 }

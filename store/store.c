@@ -124,6 +124,43 @@ fail:
 	return ret;
 }
 
+int store_open_packs(struct store **out, const char *home, bool writable,
+		     struct error *err)
+{
+	struct store *store = xcalloc(1, sizeof(*store));
+	struct strbuf sb = STRBUF_INIT;
+	int ret = 0;
+
+	store->gc_lock_fd = -1;
+	store->writable = writable;
+	store->home = xstrdup(home);
+	strbuf_addf(&sb, "%s/packs", home);
+	store->packs_dir = xstrdup(sb.buf);
+	strbuf_reset(&sb);
+	strbuf_addf(&sb, "%s/tmp", home);
+	store->tmp_dir = xstrdup(sb.buf);
+	strbuf_reset(&sb);
+	strbuf_addf(&sb, "%s/gc.lock", home);
+	if (writable) {
+		ret = store_make_dirs(store, err);
+		if (ret == 0) {
+			store->gc_lock_fd = open(sb.buf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+			if (store->gc_lock_fd < 0)
+				ret = error_errno(err, -errno, "%s", sb.buf);
+		}
+	} else {
+		/* A reader may see the store read-only: the lock then helps nobody. */
+		store->gc_lock_fd = open(sb.buf, O_RDONLY | O_CLOEXEC);
+	}
+	strbuf_release(&sb);
+	if (ret < 0) {
+		store_close(store);
+		return ret;
+	}
+	*out = store;
+	return 0;
+}
+
 void store_close(struct store *store)
 {
 	if (!store)

@@ -70,6 +70,37 @@ int store_ingest_paths(struct store_ingest *ingest, const char *dir, char *const
 		       size_t count, int64_t *tree, struct error *err);
 void store_ingest_end(struct store_ingest *ingest);
 
+/*
+ * Staging: how a node without the catalog reads and stores files (Slurm).
+ * A manifest is text (see store/manifest.c): versioned, each chunk with
+ * its place in the packs; manifests may be concatenated.  The places a
+ * manifest gives hold until gc: keep an ingest (store_ingest_begin) open
+ * from writing a manifest until the node has read it, and from before a
+ * node stages until its manifest is imported (gc takes packs the catalog
+ * does not name).
+ */
+/* Appends to manifest the entries of tree (a run's snapshot), each chunk
+ * with its pack location. */
+int store_manifest_tree(struct store *store, int64_t tree, struct strbuf *manifest,
+			struct error *err);
+/* Appends to manifest the artifacts of run laid out as store_run_download
+ * writes them (OUT/ARTIFACT_PATH/..., the higher-numbered job winning). */
+int store_manifest_run(struct store *store, int64_t run, struct strbuf *manifest,
+		       struct error *err);
+/* Writes a manifest's files under out, reading the packs of the store at
+ * home directly: no catalog.  Every chunk verified (SHA-256); never follows
+ * a symlink out of out. */
+int store_manifest_extract(const char *home, const char *manifest, size_t len, const char *out,
+			   struct error *err);
+/* Stores the folder dir into new packs of the store at home, without the
+ * catalog (the gc lock held shared meanwhile); appends its manifest to out. */
+int store_stage_folder(const char *home, const char *dir, struct strbuf *manifest,
+		       struct error *err);
+/* Records a staged folder's objects and tree in the catalog, each checked
+ * against its pack: *tree gets its id, as store_ingest_folder would. */
+int store_stage_import(struct store_ingest *ingest, const char *manifest, size_t len,
+		       int64_t *tree, struct error *err);
+
 struct store_run {
 	int64_t id;
 	char name[64];

@@ -63,6 +63,109 @@ void tree_hasher_finish(struct tree_hasher *hasher, uint8_t out[STORE_HASH_SIZE]
 	free(hasher);
 }
 
+int tree_path_compare(const char *a, const char *b)
+{
+	const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+
+	while (*x && *x == *y) {
+		x++;
+		y++;
+	}
+	if (*x == *y)
+		return 0;
+	if (!*x || !*y)
+		return *x ? 1 : -1;
+	if (*x == '/' || *y == '/')
+		return *x == '/' ? -1 : 1;
+	return *x < *y ? -1 : 1;
+}
+
+int tree_record(struct store *store, tree_entry_at_fn *at, void *ctx, size_t count,
+		int64_t *tree, struct error *err)
+{
+	struct tree_hasher *hasher = tree_hasher_new();
+	struct strbuf scratch = STRBUF_INIT;
+	struct store_entry entry;
+	uint8_t hash[STORE_HASH_SIZE];
+	uint64_t files = 0, bytes = 0;
+	sqlite3_stmt *stmt;
+	size_t i;
+	int rc, ret = 0;
+
+	for (i = 0; i < count; i++) {
+		memset(&entry, 0, sizeof(entry));
+		at(ctx, i, &entry, &scratch);
+		tree_hasher_add(hasher, entry.path, entry.mode, entry.size, entry.target,
+				entry.chunks, entry.chunk_count);
+		if (S_ISREG(entry.mode)) {
+			files++;
+			bytes += entry.size;
+		}
+	}
+	tree_hasher_finish(hasher, hash);
+
+	stmt = catalog_stmt(store, "SELECT id FROM trees WHERE hash = ?", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		*tree = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	if (rc == SQLITE_ROW)
+		goto out;
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "look up tree", err);
+		goto out;
+	}
+	stmt = catalog_stmt(store, "INSERT INTO trees(hash, files, bytes) VALUES (?, ?, ?)", err);
+	if (!stmt)
+		goto fail;
+	sqlite3_bind_blob(stmt, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, (int64_t)files);
+	sqlite3_bind_int64(stmt, 3, (int64_t)bytes);
+	rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	if (rc != SQLITE_DONE) {
+		ret = catalog_error(store, rc, "record tree", err);
+		goto out;
+	}
+	*tree = sqlite3_last_insert_rowid(store->db);
+	for (i = 0; i < count; i++) {
+		memset(&entry, 0, sizeof(entry));
+		at(ctx, i, &entry, &scratch);
+		stmt = catalog_stmt(store,
+				    "INSERT INTO tree_entries(tree, seq, path, mode, size, target, chunks)"
+				    " VALUES (?, ?, ?, ?, ?, ?, ?)", err);
+		if (!stmt)
+			goto fail;
+		sqlite3_bind_int64(stmt, 1, *tree);
+		sqlite3_bind_int64(stmt, 2, (int64_t)i);
+		sqlite3_bind_text(stmt, 3, entry.path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 4, entry.mode);
+		sqlite3_bind_int64(stmt, 5, (int64_t)entry.size);
+		if (entry.target)
+			sqlite3_bind_text(stmt, 6, entry.target, -1, SQLITE_STATIC);
+		/* A regular file has a blob, empty when it has no chunks. */
+		if (S_ISREG(entry.mode))
+			sqlite3_bind_blob(stmt, 7, entry.chunks ? (const void *)entry.chunks : "",
+					  (int)(entry.chunk_count * STORE_CHUNK_RECORD_SIZE),
+					  SQLITE_TRANSIENT);
+		rc = sqlite3_step(stmt);
+		sqlite3_reset(stmt);
+		if (rc != SQLITE_DONE) {
+			ret = catalog_error(store, rc, "record tree entry", err);
+			goto out;
+		}
+	}
+	goto out;
+fail:
+	ret = err->code;
+out:
+	strbuf_release(&scratch);
+	return ret;
+}
+
 struct artifact_row {
 	int job;
 	char *path;
