@@ -77,6 +77,7 @@ int cmd_tags(int argc, char **argv);
 int cmd_artifacts(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
+int cmd_job_exec(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_providers(int argc, char **argv);
 int cmd_mount(int argc, char **argv);

@@ -850,3 +850,17 @@ int cmd_logs(int argc, char **argv)
 		return cli_error("cannot write the logs: %s", strerror(EIO));
 	return ret < 0 ? cli_error("%s", err.message) : CLI_OK;
 }
+
+int cmd_job_exec(int argc, char **argv)
+{
+	struct error err = { 0 };
+	int code;
+
+	if (cli_wants_help("job-exec", argc, argv))
+		return CLI_OK;
+	if (argc != 2)
+		return cli_usage_error("job-exec", "give the job's FOLDER");
+	if (runner_job_exec(argv[1], &code, &err) < 0)
+		return cli_error("%s", err.message);
+	return code;
+}

@@ -12,7 +12,7 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
-	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker] (WORKFLOW [ARGS...] | --rerun RUN)",
+	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker|slurm] (WORKFLOW [ARGS...] | --rerun RUN)",
 	  "run a workflow of the current repository and follow its output",
 	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
 	  "of the git repository around the current directory.  Its jobs run on\n"
@@ -25,7 +25,8 @@ const struct cli_command cli_commands[] = {
 	  "any answer but y leaves it running (`dstack logs -f RUN` follows it).\n"
 	  "Without one, Ctrl-C stops the run.  --backend docker runs each job that\n"
 	  "names an image in it, through dockerd (the default: backend: in\n"
-	  "$DSTACK_HOME/config.yaml, else host).  --rerun RUN (or :TAG) runs\n"
+	  "$DSTACK_HOME/config.yaml, else host); --backend slurm submits each job\n"
+	  "to Slurm, with the settings of config.yaml's slurm: keys.  --rerun RUN (or :TAG) runs\n"
 	  "that run's workflow with its args again on its snapshot, wherever the\n"
 	  "checkout has gone since." },
 	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
@@ -79,6 +80,13 @@ const struct cli_command cli_commands[] = {
 	  "unmount the tree; the daemon finishes its live runs, then exits", NULL },
 	{ "gc", cmd_gc, "dstack gc",
 	  "delete stored data that no run or tag reaches", NULL },
+	{ "job-exec", cmd_job_exec, "dstack job-exec FOLDER",
+	  "run a job of the slurm backend on this node (Slurm starts it)",
+	  "FOLDER, under $DSTACK_HOME/work, is where the runner left the job:\n"
+	  "its script, environment and the manifests of its inputs.  The node\n"
+	  "never opens the catalog: it reads the packs, stores the artifacts in\n"
+	  "new packs, and leaves their manifests and the result for the runner.\n"
+	  "Exits with the job's status." },
 	{ "fsck", cmd_fsck, "dstack fsck",
 	  "re-hash every object and check every reference",
 	  "Prints one line per problem and exits 1 if there is any." },

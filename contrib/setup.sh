@@ -73,6 +73,8 @@ test)
 	install_missing
 	build build
 	build build-asan -Db_sanitize=address,undefined -Db_lundef=false
+	# The slurm backend's tests submit to a real one-node cluster.
+	tests/slurm/start.sh
 	exec tests/run-all.sh
 	;;
 *)

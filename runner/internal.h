@@ -268,18 +268,24 @@ int remote_provider_checkout(struct store *store, const char *url, const char *r
 enum run_backend {
 	BACKEND_HOST,
 	BACKEND_DOCKER,		/* jobs with an image run in it, through dockerd */
+	BACKEND_SLURM,		/* each job a Slurm job, run by `dstack job-exec` */
 };
 /* Makes the network a run's docker jobs share, before they start (control.c). */
 int run_docker_network(const struct store_run *run, struct error *err);
 /* Removes the run's containers and network; says on said what went (control.c). */
 void run_docker_cleanup(const struct store_run *run, struct strbuf *said);
-/* The backend asked for (NULL: $DSTACK_HOME/config.yaml's, else the host). */
+/*
+ * The backend asked for (NULL: $DSTACK_HOME/config.yaml's, else the
+ * host); slurm gets the config's slurm: settings as dstack-slurm reads
+ * them (a JSON object, "{}" when there are none).
+ */
 int run_backend_resolve(struct store *store, const char *asked, enum run_backend *out,
-			struct error *err);
+			struct strbuf *slurm, struct error *err);
 
 struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
 	enum run_backend backend;
+	const char *slurm_settings;	/* the slurm backend's, as JSON */
 	bool docker_network;	/* its containers share the network dstack-RUN */
 	/* A provider from another repository: its checkout (moved into the
 	 * provider's folder when it runs); NULL: the run's snapshot. */
@@ -311,10 +317,15 @@ struct job_slot {
 	struct run_context *ctx;
 	struct schedule *schedule;
 	int n;
+	const struct job_slot *schedule_slots;	/* every job's of the run, by number */
 	enum job_state state;	/* under the scheduler's lock */
 	int *ports;		/* the job's ports, free ones picked */
 	const int *master_ports;	/* a worker's master's, or NULL */
 	size_t master_port_count;
+	/* On the slurm backend: its Slurm job once submitted (its dependents
+	 * may then be submitted after it), and its node once placed. */
+	long long slurm_id;
+	char node[256];
 	struct store_claim claim;	/* what it holds, while claimed */
 	bool claimed;
 	bool said_waiting;
@@ -327,6 +338,37 @@ struct job_slot {
 	struct error err;
 };
 
+/*
+ * DESIGN.md's job environment, the provider's env, then the workflow's;
+ * over this process's own environment on the host.
+ */
+void job_env_build(struct job_env *env, const struct job_slot *slot, bool host);
+/*
+ * Records how a job ended (slot's code and stopped; reason, when not
+ * empty, failing it and, first, its run): its log flushed, its status.
+ */
+int job_record_end(struct store *store, struct job_slot *slot, struct job_output *out,
+		   const struct strbuf *reason, struct error *err);
+/*
+ * 1 when the job's artifact folder dir/artifact can be stored; else 0,
+ * with the line to say in said and, shorter, why.
+ */
+int job_artifact_check(const char *dir, const char *artifact, struct strbuf *said,
+		       struct strbuf *why);
+/* The folders a run's artifacts go to under dir (its root entries). */
+struct artifact_names {
+	const char *dir;
+	char **paths;
+	size_t count;
+	/* When the tree is mounted: its folder of the run's artifacts, and
+	 * for each path the folder to bind onto it. */
+	const char *tree;
+	char **sources;
+};
+/* A store_entry_fn: collects DIR/PATH for each artifact path of a run. */
+int artifact_name_add(void *ctx, const struct store_entry *entry);
+void artifact_names_release(struct artifact_names *names);
+
 /* Records each job's spec, as YAML, for the tree's jobs/N/spec.yaml. */
 int job_specs_record(struct store *store, int64_t run, const struct job_spec *jobs,
 		     size_t count, struct error *err);
@@ -334,6 +376,8 @@ int job_specs_record(struct store *store, int64_t run, const struct job_spec *jo
 int job_ports_pick(const struct job_spec *spec, int **ports, struct error *err);
 /* Tells the scheduler a job's process exists (its workers may start). */
 void schedule_job_running(struct job_slot *slot);
+/* Tells the scheduler a job is a Slurm job (its dependents may be submitted). */
+void schedule_job_submitted(struct job_slot *slot, long long slurm_id);
 /*
  * Reads the host's capacity if a job asks for resources and checks that
  * each ask can ever be met: -E2BIG naming the job and what otherwise.
@@ -345,6 +389,14 @@ int schedule_check(struct run_context *ctx, struct error *err);
  * snapshot, deps, the process, its artifacts; slot->code, slot->stopped.
  */
 int job_run(struct store *store, struct job_slot *slot, struct error *err);
+
+/*
+ * The job as a Slurm job (slurm.c): its inputs described for `dstack
+ * job-exec` in its folder, submitted, followed until Slurm ends it (its
+ * logs and state into the catalog as they come), then what the node
+ * stored recorded as its artifacts.
+ */
+int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err);
 
 /*
  * Runs every job of a run, side by side as depends_on, master and the

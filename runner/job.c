@@ -103,11 +103,7 @@ static void job_env_ports(struct job_env *env, const char *prefix, const int *po
 	}
 }
 
-/*
- * DESIGN.md's job environment, the provider's env, then the workflow's;
- * over this process's own environment on the host.
- */
-static void job_env_build(struct job_env *env, const struct job_slot *slot, bool host)
+void job_env_build(struct job_env *env, const struct job_slot *slot, bool host)
 {
 	const struct run_context *ctx = slot->ctx;
 	const struct job_spec *spec = &ctx->jobs[slot->n];
@@ -142,6 +138,31 @@ static void job_env_build(struct job_env *env, const struct job_slot *slot, bool
 	job_env_set_all(env, ctx->workflow->env, ctx->workflow->env_count);
 }
 
+int job_artifact_check(const char *dir, const char *artifact, struct strbuf *said,
+		       struct strbuf *why)
+{
+	struct strbuf path = STRBUF_INIT;
+	struct stat st;
+	char *real = NULL;
+	int within = 1;
+
+	strbuf_addf(&path, "%s/%s", dir, artifact);
+	if (lstat(path.buf, &st) < 0) {
+		within = 0;
+		strbuf_addf(why, "artifact path '%s' does not exist", artifact);
+		strbuf_addstr(said, why->buf);
+	} else if ((within = fs_path_within(dir, path.buf, &real)) <= 0) {
+		/* A symlink the job left there must not take the store out of its folder. */
+		within = 0;
+		strbuf_addf(why, "artifact path '%s' leads out of the job's folder", artifact);
+		strbuf_addf(said, "%s%s%s%s: not stored", why->buf, real ? " (to " : "",
+			    real ? real : "", real ? ")" : "");
+	}
+	free(real);
+	strbuf_release(&path);
+	return within;
+}
+
 /*
  * Stores each artifact folder of a finished job.  A missing one, or one
  * leading out of the job's folder, is said and, the first time, put in
@@ -152,10 +173,9 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 			       struct strbuf *missing, struct error *err)
 {
 	struct store_ingest *ingest;
-	struct strbuf path = STRBUF_INIT;
-	char *real = NULL;
+	struct strbuf path = STRBUF_INIT, said = STRBUF_INIT, why = STRBUF_INIT;
 	size_t i;
-	int within, ret;
+	int ret;
 
 	if (!spec->artifact_count)
 		return 0;
@@ -163,33 +183,18 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 	if (ret < 0)
 		return ret;
 	for (i = 0; i < spec->artifact_count && ret == 0; i++) {
-		struct stat st;
 		int64_t tree;
 
+		strbuf_reset(&said);
+		strbuf_reset(&why);
+		if (!job_artifact_check(dir, spec->artifacts[i].path, &said, &why)) {
+			job_output_say(out, "%s", said.buf);
+			if (missing && !missing->len)
+				strbuf_addf(missing, "job %d: %s", out->job, why.buf);
+			continue;
+		}
 		strbuf_reset(&path);
 		strbuf_addf(&path, "%s/%s", dir, spec->artifacts[i].path);
-		if (lstat(path.buf, &st) < 0) {
-			job_output_say(out, "artifact path '%s' does not exist", spec->artifacts[i].path);
-			if (missing && !missing->len)
-				strbuf_addf(missing, "job %d: artifact path '%s' does not exist",
-					    out->job, spec->artifacts[i].path);
-			continue;
-		}
-		/* A symlink the job left there must not take the store out of its folder. */
-		within = fs_path_within(dir, path.buf, &real);
-		if (within <= 0) {
-			job_output_say(out, "artifact path '%s' leads out of the job's folder%s%s%s:"
-				       " not stored", spec->artifacts[i].path, real ? " (to " : "",
-				       real ? real : "", real ? ")" : "");
-			if (missing && !missing->len)
-				strbuf_addf(missing, "job %d: artifact path '%s' leads out of the"
-					    " job's folder", out->job, spec->artifacts[i].path);
-			free(real);
-			real = NULL;
-			continue;
-		}
-		free(real);
-		real = NULL;
 		ret = store_ingest_folder(ingest, path.buf, &tree, NULL, NULL, err);
 		if (ret == 0)
 			ret = store_artifact_add(store, out->run, out->job, spec->artifacts[i].path,
@@ -197,21 +202,12 @@ static int job_store_artifacts(struct store *store, struct job_output *out,
 	}
 	store_ingest_end(ingest);
 	strbuf_release(&path);
+	strbuf_release(&said);
+	strbuf_release(&why);
 	return ret;
 }
 
-struct artifact_names {
-	const char *dir;
-	char **paths;
-	size_t count;
-	/* When the tree is mounted: its folder of the run's artifacts, and
-	 * for each path the folder to bind onto it. */
-	const char *tree;
-	char **sources;
-};
-
-/* Collects DIR/PATH for each artifact path of a run (its root entries). */
-static int artifact_name_add(void *ctx, const struct store_entry *entry)
+int artifact_name_add(void *ctx, const struct store_entry *entry)
 {
 	struct artifact_names *names = ctx;
 	struct strbuf path = STRBUF_INIT;
@@ -282,7 +278,7 @@ static int deps_materialize(struct store *store, const struct dep_runs *deps,
 	return ret;
 }
 
-static void artifact_names_release(struct artifact_names *names)
+void artifact_names_release(struct artifact_names *names)
 {
 	size_t i;
 
@@ -483,6 +479,8 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	size_t i;
 	int ret;
 
+	if (ctx->backend == BACKEND_SLURM)
+		return slurm_job_run(store, slot, err);
 	strbuf_addf(&root, "%s/work/%s-%d", store_home(store), ctx->run->name, n);
 	ret = fs_mkdir_p(root.buf, 0700);
 	if (ret < 0) {
@@ -580,23 +578,10 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	if (ret == 0 && !*ctx->stop.aborting)
 		ret = job_store_artifacts(store, &out, dir.buf, spec,
 					  reason.len ? NULL : &reason, err);
-	if (ret == 0 && reason.len && !slot->code && !slot->stopped)
-		slot->code = 1;
-	/* The first failure is the run's reason too. */
-	if (ret == 0 && reason.len && slot->code && !slot->stopped)
-		ret = store_job_set_reason(store, run, n, reason.buf, err);
-	if (ret == 0 && reason.len && slot->code && !slot->stopped)
-		ret = store_run_set_reason(store, run, reason.buf, err);
-	if (job_output_flush(&out) < 0 && ret == 0) {
-		*err = out.err;
-		ret = err->code;
-	}
-	if (ret == 0 && slot->stopped)
-		ret = store_job_set_status(store, run, n, *slot->ctx->stop.aborting ? "aborted" : "stopped",
-					   -1, err);
-	else if (ret == 0)
-		ret = store_job_set_status(store, run, n, slot->code ? "failed" : "done",
-					   slot->code, err);
+	if (ret == 0)
+		ret = job_record_end(store, slot, &out, &reason, err);
+	else
+		job_output_flush(&out);
 out:
 	job_cgroup_destroy(&cg);
 	artifact_names_release(&ro);
@@ -613,6 +598,32 @@ out:
 	job_output_release(&out);
 	strbuf_release(&root);
 	strbuf_release(&dir);
+	return ret;
+}
+
+int job_record_end(struct store *store, struct job_slot *slot, struct job_output *out,
+		   const struct strbuf *reason, struct error *err)
+{
+	int64_t run = slot->ctx->run->id;
+	int n = slot->n, ret = 0;
+
+	if (reason->len && !slot->code && !slot->stopped)
+		slot->code = 1;
+	/* The first failure is the run's reason too. */
+	if (reason->len && slot->code && !slot->stopped)
+		ret = store_job_set_reason(store, run, n, reason->buf, err);
+	if (ret == 0 && reason->len && slot->code && !slot->stopped)
+		ret = store_run_set_reason(store, run, reason->buf, err);
+	if (job_output_flush(out) < 0 && ret == 0) {
+		*err = out->err;
+		ret = err->code;
+	}
+	if (ret == 0 && slot->stopped)
+		ret = store_job_set_status(store, run, n, *slot->ctx->stop.aborting ? "aborted" :
+					   "stopped", -1, err);
+	else if (ret == 0)
+		ret = store_job_set_status(store, run, n, slot->code ? "failed" : "done",
+					   slot->code, err);
 	return ret;
 }
 

@@ -432,14 +432,15 @@ int runner_run(struct store *store, const struct runner_request *request,
 	struct run_context ctx = { .store = store, .request = request, .info = &info,
 				   .deps = &deps, .run = run,
 				   .stop = { .stopping = &stopping, .aborting = &aborting } };
-	struct strbuf args = STRBUF_INIT;
+	struct strbuf args = STRBUF_INIT, slurm = STRBUF_INIT;
 	char commit[64];
 	size_t count = 0;
 	int first_failure = 0, ret;
 	struct sigaction old_signals[RUNNER_SIGNALS];
 	bool stopped = false;
 
-	ret = run_backend_resolve(store, request->backend, &ctx.backend, err);
+	ret = run_backend_resolve(store, request->backend, &ctx.backend, &slurm, err);
+	ctx.slurm_settings = slurm.buf;
 	if (ret == 0 && request->rerun) {
 		ret = rerun_prepare(store, request, &again, &info, err);
 		if (ret == 0)
@@ -450,6 +451,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	if (ret < 0) {
 		snapshot_info_release(&info);
 		rerun_release(&again);
+		strbuf_release(&slurm);
 		return ret;
 	}
 	if (request->stop_on_signals) {
@@ -593,5 +595,6 @@ out:
 	rerun_release(&again);
 	remote_provider_release(&remote);
 	strbuf_release(&args);
+	strbuf_release(&slurm);
 	return ret;
 }

@@ -59,6 +59,12 @@ int runner_run(struct store *store, const struct runner_request *request,
  */
 int runner_stop(struct store *store, const char *name, bool abort,
 		struct store_run *run, struct error *err);
+/*
+ * `dstack job-exec FOLDER`: runs the slurm backend's job that FOLDER
+ * describes, on this node, without the catalog (exec.c); *code gets the
+ * job's exit status.
+ */
+int runner_job_exec(const char *folder, int *code, struct error *err);
 /* Marks failed the live runs whose runner is gone; returns how many. */
 int runner_reap_orphans(struct store *store, struct error *err);
 

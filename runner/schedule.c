@@ -47,6 +47,16 @@ void schedule_job_running(struct job_slot *slot)
 	schedule_set(slot, JOB_RUNNING);
 }
 
+void schedule_job_submitted(struct job_slot *slot, long long slurm_id)
+{
+	struct schedule *sched = slot->schedule;
+
+	pthread_mutex_lock(&sched->lock);
+	slot->slurm_id = slurm_id;
+	pthread_cond_broadcast(&sched->changed);
+	pthread_mutex_unlock(&sched->lock);
+}
+
 static bool job_asks_resources(const struct job_spec *job)
 {
 	return job->resources.cpu || job->resources.memory || job->resources.gpu_count;
@@ -60,6 +70,9 @@ int schedule_check(struct run_context *ctx, struct error *err)
 	size_t i;
 	int ret;
 
+	/* Slurm knows its nodes: it refuses at submission what none can give. */
+	if (ctx->backend == BACKEND_SLURM)
+		return 0;
 	for (i = 0; i < ctx->count; i++) {
 		any = any || job_asks_resources(&ctx->jobs[i]);
 		gpus = gpus || ctx->jobs[i].resources.gpu_count;
@@ -126,6 +139,7 @@ static enum readiness job_readiness(const struct schedule *sched, const struct j
 				    size_t *blocker)
 {
 	const struct job_spec *spec = &sched->ctx->jobs[slot->n];
+	bool slurm = sched->ctx->backend == BACKEND_SLURM;
 	const struct job_slot *master;
 	size_t i;
 
@@ -135,7 +149,8 @@ static enum readiness job_readiness(const struct schedule *sched, const struct j
 		*blocker = spec->depends_on[i];
 		if (slot_failed(dep))
 			return JOB_BLOCKED;
-		if (dep->state != JOB_ENDED)
+		/* Slurm holds a job until the ones it depends on are done (afterok). */
+		if (dep->state != JOB_ENDED && !(slurm && dep->slurm_id))
 			return JOB_WAITS;
 	}
 	if (!spec->worker)
@@ -159,7 +174,7 @@ static int job_claim(struct schedule *sched, struct job_slot *slot, struct error
 	struct store_claim capacity, want, free_now;
 	int ret;
 
-	if (!job_asks_resources(&ctx->jobs[slot->n]))
+	if (!job_asks_resources(&ctx->jobs[slot->n]) || ctx->backend == BACKEND_SLURM)
 		return 0;
 	host_capacity_claim(&ctx->capacity, &capacity);
 	/* Checked at submission: it fits an idle host. */
@@ -379,6 +394,7 @@ int run_schedule(struct run_context *ctx, int *first_failure, bool *stopped,
 		sched.slots[i].ctx = ctx;
 		sched.slots[i].schedule = &sched;
 		sched.slots[i].n = (int)i;
+		sched.slots[i].schedule_slots = sched.slots;
 	}
 	pthread_mutex_init(&sched.lock, NULL);
 	pthread_cond_init(&sched.changed, NULL);

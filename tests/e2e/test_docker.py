@@ -336,7 +336,7 @@ def test_run_with_the_docker_backend(registry, ds, tmp_path):
     assert "on the host\n" in cp.stdout
 
     cp = ds("run", "--backend", "podman", "inside", cwd=repo)
-    assert_error(cp, "backend 'podman': expected host or docker")
+    assert_error(cp, "backend 'podman': expected host, docker or slurm")
 
 
 def job_reasons(ds, name):
@@ -444,7 +444,7 @@ def test_config_yaml_names_the_backend(registry, ds, tmp_path):
     assert "through dockerd" not in cp.stdout + cp.stderr
     config.write_text("backend: [docker]\n")
     cp = ds("run", "inside", cwd=repo)
-    assert_error(cp, f"{config}:1:10: backend: expected host or docker")
+    assert_error(cp, f"{config}:1:10: backend: expected host, docker or slurm")
     assert len(run_rows(ds, repo)) == 2, "a bad config.yaml started a run"
 
 

@@ -1,0 +1,301 @@
+"""The slurm backend (issue "Scale out on Slurm") against the real
+munged, slurmctld, slurmd and slurmrestd that tests/slurm/start.sh starts:
+each job a Slurm job running `dstack job-exec` on the node, submitted
+through the sbatch commands and through slurmrestd, depends_on as afterok,
+master and workers, a job pending on resources, failures, stop while
+pending and while running, and the logs and artifacts in the tree after.
+"""
+import re
+import sqlite3
+import subprocess
+
+import pytest
+
+from conftest import REPO, assert_error, assert_ok, make_repo, parse_table, wait_for
+from test_fs import mount_env, unmount_all
+from test_docker import containers, registry  # noqa: F401  (registry: a fixture)
+from test_jobs import JSON_PROVIDER, jobs_workflow, workflows_yaml
+
+START = REPO / "tests" / "slurm" / "start.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_node():
+    """The Slurm node's name, the services started once for the session."""
+    cp = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=600)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    name = subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    return name
+
+
+def slurm_config(ds, tmp_path, how, extra=""):
+    """config.yaml for the slurm backend: sbatch's commands, or slurmrestd."""
+    lines = ["backend: slurm", "slurm:", "  partition: debug"]
+    if how == "rest":
+        token = subprocess.run(["scontrol", "token", "username=root", "lifespan=3600"],
+                               capture_output=True, text=True, check=True).stdout
+        token_file = tmp_path / "slurm.jwt"
+        token_file.write_text(token.strip().split("=", 1)[1] + "\n")
+        lines += ["  url: http://127.0.0.1:6820", f"  token_file: {token_file}",
+                  "  user: root"]
+    ds.home.mkdir(parents=True, exist_ok=True)
+    (ds.home / "config.yaml").write_text("\n".join(lines) + "\n" + extra)
+
+
+def slurm_jobs(name):
+    """Slurm's jobs of a run: {job number: (id, state)}."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"], capture_output=True,
+                         text=True, check=True).stdout
+    jobs = {}
+    for line in out.splitlines():
+        job_id, job_name, state = line.split("|")
+        match = re.fullmatch(rf"dstack-{re.escape(name)}-(\d+)", job_name)
+        if match:
+            jobs[int(match.group(1))] = (int(job_id), state)
+    return jobs
+
+
+def job_rows(ds, name):
+    out = assert_ok(ds("ps", name)).stdout
+    return parse_table(out[out.index("JOB"):].split("\n\n")[0])
+
+
+def run_detached(ds, repo, *args):
+    name = assert_ok(ds("run", "-d", *args, cwd=repo)).stdout.strip().splitlines()[-1]
+    return name
+
+
+class CpusHeld:
+    """A Slurm job of someone else's holding every CPU of the node."""
+
+    def __enter__(self):
+        cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
+                                  check=True).stdout.split()[0])
+        self.id = subprocess.run(["sbatch", "--parsable", "-p", "debug",
+                                  f"--cpus-per-task={cpus}", "-o", "/dev/null",
+                                  "--wrap", "sleep 120"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert wait_for(lambda: subprocess.run(["squeue", "-h", "-j", self.id, "-o", "%T"],
+                                               capture_output=True, text=True).stdout.strip()
+                        == "RUNNING", timeout=30)
+        return self
+
+    def release(self):
+        subprocess.run(["scancel", self.id])
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@pytest.fixture(params=["commands", "rest"])
+def how(request):
+    return request.param
+
+
+def test_two_jobs_with_depends_on_run_as_slurm_jobs(ds, tmp_path, slurm_node, how):
+    slurm_config(ds, tmp_path, how)
+    jobs = [{"commands": ["mkdir -p out", "echo first on $JOB_HOSTNAME | tee out/first.txt"],
+             "artifacts": ["out"]},
+            {"commands": ["echo second after first", "test ! -e out/first.txt",
+                          "mkdir -p res", "head -c 3000000 /dev/urandom > res/blob",
+                          "sha256sum res/blob > res/blob.sha"],
+             "artifacts": ["res"], "depends_on": [0]}]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("pair", jobs)),
+                     JSON_PROVIDER)
+    cp = assert_ok(ds("run", "pair", cwd=repo, timeout=180))
+    assert f"first on {slurm_node}" in cp.stdout
+    assert "second after first" in cp.stdout
+    assert re.search(r"job 0 is Slurm job \d+", cp.stdout), cp.stdout
+    name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+    # Slurm ran them, the second after the first.
+    slurm = slurm_jobs(name)
+    assert set(slurm) == {0, 1} and all(s == "COMPLETED" for _, s in slurm.values()), slurm
+    out = tmp_path / "out"
+    assert_ok(ds("artifacts", "download", name, "-o", out))
+    assert (out / "out" / "first.txt").read_text() == f"first on {slurm_node}\n"
+    sha = (out / "res" / "blob.sha").read_text().split()[0]
+    assert subprocess.run(["sha256sum", out / "res" / "blob"], capture_output=True,
+                          text=True).stdout.split()[0] == sha
+    ds.fsck_clean()
+    # Nothing of the jobs is left in the store's work folder.
+    assert not list((ds.home / "work").glob(f"{name}-*"))
+
+
+def test_artifacts_and_logs_in_the_tree_after_a_slurm_run(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: train
+            provider: bash
+            commands:
+              - mkdir -p model
+              - echo weights > model/w.txt
+              - echo trained on $JOB_HOSTNAME
+            artifacts:
+              - model
+        """)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    assert_ok(ds("mount", mnt, cwd=repo, env=mount_env(tmp_path), timeout=60))
+    try:
+        cp = assert_ok(ds("run", "train", cwd=repo, timeout=120))
+        name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+        assert (mnt / "runs" / name / "artifacts" / "model" / "w.txt").read_text() == "weights\n"
+        logs = (mnt / "runs" / name / "logs").read_text()
+        assert f"trained on {slurm_node}" in logs
+        assert (mnt / "runs" / name / "status").read_text().strip() == "done"
+        assert f"trained on {slurm_node}" in cp.stdout
+    finally:
+        unmount_all(ds, mnt)
+
+
+def test_workers_get_their_masters_node(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    jobs = [{"commands": ["echo master on $JOB_HOSTNAME", "sleep 2"]},
+            {"commands": ["echo worker sees master at $MASTER_JOB_HOSTNAME"], "master": 0}]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("mw", jobs)),
+                     JSON_PROVIDER)
+    cp = assert_ok(ds("run", "mw", cwd=repo, timeout=120))
+    assert f"master on {slurm_node}" in cp.stdout
+    assert f"worker sees master at {slurm_node}" in cp.stdout
+
+
+def test_a_failing_job_fails_the_run_with_its_status(ds, tmp_path, slurm_node, how):
+    slurm_config(ds, tmp_path, how)
+    jobs = [{"commands": ["echo about to fail", "exit 3"]},
+            {"commands": ["echo never"], "depends_on": [0]}]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("bad", jobs)),
+                     JSON_PROVIDER)
+    cp = ds("run", "bad", cwd=repo, timeout=120)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+    info = assert_ok(ds("ps", name)).stdout
+    assert "job 0: exited with status 3" in info, info
+    rows = job_rows(ds, name)
+    assert rows[0]["STATUS"] == "failed" and rows[1]["STATUS"] == "failed", rows
+    assert "never" not in assert_ok(ds("logs", name)).stdout
+    slurm = slurm_jobs(name)
+    assert slurm[0][1] == "FAILED", slurm
+    # Slurm cancelled the dependent job: its dependency can never be met.
+    assert slurm[1][1] == "CANCELLED", slurm
+
+
+def test_a_job_pending_on_resources_says_why_then_runs(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    with CpusHeld() as held:
+        repo = make_repo(tmp_path / "repo", """\
+            workflows:
+              - name: wants
+                provider: bash
+                commands:
+                  - echo got the cpu
+                resources:
+                  cpu: 1
+            """)
+        name = run_detached(ds, repo, "wants")
+        assert wait_for(lambda: "Resources" in assert_ok(ds("ps", name)).stdout, timeout=30), \
+            assert_ok(ds("ps", name)).stdout
+        info = assert_ok(ds("ps", name)).stdout
+        assert re.search(r"pending in Slurm \(job \d+\): Resources", info), info
+        assert job_rows(ds, name)[0]["STATUS"] == "submitted"
+        held.release()
+        assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
+                        ["STATUS"] == "done", timeout=60)
+        assert "got the cpu" in assert_ok(ds("logs", name)).stdout
+        assert "Resources" not in job_rows(ds, name)[0].get("REASON", "")
+
+
+def test_a_job_no_node_can_hold_is_refused_at_submission(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: huge
+            provider: bash
+            commands:
+              - echo never
+            resources:
+              cpu: 4096
+        """)
+    cp = ds("run", "huge", cwd=repo, timeout=60)
+    assert cp.returncode == 1
+    assert "slurm" in cp.stderr.lower() or "slurm" in cp.stdout.lower(), cp.stdout + cp.stderr
+
+
+@pytest.mark.parametrize("when", ["pending", "running"])
+def test_stop_cancels_the_slurm_jobs(ds, tmp_path, slurm_node, how, when):
+    slurm_config(ds, tmp_path, how)
+    jobs = [{"commands": ["echo started", "sleep 120"]},
+            {"commands": ["echo never"], "depends_on": [0]}]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("long", jobs)),
+                     JSON_PROVIDER)
+    with CpusHeld() as held:
+        if when == "running":
+            held.release()
+        name = run_detached(ds, repo, "long")
+        if when == "running":
+            assert wait_for(lambda: "started" in assert_ok(ds("logs", name)).stdout, timeout=60)
+        else:
+            assert wait_for(lambda: len(slurm_jobs(name)) == 2, timeout=60)
+            assert all(s == "PENDING" for _, s in slurm_jobs(name).values())
+        assert_ok(ds("stop", name, timeout=90))
+    rows = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)
+    assert rows[0]["STATUS"] == "stopped", rows
+    assert wait_for(lambda: all(s == "CANCELLED" for _, s in slurm_jobs(name).values()),
+                    timeout=30), slurm_jobs(name)
+    assert "never" not in assert_ok(ds("logs", name)).stdout
+
+
+def test_bad_slurm_settings_are_one_line_naming_the_key(ds, tmp_path):
+    ds.home.mkdir(parents=True, exist_ok=True)
+    (ds.home / "config.yaml").write_text("backend: slurm\nslurm:\n  partitio: debug\n")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: w
+            provider: bash
+            commands: [echo hi]
+        """)
+    assert_error(ds("run", "w", cwd=repo), "config.yaml:3:3", "slurm: unknown key")
+    (ds.home / "config.yaml").write_text("backend: slurm\nslurm:\n  url: http://127.0.0.1:1\n")
+    cp = ds("run", "w", cwd=repo, timeout=60)
+    assert cp.returncode == 1
+    assert "slurm" in (cp.stdout + cp.stderr), cp.stdout + cp.stderr
+
+
+
+def test_a_job_with_an_image_runs_in_it_through_the_nodes_dockerd(registry, ds, tmp_path,
+                                                                  slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", f"""\
+        workflows:
+          - name: inside
+            provider: bash
+            image: {registry}
+            commands:
+              - echo "in $(pwd) as $JOB_ID"
+              - test -x /bin/bash || echo "no bash, sh ran it"
+              - mkdir -p out && echo made > out/x
+            artifacts:
+              - out
+          - name: after
+            provider: bash
+            image: {registry}
+            deps:
+              - workflow: inside
+            commands:
+              - cat out/x
+              - touch out/new 2>/dev/null && echo wrote || echo read-only
+        """, files={"data.txt": "data\n"})
+    cp = assert_ok(ds("run", "inside", cwd=repo, timeout=180))
+    name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+    assert f"in /workflow as {name}/0\n" in cp.stdout, cp.stdout
+    assert "no bash, sh ran it" in cp.stdout
+    assert "through this node's dockerd" in cp.stdout
+    # The image as the registry pinned it, recorded with the job (jobs/0/info).
+    with sqlite3.connect(ds.home / "catalog.db") as db:
+        [(image,)] = db.execute("SELECT image FROM jobs").fetchall()
+    assert re.fullmatch(re.escape(registry) + r"@sha256:[0-9a-f]{64}", image), image
+    assert (ds.download(name, tmp_path / "dl") / "out" / "x").read_text() == "made\n"
+    assert containers(f"dstack.run={name}") == []
+    cp = assert_ok(ds("run", "after", cwd=repo, timeout=180))
+    assert "made\nread-only\n" in cp.stdout, cp.stdout
