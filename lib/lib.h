@@ -66,6 +66,11 @@ void strbuf_vaddf(struct strbuf *sb, const char *fmt, va_list ap)
 void strbuf_reset(struct strbuf *sb);
 /* Drops trailing white space (a line's newline, say). */
 void strbuf_trim_end(struct strbuf *sb);
+/*
+ * Cuts line (modified) at each sep into at most max fields, the last
+ * keeping the rest; returns how many.
+ */
+size_t str_split_fields(char *line, char sep, char **fields, size_t max);
 void strbuf_release(struct strbuf *sb);
 
 /* Allocation that aborts on exhaustion: callers never see NULL. */

@@ -284,3 +284,17 @@ invalid:
 	*count = 0;
 	return -EINVAL;
 }
+
+size_t str_split_fields(char *line, char sep, char **fields, size_t max)
+{
+	size_t n = 0;
+
+	while (n < max) {
+		fields[n++] = line;
+		line = strchr(line, sep);
+		if (!line)
+			break;
+		*line++ = '\0';
+	}
+	return n;
+}

@@ -273,21 +273,6 @@ int slurm_cmd_submit(const struct slurm_settings *settings, const struct slurm_r
 	return ret;
 }
 
-/* Splits line at '|' into at most max fields; returns how many. */
-static size_t split_fields(char *line, char **fields, size_t max)
-{
-	size_t n = 0;
-
-	while (n < max) {
-		fields[n++] = line;
-		line = strchr(line, '|');
-		if (!line)
-			break;
-		*line++ = '\0';
-	}
-	return n;
-}
-
 static void ids_list(const long long *ids, size_t count, struct strbuf *out)
 {
 	size_t i;
@@ -326,7 +311,7 @@ int slurm_cmd_state(const struct slurm_settings *settings, const long long *ids,
 			*next++ = '\0';
 		if (!*line)
 			continue;
-		if (split_fields(line, fields, 6) < 5) {
+		if (str_split_fields(line, '|', fields, 6) < 5) {
 			ret = error_set(err, -EIO, "squeue: cannot read '%s'", line);
 			break;
 		}

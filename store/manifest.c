@@ -191,21 +191,6 @@ static size_t manifest_pack_index(struct manifest *m, const char *name)
 	return m->pack_count++;
 }
 
-/* Splits line (modified) at spaces into at most max fields; how many. */
-static size_t manifest_fields(char *line, char **fields, size_t max)
-{
-	size_t n = 0;
-
-	while (n < max) {
-		fields[n++] = line;
-		line = strchr(line, ' ');
-		if (!line)
-			return n;
-		*line++ = '\0';
-	}
-	return max + 1;	/* too many */
-}
-
 static int manifest_parse_entry(struct manifest *m, char **f, size_t n, struct error *err,
 				size_t line)
 {
@@ -330,7 +315,7 @@ static int manifest_parse(const char *text, size_t len, struct manifest *m,
 		}
 		*next++ = '\0';
 		line_no++;
-		n = manifest_fields(line, f, 8);
+		n = str_split_fields(line, ' ', f, 8);
 		if (!in_section) {
 			if (n != 2 || strcmp(f[0], MANIFEST_HEADER))
 				ret = error_set(err, -EINVAL, "manifest line %zu: not a dstack manifest",

@@ -67,65 +67,12 @@ static int store_make_dirs(struct store *store, struct error *err)
 	return 0;
 }
 
-int store_open(struct store **out, const char *home, enum store_open_mode mode,
-	       struct error *err)
-{
-	struct store *store = xcalloc(1, sizeof(*store));
-	struct strbuf sb = STRBUF_INIT;
-	char *canonical;
-	struct stat st;
-	int ret;
-
-	store->gc_lock_fd = -1;
-	store->writable = mode == STORE_READ_WRITE;
-	store->home = xstrdup(home);
-	strbuf_addf(&sb, "%s/packs", home);
-	store->packs_dir = xstrdup(sb.buf);
-	strbuf_reset(&sb);
-	strbuf_addf(&sb, "%s/tmp", home);
-	store->tmp_dir = xstrdup(sb.buf);
-
-	if (store->writable) {
-		ret = store_make_dirs(store, err);
-		if (ret < 0)
-			goto fail;
-		strbuf_reset(&sb);
-		strbuf_addf(&sb, "%s/gc.lock", home);
-		store->gc_lock_fd = open(sb.buf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (store->gc_lock_fd < 0) {
-			ret = error_errno(err, -errno, "%s", sb.buf);
-			goto fail;
-		}
-	} else if (stat(home, &st) < 0) {
-		ret = error_errno(err, -errno, "%s: no dstack store", home);
-		goto fail;
-	}
-	/*
-	 * One spelling of home for every process (the daemon finds a live
-	 * job's folder by the path its runner recorded), and one that stays
-	 * true after a chdir.
-	 */
-	canonical = realpath(home, NULL);
-	if (canonical) {
-		free(store->home);
-		store->home = canonical;
-	}
-	ret = catalog_open(store, err);
-	if (ret < 0)
-		goto fail;
-	if (store->writable)
-		store_remove_orphan_temps(store);
-	strbuf_release(&sb);
-	*out = store;
-	return 0;
-fail:
-	strbuf_release(&sb);
-	store_close(store);
-	return ret;
-}
-
-int store_open_packs(struct store **out, const char *home, bool writable,
-		     struct error *err)
+/*
+ * A handle on the store at home without its catalog: its folders named,
+ * made when writable, and gc.lock open (a reader may see a read-only
+ * store, where the lock helps nobody: it goes without).
+ */
+static int store_new(struct store **out, const char *home, bool writable, struct error *err)
 {
 	struct store *store = xcalloc(1, sizeof(*store));
 	struct strbuf sb = STRBUF_INIT;
@@ -148,9 +95,6 @@ int store_open_packs(struct store **out, const char *home, bool writable,
 			if (store->gc_lock_fd < 0)
 				ret = error_errno(err, -errno, "%s", sb.buf);
 		}
-	} else {
-		/* A reader may see the store read-only: the lock then helps nobody. */
-		store->gc_lock_fd = open(sb.buf, O_RDONLY | O_CLOEXEC);
 	}
 	strbuf_release(&sb);
 	if (ret < 0) {
@@ -159,6 +103,54 @@ int store_open_packs(struct store **out, const char *home, bool writable,
 	}
 	*out = store;
 	return 0;
+}
+
+int store_open(struct store **out, const char *home, enum store_open_mode mode,
+	       struct error *err)
+{
+	struct store *store;
+	char *canonical;
+	struct stat st;
+	int ret;
+
+	if (mode != STORE_READ_WRITE && stat(home, &st) < 0)
+		return error_errno(err, -errno, "%s: no dstack store", home);
+	ret = store_new(&store, home, mode == STORE_READ_WRITE, err);
+	if (ret < 0)
+		return ret;
+	/*
+	 * One spelling of home for every process (the daemon finds a live
+	 * job's folder by the path its runner recorded), and one that stays
+	 * true after a chdir.
+	 */
+	canonical = realpath(home, NULL);
+	if (canonical) {
+		free(store->home);
+		store->home = canonical;
+	}
+	ret = catalog_open(store, err);
+	if (ret < 0) {
+		store_close(store);
+		return ret;
+	}
+	if (store->writable)
+		store_remove_orphan_temps(store);
+	*out = store;
+	return 0;
+}
+
+int store_open_packs(struct store **out, const char *home, bool writable,
+		     struct error *err)
+{
+	struct strbuf lock = STRBUF_INIT;
+	int ret = store_new(out, home, writable, err);
+
+	if (ret == 0 && !writable) {
+		strbuf_addf(&lock, "%s/gc.lock", home);
+		(*out)->gc_lock_fd = open(lock.buf, O_RDONLY | O_CLOEXEC);
+		strbuf_release(&lock);
+	}
+	return ret;
 }
 
 void store_close(struct store *store)

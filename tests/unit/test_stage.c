@@ -14,6 +14,7 @@
 
 #include "store/internal.h"
 #include "tests/unit/check.h"
+#include "tests/unit/store_check.h"
 
 static char scratch[] = "/tmp/dstack-test-stage-XXXXXX";
 
@@ -216,24 +217,6 @@ static int64_t count_rows(struct store *store, const char *sql)
 		n = sqlite3_column_int64(stmt, 0);
 	sqlite3_finalize(stmt);
 	return n;
-}
-
-static void print_problem(void *ctx, const char *line)
-{
-	(void)ctx;
-	fprintf(stderr, "fsck: %s\n", line);
-}
-
-static uint64_t fsck_problems(struct store *store)
-{
-	struct error err = { 0 };
-	uint64_t problems = 0;
-
-	if (store_fsck(store, print_problem, NULL, &problems, &err) < 0) {
-		fprintf(stderr, "fsck: %s\n", err.message);
-		return 1000;
-	}
-	return problems;
 }
 
 static int64_t add_run(struct store *store, const char *tag, const char *artifact,

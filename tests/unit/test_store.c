@@ -16,6 +16,7 @@
 
 #include "store/internal.h"
 #include "tests/unit/check.h"
+#include "tests/unit/store_check.h"
 
 static char scratch[] = "/tmp/dstack-test-store-XXXXXX";
 
@@ -175,24 +176,6 @@ static int compare_run(struct store *store, const char *tag, const char *dir,
 	if (files)
 		*files = ctx.files;
 	return ctx.mismatches;
-}
-
-static void print_problem(void *ctx, const char *line)
-{
-	(void)ctx;
-	fprintf(stderr, "fsck: %s\n", line);
-}
-
-static uint64_t fsck_problems(struct store *store)
-{
-	struct error err = { 0 };
-	uint64_t problems = 0;
-
-	if (store_fsck(store, print_problem, NULL, &problems, &err) < 0) {
-		fprintf(stderr, "fsck: %s\n", err.message);
-		return 1000;
-	}
-	return problems;
 }
 
 /* Files in a folder, "." and ".." aside. */
