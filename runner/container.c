@@ -5,6 +5,7 @@
  * output, the stop and the exit status are those of a host job.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -102,5 +103,48 @@ int container_script(const struct container_spec *c, const struct container_file
 	}
 	strbuf_release(&json);
 	strbuf_release(&helper);
+	return ret;
+}
+
+int container_job_script(struct container_spec *c, const char *root, const char *dir,
+			 const char *working_dir, const struct artifact_names *ro,
+			 const char *run, int n, const struct container_files *files,
+			 struct strbuf *script, struct error *err)
+{
+	struct strbuf workdir = STRBUF_INIT, item = STRBUF_INIT;
+	char **binds = xcalloc(ro->count + 1, sizeof(char *));
+	char *labels[2];
+	size_t i;
+	int ret;
+
+	strbuf_addf(&workdir, "/workflow%s%s", working_dir ? "/" : "",
+		    working_dir ? working_dir : "");
+	strbuf_addf(&item, "%s:/workflow", root);
+	binds[0] = xstrdup(item.buf);
+	for (i = 0; i < ro->count; i++) {
+		strbuf_reset(&item);
+		strbuf_addf(&item, "%s:%s%s:ro", ro->sources ? ro->sources[i] : ro->paths[i],
+			    workdir.buf, ro->paths[i] + strlen(dir));
+		binds[i + 1] = xstrdup(item.buf);
+	}
+	strbuf_reset(&item);
+	strbuf_addf(&item, "dstack.run=%s", run);
+	labels[0] = xstrdup(item.buf);
+	strbuf_reset(&item);
+	strbuf_addf(&item, "dstack.job=%d", n);
+	labels[1] = xstrdup(item.buf);
+	c->workdir = workdir.buf;
+	c->binds = binds;
+	c->bind_count = ro->count + 1;
+	c->labels = labels;
+	c->label_count = 2;
+	ret = container_script(c, files, script, err);
+	for (i = 0; i < ro->count + 1; i++)
+		free(binds[i]);
+	free(binds);
+	free(labels[0]);
+	free(labels[1]);
+	strbuf_release(&workdir);
+	strbuf_release(&item);
 	return ret;
 }

@@ -121,9 +121,11 @@ void run_docker_cleanup(const struct store_run *run, struct strbuf *said)
 /*
  * Removes the folders the dead runner's jobs and provider worked in
  * (work/RUN-N, work/RUN-provider): a living runner removes each as its
- * job ends, a dead one left them to fill the disk.
+ * job ends, a dead one left them to fill the disk.  A Slurm job of such
+ * a folder is cancelled first: nobody would record what it stores.
  */
-static void orphan_remove_folders(struct store *store, const struct store_run *run)
+static void orphan_remove_folders(struct store *store, const struct store_run *run,
+				  struct strbuf *said)
 {
 	struct strbuf work = STRBUF_INIT, path = STRBUF_INIT;
 	size_t len = strlen(run->name);
@@ -137,6 +139,7 @@ static void orphan_remove_folders(struct store *store, const struct store_run *r
 			continue;
 		strbuf_reset(&path);
 		strbuf_addf(&path, "%s/%s", work.buf, entry->d_name);
+		slurm_job_cancel_left(path.buf, said);
 		fs_remove_tree(path.buf);
 	}
 	if (dir)
@@ -162,7 +165,7 @@ static int runner_mark_orphan(struct store *store, const struct store_run *run,
 	if (ret == 0 && (orphans.images || !orphans.job_count))
 		run_docker_cleanup(run, &orphans.said);
 	if (ret == 0)
-		orphan_remove_folders(store, run);
+		orphan_remove_folders(store, run, &orphans.said);
 	if (ret == 0)
 		ret = store_log_append(store, run->id, -1, STDOUT_FILENO, orphans.said.buf, orphans.said.len, err);
 	for (i = 0; i < orphans.live_count && ret == 0; i++)

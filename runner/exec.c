@@ -71,52 +71,23 @@ static bool exec_has_docker(void)
  * the environment the ticket's.
  */
 static int exec_docker_script(const struct json *ticket, const char *root, const char *dir,
-			      char *const *read_only, size_t read_only_count,
-			      char *const *env, size_t env_count,
-			      const struct container_files *files, struct strbuf *script,
-			      struct error *err)
+			      const struct artifact_names *ro, char *const *env,
+			      size_t env_count, const struct container_files *files,
+			      struct strbuf *script, struct error *err)
 {
 	const struct json *working_dir = json_get(ticket, "working_dir");
-	const struct json *run = json_get(ticket, "run"), *job = json_get(ticket, "job");
-	struct strbuf workdir = STRBUF_INIT, item = STRBUF_INIT;
-	char **binds = xcalloc(read_only_count + 1, sizeof(char *));
-	char *labels[2];
-	long long n = 0;
+	const struct json *run = json_get(ticket, "run");
 	struct container_spec c = { .image = json_get(ticket, "image")->string,
 				    .script = json_get(ticket, "script")->string,
-				    .env = env, .env_count = env_count,
-				    .binds = binds, .bind_count = read_only_count + 1,
-				    .labels = labels, .label_count = 2 };
-	size_t i;
-	int ret;
+				    .env = env, .env_count = env_count };
+	long long n = 0;
 
-	json_integer(job, &n);
-	strbuf_addf(&workdir, "/workflow%s%s", working_dir ? "/" : "",
-		    working_dir && working_dir->type == JSON_STRING ? working_dir->string : "");
-	strbuf_addf(&item, "%s:/workflow", root);
-	binds[0] = xstrdup(item.buf);
-	for (i = 0; i < read_only_count; i++) {
-		strbuf_reset(&item);
-		strbuf_addf(&item, "%s:%s%s:ro", read_only[i], workdir.buf,
-			    read_only[i] + strlen(dir));
-		binds[i + 1] = xstrdup(item.buf);
-	}
-	strbuf_reset(&item);
-	strbuf_addf(&item, "dstack.run=%s", run && run->type == JSON_STRING ? run->string : "");
-	labels[0] = xstrdup(item.buf);
-	strbuf_reset(&item);
-	strbuf_addf(&item, "dstack.job=%lld", n);
-	labels[1] = xstrdup(item.buf);
-	c.workdir = workdir.buf;
-	ret = container_script(&c, files, script, err);
-	for (i = 0; i < read_only_count + 1; i++)
-		free(binds[i]);
-	free(binds);
-	free(labels[0]);
-	free(labels[1]);
-	strbuf_release(&workdir);
-	strbuf_release(&item);
-	return ret;
+	json_integer(json_get(ticket, "job"), &n);
+	return container_job_script(&c, root, dir,
+				    working_dir && working_dir->type == JSON_STRING ?
+				    working_dir->string : NULL, ro,
+				    run && run->type == JSON_STRING ? run->string : "", (int)n,
+				    files, script, err);
 }
 
 static void exec_say(int logs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -126,11 +97,9 @@ static void exec_say(int logs, const char *fmt, ...)
 	struct strbuf line = STRBUF_INIT;
 	va_list ap;
 
-	strbuf_addstr(&line, "dstack: ");
 	va_start(ap, fmt);
-	strbuf_vaddf(&line, fmt, ap);
+	job_line_vformat(&line, fmt, ap);
 	va_end(ap);
-	strbuf_addstr(&line, "\n");
 	exec_output(&logs, 1, line.buf, line.len);
 	strbuf_release(&line);
 }
@@ -324,8 +293,11 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		/* Beside the snapshot, so the job does not see it. */
 		container_files_init(&files, root.buf);
 		exec_say(logs, "job runs in image '%s' through this node's dockerd", field->string);
-		ret = exec_docker_script(ticket, root.buf, dir.buf, read_only, read_only_count,
-					 vars, var_count, &files, &docker_script, err);
+		struct artifact_names ro = { .dir = dir.buf, .paths = read_only,
+					     .count = read_only_count };
+
+		ret = exec_docker_script(ticket, root.buf, dir.buf, &ro, vars, var_count, &files,
+					 &docker_script, err);
 		job.script = docker_script.buf;
 		/* A container sees only what dockerd binds. */
 		job.output = exec_output_docker;

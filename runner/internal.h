@@ -5,6 +5,7 @@
 #define DSTACK_RUNNER_INTERNAL_H
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 
 #include "providers/providers.h"
@@ -193,6 +194,8 @@ struct run_ticker {
 	const struct run_stop *stop;
 };
 int run_tick(void *ticker);
+/* "dstack: ...\n": a line of dstack's own in a job's log. */
+void job_line_vformat(struct strbuf *line, const char *fmt, va_list ap);
 /* A "dstack: ..." line of our own in the job's output. */
 void job_output_say(struct job_output *out, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -252,6 +255,17 @@ struct container_spec {
  */
 int container_script(const struct container_spec *c, const struct container_files *files,
 		     struct strbuf *script, struct error *err);
+struct artifact_names;
+/*
+ * container_script for job n of run, c's binds, labels and workdir set:
+ * the snapshot at root is the container's /workflow (working_dir under
+ * it, as dir is under root), and each of ro's folders is bound read-only
+ * at its place.
+ */
+int container_job_script(struct container_spec *c, const char *root, const char *dir,
+			 const char *working_dir, const struct artifact_names *ro,
+			 const char *run, int n, const struct container_files *files,
+			 struct strbuf *script, struct error *err);
 
 /*
  * Fetches url (once per call, one process at a time per URL) into its
@@ -397,6 +411,8 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err);
  * stored recorded as its artifacts.
  */
 int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err);
+/* Cancels the Slurm job of a job folder a dead runner left, saying so on said. */
+void slurm_job_cancel_left(const char *folder, struct strbuf *said);
 
 /*
  * Runs every job of a run, side by side as depends_on, master and the

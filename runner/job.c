@@ -394,62 +394,33 @@ static int job_docker_script(const struct job_slot *slot, const char *root, cons
 {
 	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
 	const char *run = slot->ctx->run->name;
-	struct strbuf workdir = STRBUF_INIT, item = STRBUF_INIT, alias = STRBUF_INIT;
-	struct strbuf network = STRBUF_INIT;
+	struct strbuf alias = STRBUF_INIT, network = STRBUF_INIT, master = STRBUF_INIT;
 	struct job_env env;
-	char **binds = xcalloc(ro->count + 1, sizeof(char *));
-	char *labels[2];
 	struct container_spec c = { .image = spec->image, .script = spec->script,
-				    .binds = binds, .bind_count = ro->count + 1,
-				    .labels = labels, .label_count = 2,
 				    .ports = slot->ports, .port_count = spec->port_count,
 				    .gpus = slot->claimed ? slot->claim.gpus : 0,
 				    .resources = &spec->resources };
-	size_t i;
 	int ret;
 
-	strbuf_addf(&workdir, "/workflow%s%s", spec->working_dir ? "/" : "",
-		    spec->working_dir ? spec->working_dir : "");
-	strbuf_addf(&item, "%s:/workflow", root);
-	binds[0] = xstrdup(item.buf);
-	for (i = 0; i < ro->count; i++) {
-		strbuf_reset(&item);
-		strbuf_addf(&item, "%s:%s%s:ro", ro->sources ? ro->sources[i] : ro->paths[i],
-			    workdir.buf, ro->paths[i] + strlen(dir));
-		binds[i + 1] = xstrdup(item.buf);
-	}
-	strbuf_reset(&item);
-	strbuf_addf(&item, "dstack.run=%s", run);
-	labels[0] = xstrdup(item.buf);
-	strbuf_reset(&item);
-	strbuf_addf(&item, "dstack.job=%d", slot->n);
-	labels[1] = xstrdup(item.buf);
 	job_env_build(&env, slot, false);
 	/* On the run's network the jobs reach each other by these names. */
 	strbuf_addf(&alias, "%s-%d", run, slot->n);
 	strbuf_addf(&network, "dstack-%s", run);
 	job_env_set(&env, "JOB_HOSTNAME", alias.buf);
 	if (spec->worker) {
-		strbuf_reset(&item);
-		strbuf_addf(&item, "%s-%zu", run, spec->master);
-		job_env_set(&env, "MASTER_JOB_HOSTNAME", item.buf);
+		strbuf_addf(&master, "%s-%zu", run, spec->master);
+		job_env_set(&env, "MASTER_JOB_HOSTNAME", master.buf);
 	}
-	c.workdir = workdir.buf;
 	c.env = env.vars;
 	c.env_count = env.count;
 	c.network = slot->ctx->docker_network ? network.buf : NULL;
 	c.alias = alias.buf;
-	ret = container_script(&c, files, script, err);
+	ret = container_job_script(&c, root, dir, spec->working_dir, ro, run, slot->n, files,
+				   script, err);
 	job_env_release(&env);
-	for (i = 0; i < ro->count + 1; i++)
-		free(binds[i]);
-	free(binds);
-	free(labels[0]);
-	free(labels[1]);
-	strbuf_release(&workdir);
-	strbuf_release(&item);
 	strbuf_release(&alias);
 	strbuf_release(&network);
+	strbuf_release(&master);
 	return ret;
 }
 

@@ -101,17 +101,22 @@ void job_output_release(struct job_output *out)
 	strbuf_release(&out->frames);
 }
 
+void job_line_vformat(struct strbuf *line, const char *fmt, va_list ap)
+{
+	strbuf_addstr(line, "dstack: ");
+	strbuf_vaddf(line, fmt, ap);
+	strbuf_addstr(line, "\n");
+}
+
 /* A line of dstack's own in the job's log (and on the caller's output). */
 void job_output_say(struct job_output *out, const char *fmt, ...)
 {
 	struct strbuf line = STRBUF_INIT;
 	va_list ap;
 
-	strbuf_addstr(&line, "dstack: ");
 	va_start(ap, fmt);
-	strbuf_vaddf(&line, fmt, ap);
+	job_line_vformat(&line, fmt, ap);
 	va_end(ap);
-	strbuf_addstr(&line, "\n");
 	job_output_write(out, STDOUT_FILENO, line.buf, line.len);
 	strbuf_release(&line);
 }

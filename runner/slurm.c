@@ -150,6 +150,24 @@ static const char *slurm_state_reason(const char *state)
 	return NULL;
 }
 
+/*
+ * Whether a pending job waits for what will never come: Slurm keeps such
+ * a job (a limit of its partition, an account it may not use) for good.
+ */
+static bool slurm_reason_hopeless(const char *reason)
+{
+	static const char *const hopeless[] = { "PartitionConfig", "PartitionNodeLimit",
+						"BadConstraints", "InvalidAccount", "InvalidQOS",
+						"AccountNotAllowed", "QOSNotAllowed",
+						"DependencyNeverSatisfied" };
+	size_t i;
+
+	for (i = 0; i < sizeof(hopeless) / sizeof(*hopeless); i++)
+		if (!strcmp(reason, hopeless[i]))
+			return true;
+	return false;
+}
+
 /* What the node has appended to the job's logs since *at, into the catalog. */
 static int slurm_logs_tail(const char *path, off_t *at, struct job_output *out)
 {
@@ -383,11 +401,12 @@ static int slurm_artifacts_import(struct store *store, struct store_ingest *inge
 /*
  * Follows the Slurm job until it ends: its logs into the catalog, its
  * state into the job's status and reason, a stop into scancel.  *cancelled
- * when this process cancelled it.
+ * when this process cancelled it for a stop; hopeless, Slurm's reason
+ * when it was cancelled because it could never start.
  */
 static int slurm_follow(struct store *store, struct job_slot *slot, const char *folder,
 			const char *settings, struct job_output *out, struct slurm_state *st,
-			bool *cancelled, struct error *err)
+			bool *cancelled, char hopeless[64], struct error *err)
 {
 	const struct run_context *ctx = slot->ctx;
 	struct run_ticker ticker = { .out = out, .stop = &ctx->stop };
@@ -425,6 +444,10 @@ static int slurm_follow(struct store *store, struct job_slot *slot, const char *
 					    *st->reason ? ": " : "", st->reason);
 				job_output_say(out, "job %d is %s", slot->n, line.buf);
 				ret = store_job_set_reason(store, out->run, slot->n, line.buf, err);
+				if (slurm_reason_hopeless(st->reason) && !*hopeless) {
+					snprintf(hopeless, 64, "%s", st->reason);
+					slurm_cancel(settings, slot->slurm_id);
+				}
 			} else if (!running && strcmp(st->state, "PENDING")) {
 				running = true;
 				snprintf(slot->node, sizeof(slot->node), "%s", st->node);
@@ -469,6 +492,7 @@ int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err)
 	struct slurm_state st = { 0 };
 	struct error why = { 0 };
 	bool cancelled = false;
+	char hopeless[64] = "";
 	char *args[1];
 	const char *ended;
 	int ret;
@@ -500,7 +524,14 @@ int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err)
 		goto out;
 	schedule_job_submitted(slot, strtoll(text.buf, NULL, 10));
 	job_output_say(&out, "job %d is Slurm job %lld", n, slot->slurm_id);
-	ret = slurm_follow(store, slot, folder.buf, settings.buf, &out, &st, &cancelled, err);
+	/* Whoever finds this runner dead cancels the job by it. */
+	if (slurm_file_write(folder.buf, "slurm.id", &text, err) < 0) {
+		slurm_cancel(settings.buf, slot->slurm_id);
+		ret = err->code;
+		goto out;
+	}
+	ret = slurm_follow(store, slot, folder.buf, settings.buf, &out, &st, &cancelled, hopeless,
+			   err);
 	if (ret < 0)
 		goto out;
 	ended = slurm_state_reason(st.state);
@@ -515,7 +546,11 @@ int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err)
 			strbuf_addf(&reason, "job %d: %s", n, result.reason);
 	} else if (cancelled) {
 		slot->stopped = true;
-	} else if (!strcmp(st.state, "CANCELLED") && strstr(st.reason, "Dependency")) {
+	} else if (*hopeless && strcmp(hopeless, "DependencyNeverSatisfied")) {
+		slot->code = 1;
+		strbuf_addf(&reason, "job %d can never start in Slurm (job %lld): %s", n,
+			    slot->slurm_id, hopeless);
+	} else if (!strcmp(st.state, "CANCELLED") && (*hopeless || strstr(st.reason, "Dependency"))) {
 		slot->code = 1;
 		slot->blocked = true;
 		strbuf_addf(&reason, "job %d did not start: a job it depends on failed", n);
@@ -554,4 +589,20 @@ out:
 	strbuf_release(&text);
 	strbuf_release(&reason);
 	return ret;
+}
+
+void slurm_job_cancel_left(const char *folder, struct strbuf *said)
+{
+	struct strbuf path = STRBUF_INIT, id = STRBUF_INIT;
+	long long number;
+
+	strbuf_addf(&path, "%s/slurm.id", folder);
+	if (fs_read_file(path.buf, &id) == 0 && (number = strtoll(id.buf, NULL, 10)) > 0) {
+		strbuf_reset(&path);
+		strbuf_addf(&path, "%s/settings.json", folder);
+		slurm_cancel(path.buf, number);
+		strbuf_addf(said, "dstack: Slurm job %lld cancelled\n", number);
+	}
+	strbuf_release(&path);
+	strbuf_release(&id);
 }
