@@ -5,7 +5,9 @@ through the sbatch commands and through slurmrestd, depends_on as afterok,
 master and workers, a job pending on resources, failures, stop while
 pending and while running, and the logs and artifacts in the tree after.
 """
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 
@@ -44,14 +46,15 @@ def slurm_config(ds, tmp_path, how, extra=""):
 
 
 def slurm_jobs(name):
-    """Slurm's jobs of a run: {job number: (id, state)}."""
+    """Slurm's jobs of a run: {job number: (id, state)}.  Every test's store
+    names its first run alike: the newest Slurm job of a name is the run's."""
     out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"], capture_output=True,
                          text=True, check=True).stdout
     jobs = {}
     for line in out.splitlines():
         job_id, job_name, state = line.split("|")
         match = re.fullmatch(rf"dstack-{re.escape(name)}-(\d+)", job_name)
-        if match:
+        if match and int(job_id) > jobs.get(int(match.group(1)), (0, ""))[0]:
             jobs[int(match.group(1))] = (int(job_id), state)
     return jobs
 
@@ -299,3 +302,30 @@ def test_a_job_with_an_image_runs_in_it_through_the_nodes_dockerd(registry, ds, 
     assert containers(f"dstack.run={name}") == []
     cp = assert_ok(ds("run", "after", cwd=repo, timeout=180))
     assert "made\nread-only\n" in cp.stdout, cp.stdout
+
+
+def test_a_dead_runners_slurm_jobs_are_cancelled(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: forever
+            provider: bash
+            commands:
+              - echo up
+              - sleep 1000
+        """)
+    name = run_detached(ds, repo, "forever")
+    assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
+    [(job_id, state)] = slurm_jobs(name).values()
+    assert state == "RUNNING"
+    runner = subprocess.run(["pgrep", "-f", "run -d forever"], capture_output=True,
+                            text=True).stdout.split()
+    assert runner, "no runner process"
+    for pid in runner:
+        os.kill(int(pid), signal.SIGKILL)
+    # The next command that looks finds the run orphaned and cancels its job.
+    assert parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["STATUS"] == "failed"
+    assert wait_for(lambda: slurm_jobs(name)[0][1] == "CANCELLED", timeout=30), slurm_jobs(name)
+    assert f"Slurm job {job_id} cancelled" in assert_ok(ds("logs", name)).stdout
+    assert not list((ds.home / "work").glob(f"{name}-*"))
+
