@@ -236,7 +236,7 @@ static int runner_jobs(const struct workflow *workflow, char *const *args,
 
 int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err)
 {
-	struct snapshot_info info;
+	struct snapshot_info info = { 0 };
 	int ret = snapshot_describe(cwd, &info, err);
 
 	if (ret == 0)
@@ -247,7 +247,7 @@ int runner_repo_id(const char *cwd, struct strbuf *out, struct error *err)
 
 int runner_repo_root(const char *cwd, struct strbuf *out, struct error *err)
 {
-	struct snapshot_info info;
+	struct snapshot_info info = { 0 };
 	int ret = snapshot_describe(cwd, &info, err);
 
 	if (ret == 0)
@@ -422,7 +422,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 	const struct workflow *workflow;
 	struct job_spec *jobs = NULL;
 	struct dep_runs deps = { 0 };
-	struct snapshot_info info;
+	struct snapshot_info info = { 0 };
 	struct store_run_spec spec = { 0 };
 	struct store_ingest *ingest = NULL;
 	struct rerun again = { .dir = STRBUF_INIT };
