@@ -237,6 +237,11 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 	field = json_get(ticket, "script");
 	if (ret == 0 && (!field || field->type != JSON_STRING))
 		ret = error_set(err, -EINVAL, "%s: script: expected a string", path.buf);
+	/* A requeued job runs again: the last attempt's result is no answer. */
+	strbuf_reset(&path);
+	strbuf_addf(&path, "%s/result.json", folder);
+	if (ret == 0 && unlink(path.buf) < 0 && errno != ENOENT)
+		ret = error_errno(err, -errno, "%s", path.buf);
 	strbuf_reset(&path);
 	strbuf_addf(&path, "%s/logs", folder);
 	if (ret == 0 && (logs = open(path.buf, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
@@ -244,6 +249,13 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		ret = error_errno(err, -errno, "%s", path.buf);
 	if (ret < 0)
 		goto out;
+	/* The runner hears the job started from this first line. */
+	field = json_get(ticket, "job");
+	exec_say(logs, "job %lld runs on %s (Slurm job %s)",
+		 field && field->type == JSON_NUMBER ? (long long)field->number : 0,
+		 getenv("SLURMD_NODENAME") ? getenv("SLURMD_NODENAME") :
+		 gethostname(node, sizeof(node)) == 0 ? node : "a node",
+		 getenv("SLURM_JOB_ID") ? getenv("SLURM_JOB_ID") : "?");
 	/* Node-local: a job's many small files stay off the shared filesystem. */
 	strbuf_addf(&root, "%s/dstack-job.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(root.buf)) {

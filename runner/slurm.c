@@ -21,9 +21,16 @@
 
 extern char **environ;
 
-/* How often the runner looks at the job's logs, and asks Slurm its state. */
+/*
+ * How often the runner looks at the job's logs, and asks Slurm its state:
+ * often at first, then seldom (each ask costs slurmctld a request and the
+ * runner a helper), but at once when the node's job-exec says it started
+ * (its first bytes of logs) or ended (its result).
+ */
 #define SLURM_LOOK_NS (250ll * 1000000)
-#define SLURM_STATE_NS (1000ll * 1000000)
+#define SLURM_STATE_FIRST_NS (1000ll * 1000000)
+#define SLURM_STATE_LATER_NS (5000ll * 1000000)
+#define SLURM_STATE_SLOWER_AFTER_NS (10000ll * 1000000)
 
 struct slurm_state {
 	char state[32];		/* Slurm's word: PENDING, RUNNING, COMPLETED, ... */
@@ -128,6 +135,13 @@ static bool slurm_state_final(const char *state)
 		if (!strcmp(state, live[i]))
 			return false;
 	return true;
+}
+
+/* Whether the job waits in the queue: not yet placed, or put back. */
+static bool slurm_state_waiting(const char *state)
+{
+	return !strcmp(state, "PENDING") || !strncmp(state, "REQUEUE", 7) ||
+	       !strcmp(state, "RESV_DEL_HOLD");
 }
 
 /* Why Slurm ended a job that did not end by itself, or NULL. */
@@ -412,17 +426,22 @@ static int slurm_follow(struct store *store, struct job_slot *slot, const char *
 	struct run_ticker ticker = { .out = out, .stop = &ctx->stop };
 	struct strbuf logs = STRBUF_INIT, line = STRBUF_INIT;
 	struct timespec pause = { 0, SLURM_LOOK_NS };
+	struct strbuf result = STRBUF_INIT;
+	int64_t began = time_monotonic_ns(), next_state = 0;
 	char shown[64] = "";
-	int64_t next_state = 0;
-	bool running = false;
+	bool running = false, ended = false;
 	off_t at = 0;
 	int ret = 0;
 
 	strbuf_addf(&logs, "%s/logs", folder);
+	strbuf_addf(&result, "%s/result.json", folder);
 	for (;;) {
 		ret = slurm_logs_tail(logs.buf, &at, out);
 		if (ret == 0)
 			ret = run_tick(&ticker);
+		ended = ended || access(result.buf, F_OK) == 0;
+		if ((!running && at) || ended)
+			next_state = 0;
 		if (ret < 0) {
 			*err = out->err;
 			break;
@@ -433,11 +452,22 @@ static int slurm_follow(struct store *store, struct job_slot *slot, const char *
 			next_state = 0;
 		}
 		if (time_monotonic_ns() >= next_state) {
-			next_state = time_monotonic_ns() + SLURM_STATE_NS;
+			next_state = time_monotonic_ns() +
+				     (time_monotonic_ns() - began < SLURM_STATE_SLOWER_AFTER_NS ?
+				      SLURM_STATE_FIRST_NS : SLURM_STATE_LATER_NS);
 			ret = slurm_state_read(settings, slot->slurm_id, st, err);
 			if (ret < 0)
 				break;
-			if (!strcmp(st->state, "PENDING") && strcmp(shown, st->reason)) {
+			if (running && slurm_state_waiting(st->state)) {
+				/* A node failure or an admin put it back in the queue. */
+				running = false;
+				*shown = '\0';
+				job_output_say(out, "job %d was requeued by Slurm (job %lld)", slot->n,
+					       slot->slurm_id);
+				ret = store_job_set_status(store, out->run, slot->n, "submitted", -1,
+							   err);
+			}
+			if (ret == 0 && slurm_state_waiting(st->state) && strcmp(shown, st->reason)) {
 				snprintf(shown, sizeof(shown), "%s", st->reason);
 				strbuf_reset(&line);
 				strbuf_addf(&line, "pending in Slurm (job %lld)%s%s", slot->slurm_id,
@@ -448,11 +478,9 @@ static int slurm_follow(struct store *store, struct job_slot *slot, const char *
 					snprintf(hopeless, 64, "%s", st->reason);
 					slurm_cancel(settings, slot->slurm_id);
 				}
-			} else if (!running && strcmp(st->state, "PENDING")) {
+			} else if (ret == 0 && !running && !slurm_state_waiting(st->state)) {
 				running = true;
 				snprintf(slot->node, sizeof(slot->node), "%s", st->node);
-				job_output_say(out, "job %d runs on %s (Slurm job %lld)", slot->n,
-					       *st->node ? st->node : "a node", slot->slurm_id);
 				ret = store_job_set_reason(store, out->run, slot->n, "", err);
 				if (ret == 0)
 					ret = store_job_set_status(store, out->run, slot->n, "running", -1,
@@ -475,6 +503,7 @@ static int slurm_follow(struct store *store, struct job_slot *slot, const char *
 		*err = out->err;
 	strbuf_release(&logs);
 	strbuf_release(&line);
+	strbuf_release(&result);
 	return ret;
 }
 
@@ -516,6 +545,9 @@ int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err)
 	if (ret == 0)
 		ret = slurm_file_write(folder.buf, "settings.json", &text, err);
 	strbuf_reset(&text);
+	/* Made here: a node's NFS client may cache that it did not exist. */
+	if (ret == 0)
+		ret = slurm_file_write(folder.buf, "logs", &text, err);
 	strbuf_addf(&path, "%s/request.json", folder.buf);
 	args[0] = path.buf;
 	if (ret == 0)

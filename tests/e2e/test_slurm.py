@@ -137,6 +137,13 @@ def test_artifacts_and_logs_in_the_tree_after_a_slurm_run(ds, tmp_path, slurm_no
               - echo trained on $JOB_HOSTNAME
             artifacts:
               - model
+          - name: evaluate
+            provider: bash
+            deps:
+              - workflow: train
+            commands:
+              - cat model/w.txt
+              - touch model/new 2>/dev/null && echo wrote || echo read-only
         """)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -149,6 +156,9 @@ def test_artifacts_and_logs_in_the_tree_after_a_slurm_run(ds, tmp_path, slurm_no
         assert f"trained on {slurm_node}" in logs
         assert (mnt / "runs" / name / "status").read_text().strip() == "done"
         assert f"trained on {slurm_node}" in cp.stdout
+        # A later job gets the artifacts read-only, from the packs, on its node.
+        cp = assert_ok(ds("run", "evaluate", cwd=repo, timeout=120))
+        assert "weights\nread-only\n" in cp.stdout, cp.stdout
     finally:
         unmount_all(ds, mnt)
 
@@ -238,9 +248,16 @@ def test_stop_cancels_the_slurm_jobs(ds, tmp_path, slurm_node, how, when):
         name = run_detached(ds, repo, "long")
         if when == "running":
             assert wait_for(lambda: "started" in assert_ok(ds("logs", name)).stdout, timeout=60)
+            # The node works without the catalog: job-exec never opens it.
+            [exec_pid] = subprocess.run(["pgrep", "-f", f"job-exec .*/work/{name}-0"],
+                                        capture_output=True, text=True).stdout.split()
+            held_open = [os.readlink(f"/proc/{exec_pid}/fd/{fd}")
+                         for fd in os.listdir(f"/proc/{exec_pid}/fd")]
+            assert not [f for f in held_open if "catalog" in f], held_open
         else:
             assert wait_for(lambda: len(slurm_jobs(name)) == 2, timeout=60)
             assert all(s == "PENDING" for _, s in slurm_jobs(name).values())
+            assert wait_for(lambda: "Dependency" in job_rows(ds, name)[1]["REASON"], timeout=30)
         assert_ok(ds("stop", name, timeout=90))
     rows = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)
     assert rows[0]["STATUS"] == "stopped", rows
@@ -329,3 +346,79 @@ def test_a_dead_runners_slurm_jobs_are_cancelled(ds, tmp_path, slurm_node):
     assert f"Slurm job {job_id} cancelled" in assert_ok(ds("logs", name)).stdout
     assert not list((ds.home / "work").glob(f"{name}-*"))
 
+
+
+def test_jobs_storing_at_once_on_the_nodes(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    # Four jobs write packs of their own side by side; a shared file is
+    # stored once in the catalog whatever the nodes wrote.
+    jobs = [{"commands": ["mkdir -p out",
+                          f"head -c 2000000 /dev/urandom > out/own-{k}",
+                          "seq 1 300000 > out/shared.txt"],
+             "artifacts": ["out"]} for k in range(4)]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("four", jobs)),
+                     JSON_PROVIDER)
+    assert_ok(ds("run", "four", cwd=repo, timeout=180))
+    name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+    out = ds.download(name, tmp_path / "dl")
+    assert sorted(p.name for p in (out / "out").iterdir()) == \
+        ["own-0", "own-1", "own-2", "own-3", "shared.txt"]
+    assert all((out / "out" / f"own-{k}").stat().st_size == 2000000 for k in range(4))
+    ds.fsck_clean()
+    before = ds.pack_bytes()
+    assert_ok(ds("gc"))
+    # What four nodes stored of shared.txt, three times too many, goes.
+    assert ds.pack_bytes() < before
+    ds.fsck_clean()
+    assert ds.download(name, tmp_path / "dl2") and \
+        (tmp_path / "dl2" / "out" / "shared.txt").read_text() == \
+        "".join(f"{i}\n" for i in range(1, 300001))
+
+
+def test_a_gpu_no_node_has_is_refused_with_slurms_word(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: gpu
+            provider: bash
+            commands: [nvidia-smi]
+            resources:
+              gpu:
+                count: 1
+                name: a100
+        """)
+    # sbatch --gres=gpu:a100:1: the one line is Slurm's own.
+    assert_error(ds("run", "gpu", cwd=repo, timeout=60),
+                 "slurm: sbatch: Batch job submission failed: Requested node configuration"
+                 " is not available")
+    name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+    assert "Requested node configuration" in job_rows(ds, name)[0]["REASON"]
+
+
+def test_a_node_failure_is_reported_as_such(ds, tmp_path, slurm_node):
+    # Without requeue, Slurm ends the job when its node fails (with it,
+    # the job goes back to the queue, which the log says).
+    slurm_config(ds, tmp_path, "commands")
+    config = ds.home / "config.yaml"
+    config.write_text(config.read_text() + "  options: [--no-requeue]\n")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: forever
+            provider: bash
+            commands:
+              - echo up
+              - sleep 1000
+        """)
+    name = run_detached(ds, repo, "forever")
+    try:
+        assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
+        subprocess.run(["scontrol", "update", f"nodename={slurm_node}", "state=down",
+                        "reason=dstack test"], check=True)
+        assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
+                        ["STATUS"] == "failed", timeout=60)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={slurm_node}", "state=resume"])
+        assert wait_for(lambda: "idle" in subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout, timeout=60)
+    info = assert_ok(ds("ps", name)).stdout
+    assert re.search(r"job 0: its node failed \(Slurm job \d+, NODE_FAIL\)", info), info
