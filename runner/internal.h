@@ -300,6 +300,7 @@ struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
 	enum run_backend backend;
 	const char *slurm_settings;	/* the slurm backend's, as JSON */
+	struct slurm_poll *slurm_poll;	/* what Slurm said of the run's jobs */
 	bool docker_network;	/* its containers share the network dstack-RUN */
 	/* A provider from another repository: its checkout (moved into the
 	 * provider's folder when it runs); NULL: the run's snapshot. */
@@ -411,6 +412,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err);
  * stored recorded as its artifacts.
  */
 int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err);
+/* What Slurm last said of a run's jobs, shared by their threads. */
+struct slurm_poll *slurm_poll_new(void);
+void slurm_poll_free(struct slurm_poll *poll);
 /* Cancels the Slurm job of a job folder a dead runner left, saying so on said. */
 void slurm_job_cancel_left(const char *folder, struct strbuf *said);
 

@@ -441,6 +441,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 
 	ret = run_backend_resolve(store, request->backend, &ctx.backend, &slurm, err);
 	ctx.slurm_settings = slurm.buf;
+	ctx.slurm_poll = ret == 0 && ctx.backend == BACKEND_SLURM ? slurm_poll_new() : NULL;
 	if (ret == 0 && request->rerun) {
 		ret = rerun_prepare(store, request, &again, &info, err);
 		if (ret == 0)
@@ -452,6 +453,7 @@ int runner_run(struct store *store, const struct runner_request *request,
 		snapshot_info_release(&info);
 		rerun_release(&again);
 		strbuf_release(&slurm);
+		slurm_poll_free(ctx.slurm_poll);
 		return ret;
 	}
 	if (request->stop_on_signals) {
@@ -596,5 +598,6 @@ out:
 	remote_provider_release(&remote);
 	strbuf_release(&args);
 	strbuf_release(&slurm);
+	slurm_poll_free(ctx.slurm_poll);
 	return ret;
 }

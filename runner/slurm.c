@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ extern char **environ;
 #define SLURM_STATE_SLOWER_AFTER_NS (10000ll * 1000000)
 
 struct slurm_state {
+	long long id;
 	char state[32];		/* Slurm's word: PENDING, RUNNING, COMPLETED, ... */
 	char reason[64];	/* why it is pending, or "" */
 	char node[256];		/* where it runs, once placed */
@@ -77,36 +79,123 @@ static int slurm_call(const char *verb, const char *settings, char *const *args,
 	return ret;
 }
 
-static int slurm_state_read(const char *settings, long long id, struct slurm_state *st,
-			    struct error *err)
+/* One line of dstack-slurm state into st. */
+static int slurm_state_parse(const char *line, size_t len, struct slurm_state *st,
+			     struct error *err)
 {
-	struct strbuf out = STRBUF_INIT;
 	struct json *value = NULL;
 	const struct json *field;
-	char arg[24];
-	char *args[] = { arg };
 	long long number;
-	int ret;
 
-	snprintf(arg, sizeof(arg), "%lld", id);
-	ret = slurm_call("state", settings, args, 1, &out, err);
-	if (ret == 0 && json_parse(out.buf, out.len, &value, err) < 0)
-		ret = error_set(err, -EPROTO, "slurm: dstack-slurm state: %s", err->message);
 	memset(st, 0, sizeof(*st));
-	if (ret == 0) {
-		field = json_get(value, "state");
-		snprintf(st->state, sizeof(st->state), "%s",
-			 field && field->type == JSON_STRING ? field->string : "UNKNOWN");
-		field = json_get(value, "reason");
-		snprintf(st->reason, sizeof(st->reason), "%s",
-			 field && field->type == JSON_STRING ? field->string : "");
-		field = json_get(value, "node");
-		snprintf(st->node, sizeof(st->node), "%s",
-			 field && field->type == JSON_STRING ? field->string : "");
-		st->exit_code = json_integer(json_get(value, "exit_code"), &number) ? (int)number : 0;
-		st->signal = json_integer(json_get(value, "signal"), &number) ? (int)number : 0;
-	}
+	if (json_parse(line, len, &value, err) < 0)
+		return error_set(err, -EPROTO, "slurm: dstack-slurm state: %s", err->message);
+	st->id = json_integer(json_get(value, "id"), &number) ? number : 0;
+	field = json_get(value, "state");
+	snprintf(st->state, sizeof(st->state), "%s",
+		 field && field->type == JSON_STRING ? field->string : "UNKNOWN");
+	field = json_get(value, "reason");
+	snprintf(st->reason, sizeof(st->reason), "%s",
+		 field && field->type == JSON_STRING ? field->string : "");
+	field = json_get(value, "node");
+	snprintf(st->node, sizeof(st->node), "%s",
+		 field && field->type == JSON_STRING ? field->string : "");
+	st->exit_code = json_integer(json_get(value, "exit_code"), &number) ? (int)number : 0;
+	st->signal = json_integer(json_get(value, "signal"), &number) ? (int)number : 0;
 	json_free(value);
+	return 0;
+}
+
+struct slurm_poll {
+	pthread_mutex_t lock;
+	struct slurm_state *jobs;	/* the run's live Slurm jobs, as last heard */
+	size_t count;
+	int64_t asked;			/* when, on CLOCK_MONOTONIC */
+};
+
+struct slurm_poll *slurm_poll_new(void)
+{
+	struct slurm_poll *poll = xcalloc(1, sizeof(*poll));
+
+	pthread_mutex_init(&poll->lock, NULL);
+	return poll;
+}
+
+void slurm_poll_free(struct slurm_poll *poll)
+{
+	if (!poll)
+		return;
+	pthread_mutex_destroy(&poll->lock);
+	free(poll->jobs);
+	free(poll);
+}
+
+static void slurm_poll_add(struct slurm_poll *poll, long long id)
+{
+	pthread_mutex_lock(&poll->lock);
+	poll->jobs = xrealloc(poll->jobs, (poll->count + 1) * sizeof(*poll->jobs));
+	memset(&poll->jobs[poll->count], 0, sizeof(*poll->jobs));
+	poll->jobs[poll->count++].id = id;
+	pthread_mutex_unlock(&poll->lock);
+}
+
+static void slurm_poll_remove(struct slurm_poll *poll, long long id)
+{
+	size_t i;
+
+	pthread_mutex_lock(&poll->lock);
+	for (i = 0; i < poll->count && poll->jobs[i].id != id; i++)
+		;
+	if (i < poll->count)
+		poll->jobs[i] = poll->jobs[--poll->count];
+	pthread_mutex_unlock(&poll->lock);
+}
+
+/*
+ * The state of Slurm job id, heard at most fresh_ns ago: one ask serves
+ * every job of the run, since dstack-slurm state takes them all at once.
+ */
+static int slurm_poll_state(struct slurm_poll *poll, const char *settings, long long id,
+			    int64_t fresh_ns, struct slurm_state *st, struct error *err)
+{
+	struct strbuf out = STRBUF_INIT;
+	struct slurm_state heard;
+	char **args;
+	char *line, *end;
+	size_t i;
+	int ret = 0;
+
+	pthread_mutex_lock(&poll->lock);
+	if (!poll->asked || time_monotonic_ns() - poll->asked > fresh_ns) {
+		args = xcalloc(poll->count + 1, sizeof(char *));
+		for (i = 0; i < poll->count; i++) {
+			strbuf_reset(&out);
+			strbuf_addf(&out, "%lld", poll->jobs[i].id);
+			args[i] = xstrdup(out.buf);
+		}
+		strbuf_reset(&out);
+		ret = slurm_call("state", settings, args, poll->count, &out, err);
+		for (line = out.buf; ret == 0 && line && *line; line = end ? end + 1 : NULL) {
+			end = strchr(line, '\n');
+			ret = slurm_state_parse(line, end ? (size_t)(end - line) : strlen(line),
+						&heard, err);
+			for (i = 0; ret == 0 && i < poll->count; i++)
+				if (poll->jobs[i].id == heard.id)
+					poll->jobs[i] = heard;
+		}
+		for (i = 0; i < poll->count; i++)
+			free(args[i]);
+		free(args);
+		poll->asked = ret == 0 ? time_monotonic_ns() : 0;
+	}
+	for (i = 0; i < poll->count && poll->jobs[i].id != id; i++)
+		;
+	if (ret == 0 && i < poll->count && *poll->jobs[i].state)
+		*st = poll->jobs[i];
+	else if (ret == 0)
+		ret = error_set(err, -EPROTO, "slurm: dstack-slurm state said nothing of job %lld",
+				id);
+	pthread_mutex_unlock(&poll->lock);
 	strbuf_release(&out);
 	return ret;
 }
@@ -452,10 +541,13 @@ static int slurm_follow(struct store *store, struct job_slot *slot, const char *
 			next_state = 0;
 		}
 		if (time_monotonic_ns() >= next_state) {
-			next_state = time_monotonic_ns() +
-				     (time_monotonic_ns() - began < SLURM_STATE_SLOWER_AFTER_NS ?
-				      SLURM_STATE_FIRST_NS : SLURM_STATE_LATER_NS);
-			ret = slurm_state_read(settings, slot->slurm_id, st, err);
+			int64_t every = time_monotonic_ns() - began < SLURM_STATE_SLOWER_AFTER_NS ?
+					SLURM_STATE_FIRST_NS : SLURM_STATE_LATER_NS;
+
+			/* What another job's ask heard will do, unless this one must know now. */
+			ret = slurm_poll_state(ctx->slurm_poll, settings, slot->slurm_id,
+					       next_state ? every / 2 : 0, st, err);
+			next_state = time_monotonic_ns() + every;
 			if (ret < 0)
 				break;
 			if (running && slurm_state_waiting(st->state)) {
@@ -555,6 +647,7 @@ int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err)
 	if (ret < 0)
 		goto out;
 	schedule_job_submitted(slot, strtoll(text.buf, NULL, 10));
+	slurm_poll_add(ctx->slurm_poll, slot->slurm_id);
 	job_output_say(&out, "job %d is Slurm job %lld", n, slot->slurm_id);
 	/* Whoever finds this runner dead cancels the job by it. */
 	if (slurm_file_write(folder.buf, "slurm.id", &text, err) < 0) {
@@ -564,6 +657,7 @@ int slurm_job_run(struct store *store, struct job_slot *slot, struct error *err)
 	}
 	ret = slurm_follow(store, slot, folder.buf, settings.buf, &out, &st, &cancelled, hopeless,
 			   err);
+	slurm_poll_remove(ctx->slurm_poll, slot->slurm_id);
 	if (ret < 0)
 		goto out;
 	ended = slurm_state_reason(st.state);

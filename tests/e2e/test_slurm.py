@@ -205,8 +205,15 @@ def test_a_job_pending_on_resources_says_why_then_runs(ds, tmp_path, slurm_node)
                   - echo got the cpu
                 resources:
                   cpu: 1
+                  memory: 100MB
             """)
         name = run_detached(ds, repo, "wants")
+        assert wait_for(lambda: slurm_jobs(name), timeout=30)
+        [(job_id, _)] = slurm_jobs(name).values()
+        # resources became the Slurm job's: --cpus-per-task and --mem.
+        asked = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True,
+                               text=True, check=True).stdout
+        assert "MinMemoryNode=100M" in asked and "MinCPUsNode=1" in asked, asked
         assert wait_for(lambda: "Resources" in assert_ok(ds("ps", name)).stdout, timeout=30), \
             assert_ok(ds("ps", name)).stdout
         info = assert_ok(ds("ps", name)).stdout
