@@ -429,3 +429,53 @@ def test_a_node_failure_is_reported_as_such(ds, tmp_path, slurm_node):
             ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout, timeout=60)
     info = assert_ok(ds("ps", name)).stdout
     assert re.search(r"job 0: its node failed \(Slurm job \d+, NODE_FAIL\)", info), info
+
+
+def test_a_preempted_job_is_reported_as_such(ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: forever
+            provider: bash
+            commands:
+              - echo up
+              - sleep 1000
+        """)
+    name = run_detached(ds, repo, "forever")
+    assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
+    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+    # A job of the higher tier needs every CPU: Slurm cancels the dstack job.
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", f"--cpus-per-task={cpus}",
+                             "-o", "/dev/null", "--wrap", "sleep 1"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
+                        ["STATUS"] == "failed", timeout=60)
+    finally:
+        subprocess.run(["scancel", urgent])
+    info = assert_ok(ds("ps", name)).stdout
+    assert re.search(r"job 0: Slurm preempted it \(Slurm job \d+, PREEMPTED\)", info), info
+
+
+def test_a_time_limit_is_reported_as_such(ds, tmp_path, slurm_node):
+    # Slurm's shortest limit is a minute, and it looks every half minute:
+    # this test takes a minute or so.
+    slurm_config(ds, tmp_path, "commands")
+    config = ds.home / "config.yaml"
+    config.write_text(config.read_text() + "  options: [--time=1]\n")
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: forever
+            provider: bash
+            commands:
+              - echo up
+              - sleep 1000
+        """)
+    name = run_detached(ds, repo, "forever")
+    assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
+                    ["STATUS"] == "failed", timeout=180)
+    info = assert_ok(ds("ps", name)).stdout
+    assert re.search(r"job 0: it reached its time limit in Slurm \(Slurm job \d+, TIMEOUT\)",
+                     info), info
+    assert "up" in assert_ok(ds("logs", name)).stdout

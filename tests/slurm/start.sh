@@ -95,7 +95,11 @@ ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000
 NodeName=$node NodeAddr=127.0.0.1 $hw State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+# A job of urgent cancels debug's jobs in its way: the preemption test.
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=$node MaxTime=INFINITE State=UP PriorityTier=10
 EOF
 )
 
