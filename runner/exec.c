@@ -211,7 +211,10 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 	struct strbuf dir = STRBUF_INIT, result = STRBUF_INIT;
 	struct json *ticket = NULL;
 	const struct json *field;
-	struct job_env env = { 0 };
+	/* The job's own variables (a container's whole environment), and
+	 * those over the node's environment. */
+	struct job_env own = { 0 }, env = { 0 };
+	const char *node_name = "localhost";
 	char **vars = NULL, **artifacts = NULL, **read_only = NULL, **var;
 	size_t var_count = 0, artifact_count = 0, read_only_count = 0, i;
 	char node[256];
@@ -251,10 +254,12 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		goto out;
 	/* The runner hears the job started from this first line. */
 	field = json_get(ticket, "job");
+	if (getenv("SLURMD_NODENAME"))
+		node_name = getenv("SLURMD_NODENAME");
+	else if (gethostname(node, sizeof(node)) == 0)
+		node_name = node;
 	exec_say(logs, "job %lld runs on %s (Slurm job %s)",
-		 field && field->type == JSON_NUMBER ? (long long)field->number : 0,
-		 getenv("SLURMD_NODENAME") ? getenv("SLURMD_NODENAME") :
-		 gethostname(node, sizeof(node)) == 0 ? node : "a node",
+		 field && field->type == JSON_NUMBER ? (long long)field->number : 0, node_name,
 		 getenv("SLURM_JOB_ID") ? getenv("SLURM_JOB_ID") : "?");
 	/* Node-local: a job's many small files stay off the shared filesystem. */
 	strbuf_addf(&root, "%s/dstack-job.XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -281,15 +286,14 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 	if (ret < 0)
 		goto out;
 	vars = exec_strings(ticket, "env", &var_count);
+	for (i = 0; i < var_count; i++)
+		job_env_put(&own, vars[i]);
+	/* The name the other jobs of the run were given for this node. */
+	job_env_set(&own, "JOB_HOSTNAME", node_name);
 	for (var = environ; *var; var++)
 		job_env_put(&env, *var);
-	for (i = 0; i < var_count; i++)
-		job_env_put(&env, vars[i]);
-	/* The name the other jobs of the run were given for this node. */
-	if (getenv("SLURMD_NODENAME"))
-		job_env_set(&env, "JOB_HOSTNAME", getenv("SLURMD_NODENAME"));
-	else if (gethostname(node, sizeof(node)) == 0)
-		job_env_set(&env, "JOB_HOSTNAME", node);
+	for (i = 0; i < own.count; i++)
+		job_env_put(&env, own.vars[i]);
 	read_only = exec_strings(ticket, "read_only", &read_only_count);
 	for (i = 0; i < read_only_count; i++) {
 		strbuf_reset(&path);
@@ -308,7 +312,7 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		struct artifact_names ro = { .dir = dir.buf, .paths = read_only,
 					     .count = read_only_count };
 
-		ret = exec_docker_script(ticket, root.buf, dir.buf, &ro, vars, var_count, &files,
+		ret = exec_docker_script(ticket, root.buf, dir.buf, &ro, own.vars, own.count, &files,
 					 &docker_script, err);
 		job.script = docker_script.buf;
 		/* A container sees only what dockerd binds. */
@@ -374,6 +378,7 @@ out:
 	free(artifacts);
 	free(vars);
 	job_env_release(&env);
+	job_env_release(&own);
 	json_free(ticket);
 	strbuf_release(&path);
 	strbuf_release(&text);
