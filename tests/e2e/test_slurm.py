@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, assert_error, assert_ok, make_repo, parse_table, wait_for
+from conftest import BIN, REPO, assert_error, assert_ok, make_repo, parse_table, wait_for
 from test_fs import mount_env, unmount_all
 from test_docker import containers, registry  # noqa: F401  (registry: a fixture)
 from test_jobs import JSON_PROVIDER, jobs_workflow, workflows_yaml
@@ -45,16 +45,17 @@ def slurm_config(ds, tmp_path, how, extra=""):
     (ds.home / "config.yaml").write_text("\n".join(lines) + "\n" + extra)
 
 
-def slurm_jobs(name):
-    """Slurm's jobs of a run: {job number: (id, state)}.  Every test's store
-    names its first run alike: the newest Slurm job of a name is the run's."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"], capture_output=True,
-                         text=True, check=True).stdout
+def slurm_jobs(ds, name):
+    """Slurm's jobs of a run of this store: {job number: (id, state)}.  A
+    job's working directory is its folder in the store; names alone would
+    mix in other tests' runs (every store names its runs afresh)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%Z"],
+                         capture_output=True, text=True, check=True).stdout
     jobs = {}
     for line in out.splitlines():
-        job_id, job_name, state = line.split("|")
+        job_id, job_name, state, workdir = line.split("|", 3)
         match = re.fullmatch(rf"dstack-{re.escape(name)}-(\d+)", job_name)
-        if match and int(job_id) > jobs.get(int(match.group(1)), (0, ""))[0]:
+        if match and workdir == f"{os.path.realpath(ds.home)}/work/{name}-{match.group(1)}":
             jobs[int(match.group(1))] = (int(job_id), state)
     return jobs
 
@@ -67,6 +68,23 @@ def job_rows(ds, name):
 def run_detached(ds, repo, *args):
     name = assert_ok(ds("run", "-d", *args, cwd=repo)).stdout.strip().splitlines()[-1]
     return name
+
+
+def start_forever(ds, tmp_path):
+    """(repository, run name) of a one-job run that says "up" and sleeps."""
+    repo = make_repo(tmp_path / "repo", """\
+        workflows:
+          - name: forever
+            provider: bash
+            commands:
+              - echo up
+              - sleep 1000
+        """)
+    return repo, run_detached(ds, repo, "forever")
+
+
+def run_status(ds, repo):
+    return parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["STATUS"]
 
 
 class CpusHeld:
@@ -112,7 +130,7 @@ def test_two_jobs_with_depends_on_run_as_slurm_jobs(ds, tmp_path, slurm_node, ho
     assert re.search(r"job 0 is Slurm job \d+", cp.stdout), cp.stdout
     name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
     # Slurm ran them, the second after the first.
-    slurm = slurm_jobs(name)
+    slurm = slurm_jobs(ds, name)
     assert set(slurm) == {0, 1} and all(s == "COMPLETED" for _, s in slurm.values()), slurm
     out = tmp_path / "out"
     assert_ok(ds("artifacts", "download", name, "-o", out))
@@ -188,7 +206,7 @@ def test_a_failing_job_fails_the_run_with_its_status(ds, tmp_path, slurm_node, h
     rows = job_rows(ds, name)
     assert rows[0]["STATUS"] == "failed" and rows[1]["STATUS"] == "failed", rows
     assert "never" not in assert_ok(ds("logs", name)).stdout
-    slurm = slurm_jobs(name)
+    slurm = slurm_jobs(ds, name)
     assert slurm[0][1] == "FAILED", slurm
     # Slurm cancelled the dependent job: its dependency can never be met.
     assert slurm[1][1] == "CANCELLED", slurm
@@ -208,8 +226,8 @@ def test_a_job_pending_on_resources_says_why_then_runs(ds, tmp_path, slurm_node)
                   memory: 100MB
             """)
         name = run_detached(ds, repo, "wants")
-        assert wait_for(lambda: slurm_jobs(name), timeout=30)
-        [(job_id, _)] = slurm_jobs(name).values()
+        assert wait_for(lambda: slurm_jobs(ds, name), timeout=30)
+        [(job_id, _)] = slurm_jobs(ds, name).values()
         # resources became the Slurm job's: --cpus-per-task and --mem.
         asked = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True,
                                text=True, check=True).stdout
@@ -262,14 +280,15 @@ def test_stop_cancels_the_slurm_jobs(ds, tmp_path, slurm_node, how, when):
                          for fd in os.listdir(f"/proc/{exec_pid}/fd")]
             assert not [f for f in held_open if "catalog" in f], held_open
         else:
-            assert wait_for(lambda: len(slurm_jobs(name)) == 2, timeout=60)
-            assert all(s == "PENDING" for _, s in slurm_jobs(name).values())
+            assert wait_for(lambda: len(slurm_jobs(ds, name)) == 2, timeout=60)
+            assert all(s == "PENDING" for _, s in slurm_jobs(ds, name).values()), \
+                slurm_jobs(ds, name)
             assert wait_for(lambda: "Dependency" in job_rows(ds, name)[1]["REASON"], timeout=30)
         assert_ok(ds("stop", name, timeout=90))
     rows = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)
     assert rows[0]["STATUS"] == "stopped", rows
-    assert wait_for(lambda: all(s == "CANCELLED" for _, s in slurm_jobs(name).values()),
-                    timeout=30), slurm_jobs(name)
+    assert wait_for(lambda: all(s == "CANCELLED" for _, s in slurm_jobs(ds, name).values()),
+                    timeout=30), slurm_jobs(ds, name)
     assert "never" not in assert_ok(ds("logs", name)).stdout
 
 
@@ -299,7 +318,7 @@ def test_a_job_with_an_image_runs_in_it_through_the_nodes_dockerd(registry, ds, 
             provider: bash
             image: {registry}
             commands:
-              - echo "in $(pwd) as $JOB_ID"
+              - echo "in $(pwd) as $JOB_ID on $JOB_HOSTNAME"
               - test -x /bin/bash || echo "no bash, sh ran it"
               - mkdir -p out && echo made > out/x
             artifacts:
@@ -315,7 +334,7 @@ def test_a_job_with_an_image_runs_in_it_through_the_nodes_dockerd(registry, ds, 
         """, files={"data.txt": "data\n"})
     cp = assert_ok(ds("run", "inside", cwd=repo, timeout=180))
     name = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
-    assert f"in /workflow as {name}/0\n" in cp.stdout, cp.stdout
+    assert f"in /workflow as {name}/0 on {slurm_node}\n" in cp.stdout, cp.stdout
     assert "no bash, sh ran it" in cp.stdout
     assert "through this node's dockerd" in cp.stdout
     # The image as the registry pinned it, recorded with the job (jobs/0/info).
@@ -330,17 +349,9 @@ def test_a_job_with_an_image_runs_in_it_through_the_nodes_dockerd(registry, ds, 
 
 def test_a_dead_runners_slurm_jobs_are_cancelled(ds, tmp_path, slurm_node):
     slurm_config(ds, tmp_path, "commands")
-    repo = make_repo(tmp_path / "repo", """\
-        workflows:
-          - name: forever
-            provider: bash
-            commands:
-              - echo up
-              - sleep 1000
-        """)
-    name = run_detached(ds, repo, "forever")
+    repo, name = start_forever(ds, tmp_path)
     assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
-    [(job_id, state)] = slurm_jobs(name).values()
+    [(job_id, state)] = slurm_jobs(ds, name).values()
     assert state == "RUNNING"
     runner = subprocess.run(["pgrep", "-f", "run -d forever"], capture_output=True,
                             text=True).stdout.split()
@@ -348,8 +359,9 @@ def test_a_dead_runners_slurm_jobs_are_cancelled(ds, tmp_path, slurm_node):
     for pid in runner:
         os.kill(int(pid), signal.SIGKILL)
     # The next command that looks finds the run orphaned and cancels its job.
-    assert parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["STATUS"] == "failed"
-    assert wait_for(lambda: slurm_jobs(name)[0][1] == "CANCELLED", timeout=30), slurm_jobs(name)
+    assert run_status(ds, repo) == "failed"
+    assert wait_for(lambda: slurm_jobs(ds, name)[0][1] == "CANCELLED", timeout=30), \
+        slurm_jobs(ds, name)
     assert f"Slurm job {job_id} cancelled" in assert_ok(ds("logs", name)).stdout
     assert not list((ds.home / "work").glob(f"{name}-*"))
 
@@ -408,21 +420,12 @@ def test_a_node_failure_is_reported_as_such(ds, tmp_path, slurm_node):
     slurm_config(ds, tmp_path, "commands")
     config = ds.home / "config.yaml"
     config.write_text(config.read_text() + "  options: [--no-requeue]\n")
-    repo = make_repo(tmp_path / "repo", """\
-        workflows:
-          - name: forever
-            provider: bash
-            commands:
-              - echo up
-              - sleep 1000
-        """)
-    name = run_detached(ds, repo, "forever")
+    repo, name = start_forever(ds, tmp_path)
     try:
         assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
         subprocess.run(["scontrol", "update", f"nodename={slurm_node}", "state=down",
                         "reason=dstack test"], check=True)
-        assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
-                        ["STATUS"] == "failed", timeout=60)
+        assert wait_for(lambda: run_status(ds, repo) == "failed", timeout=60)
     finally:
         subprocess.run(["scontrol", "update", f"nodename={slurm_node}", "state=resume"])
         assert wait_for(lambda: "idle" in subprocess.run(
@@ -433,15 +436,7 @@ def test_a_node_failure_is_reported_as_such(ds, tmp_path, slurm_node):
 
 def test_a_preempted_job_is_reported_as_such(ds, tmp_path, slurm_node):
     slurm_config(ds, tmp_path, "commands")
-    repo = make_repo(tmp_path / "repo", """\
-        workflows:
-          - name: forever
-            provider: bash
-            commands:
-              - echo up
-              - sleep 1000
-        """)
-    name = run_detached(ds, repo, "forever")
+    repo, name = start_forever(ds, tmp_path)
     assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
     cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
                               check=True).stdout.split()[0])
@@ -450,31 +445,23 @@ def test_a_preempted_job_is_reported_as_such(ds, tmp_path, slurm_node):
                              "-o", "/dev/null", "--wrap", "sleep 1"],
                             capture_output=True, text=True, check=True).stdout.strip()
     try:
-        assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
-                        ["STATUS"] == "failed", timeout=60)
+        assert wait_for(lambda: run_status(ds, repo) == "failed", timeout=60)
     finally:
         subprocess.run(["scancel", urgent])
     info = assert_ok(ds("ps", name)).stdout
     assert re.search(r"job 0: Slurm preempted it \(Slurm job \d+, PREEMPTED\)", info), info
 
 
+@pytest.mark.skipif("asan" in str(BIN), reason="a minute and a half of waiting for Slurm;"
+                    " the sanitized build meets the same code in the preemption test")
 def test_a_time_limit_is_reported_as_such(ds, tmp_path, slurm_node):
     # Slurm's shortest limit is a minute, and it looks every half minute:
-    # this test takes a minute or so.
+    # this test takes a minute and a half.
     slurm_config(ds, tmp_path, "commands")
     config = ds.home / "config.yaml"
     config.write_text(config.read_text() + "  options: [--time=1]\n")
-    repo = make_repo(tmp_path / "repo", """\
-        workflows:
-          - name: forever
-            provider: bash
-            commands:
-              - echo up
-              - sleep 1000
-        """)
-    name = run_detached(ds, repo, "forever")
-    assert wait_for(lambda: parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]
-                    ["STATUS"] == "failed", timeout=180)
+    repo, name = start_forever(ds, tmp_path)
+    assert wait_for(lambda: run_status(ds, repo) == "failed", timeout=180)
     info = assert_ok(ds("ps", name)).stdout
     assert re.search(r"job 0: it reached its time limit in Slurm \(Slurm job \d+, TIMEOUT\)",
                      info), info

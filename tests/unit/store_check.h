@@ -1,13 +1,13 @@
 /*
  * store_check.h - what the store's unit tests share beyond check.h: fsck
- * as a count of problems, each printed.
+ * as a count of problems, each printed, and a count of catalog rows.
  */
 #ifndef DSTACK_TEST_STORE_CHECK_H
 #define DSTACK_TEST_STORE_CHECK_H
 
 #include <stdio.h>
 
-#include "store/store.h"
+#include "store/internal.h"
 
 static void print_problem(void *ctx, const char *line)
 {
@@ -26,6 +26,20 @@ static uint64_t fsck_problems(struct store *store)
 		return 1000;
 	}
 	return problems;
+}
+
+/* The first column of sql's first row (a COUNT), or -1. */
+static int64_t count_rows(struct store *store, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	int64_t n = -1;
+
+	if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		n = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	return n;
 }
 
 #endif

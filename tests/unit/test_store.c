@@ -95,19 +95,6 @@ static int ingest_as(struct store *store, const char *tag, const char *dir,
 	return ret;
 }
 
-static int64_t count_rows(struct store *store, const char *sql)
-{
-	sqlite3_stmt *stmt;
-	int64_t n = -1;
-
-	if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK)
-		return -1;
-	if (sqlite3_step(stmt) == SQLITE_ROW)
-		n = sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
-	return n;
-}
-
 struct compare_ctx {
 	struct store *store;
 	const char *dir;
