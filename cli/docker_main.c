@@ -40,15 +40,8 @@ static void docker_stop(int sig)
 /* Writes what a frame stream gets to stdout as one frame of its stream. */
 static ssize_t frame_write(void *cookie, const char *data, size_t len)
 {
-	int stream = (int)(intptr_t)cookie;
-	unsigned char header[8] = { (unsigned char)stream, 0, 0, 0, (unsigned char)(len >> 24),
-				    (unsigned char)(len >> 16), (unsigned char)(len >> 8),
-				    (unsigned char)len };
-
-	if (fs_write_all(STDOUT_FILENO, header, sizeof(header)) < 0 ||
-	    fs_write_all(STDOUT_FILENO, data, len) < 0)
-		return -1;
-	return (ssize_t)len;
+	return fs_write_frame(STDOUT_FILENO, (int)(intptr_t)cookie, data, len) < 0 ? -1 :
+	       (ssize_t)len;
 }
 
 /* A stream whose every flush is a frame of stream (1 or 2) on stdout. */
@@ -67,21 +60,9 @@ static FILE *frame_stream(int stream)
 static int spec_strings(const struct json *spec, const char *key, char ***out,
 			struct error *err)
 {
-	const struct json *list = json_get(spec, key);
-	size_t i;
+	size_t count;
 
-	*out = NULL;
-	if (!list || list->type == JSON_NULL)
-		return 0;
-	if (list->type != JSON_ARRAY)
-		return error_set(err, -EINVAL, "%s: expected a list of strings", key);
-	*out = xcalloc(list->count + 1, sizeof(char *));
-	for (i = 0; i < list->count; i++) {
-		if (list->items[i].type != JSON_STRING)
-			return error_set(err, -EINVAL, "%s[%zu]: expected a string", key, i);
-		(*out)[i] = list->items[i].string;
-	}
-	return 0;
+	return json_get_strings(spec, key, out, &count, err);
 }
 
 static int spec_number(const struct json *spec, const char *key, long long *out,

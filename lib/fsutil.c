@@ -27,6 +27,17 @@ void hex_encode(const uint8_t *bytes, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 void base64_encode(const void *bytes, size_t len, bool url, struct strbuf *out)
 {
 	const char *digits = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -108,6 +119,16 @@ int fs_write_all(int fd, const void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+int fs_write_frame(int fd, int stream, const void *data, size_t len)
+{
+	unsigned char header[8] = { (unsigned char)stream, 0, 0, 0, (unsigned char)(len >> 24),
+				    (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+				    (unsigned char)len };
+	int ret = fs_write_all(fd, header, sizeof(header));
+
+	return ret < 0 ? ret : fs_write_all(fd, data, len);
 }
 
 int fs_pread_all(int fd, void *buf, size_t len, off_t offset)

@@ -136,6 +136,28 @@ const struct json *json_get(const struct json *object, const char *key)
 	return NULL;
 }
 
+int json_get_strings(const struct json *object, const char *key, char ***out, size_t *count,
+		     struct error *err)
+{
+	const struct json *list = json_get(object, key);
+	size_t i;
+
+	*out = NULL;
+	*count = 0;
+	if (!list || list->type == JSON_NULL)
+		return 0;
+	if (list->type != JSON_ARRAY)
+		return error_set(err, -EINVAL, "%s: expected a list of strings", key);
+	for (i = 0; i < list->count; i++)
+		if (list->items[i].type != JSON_STRING)
+			return error_set(err, -EINVAL, "%s[%zu]: expected a string", key, i);
+	*out = xcalloc(list->count + 1, sizeof(char *));
+	for (i = 0; i < list->count; i++)
+		(*out)[i] = list->items[i].string;
+	*count = list->count;
+	return 0;
+}
+
 bool json_integer(const struct json *value, long long *out)
 {
 	long long n;
@@ -338,21 +360,15 @@ static long parse_hex4(const struct parser *p, size_t at)
 {
 	long v = 0;
 	size_t i;
-	char c;
+	int digit;
 
 	if (at > p->len || p->len - at < 4)
 		return -1;
 	for (i = 0; i < 4; i++) {
-		c = p->text[at + i];
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v |= c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v |= c - 'A' + 10;
-		else
+		digit = hex_value(p->text[at + i]);
+		if (digit < 0)
 			return -1;
+		v = v << 4 | digit;
 	}
 	return v;
 }

@@ -51,6 +51,14 @@ void json_add_strings_field(struct strbuf *out, const char *key, char *const *it
  * survives), for files people read: a workflow's or a job's spec.yaml.
  */
 void json_add_yaml(struct strbuf *out, const struct json *value);
+/*
+ * The strings of object's list key: *out gets count + 1 pointers
+ * (NULL-terminated) into object, or NULL when key is absent or null;
+ * -EINVAL saying "KEY: expected a list of strings" or "KEY[I]: expected
+ * a string" otherwise.
+ */
+int json_get_strings(const struct json *object, const char *key, char ***out, size_t *count,
+		     struct error *err);
 /* True when number is an integer that fits in long long; *out gets it. */
 bool json_integer(const struct json *value, long long *out);
 

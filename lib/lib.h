@@ -96,6 +96,8 @@ static inline void le32_put(uint8_t *p, uint32_t v)
 
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *bytes, size_t len, char *out);
+/* The value of a hex digit (either case), or -1. */
+int hex_value(char c);
 /* RFC 4648 base64 of bytes, appended to out; url: the URL-safe alphabet. */
 void base64_encode(const void *bytes, size_t len, bool url, struct strbuf *out);
 /* Appends the bytes of base64 text (either alphabet, padding optional); -EINVAL if it is not. */
@@ -103,6 +105,12 @@ int base64_decode(const char *text, struct strbuf *out);
 
 /* Write or pread exactly len bytes, retrying short transfers: 0 or -errno. */
 int fs_write_all(int fd, const void *buf, size_t len);
+/*
+ * Writes len bytes to fd as one frame of docker's stream format (the
+ * stream, 1 or 2, in byte 0, the size big-endian in bytes 4-7, then the
+ * bytes), which keeps a job's two streams apart in one file or pipe.
+ */
+int fs_write_frame(int fd, int stream, const void *data, size_t len);
 int fs_pread_all(int fd, void *buf, size_t len, off_t offset);
 /*
  * True for a relative path that stays below where it starts: not empty,

@@ -194,9 +194,8 @@ static int shell_ansi_escape(const char **p)
 	int value = 0, digits;
 
 	if (*c == 'x') {
-		for (digits = 0; digits < 2 && isxdigit((unsigned char)c[1]); digits++, c++)
-			value = value * 16 + (isdigit((unsigned char)c[1]) ? c[1] - '0' :
-					      tolower((unsigned char)c[1]) - 'a' + 10);
+		for (digits = 0; digits < 2 && hex_value(c[1]) >= 0; digits++, c++)
+			value = value * 16 + hex_value(c[1]);
 		*p = c;
 		return digits ? value : -1;
 	}

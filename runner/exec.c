@@ -33,16 +33,7 @@ static void exec_stop(int sig)
 /* The logs file, as dstack-docker's frames: the runner reads them so. */
 static int exec_output(void *ctx, int fd, const void *data, size_t len)
 {
-	const int *logs = ctx;
-	unsigned char header[8] = { fd == 2 ? 2 : 1 };
-
-	header[4] = (unsigned char)(len >> 24);
-	header[5] = (unsigned char)(len >> 16);
-	header[6] = (unsigned char)(len >> 8);
-	header[7] = (unsigned char)len;
-	if (fs_write_all(*logs, header, sizeof(header)) < 0 || fs_write_all(*logs, data, len) < 0)
-		return -errno;
-	return 0;
+	return fs_write_frame(*(const int *)ctx, fd == 2 ? 2 : 1, data, len);
 }
 
 /* dstack-docker's output: its stdout is frames already, its stderr is not. */
@@ -102,21 +93,6 @@ static void exec_say(int logs, const char *fmt, ...)
 	va_end(ap);
 	exec_output(&logs, 1, line.buf, line.len);
 	strbuf_release(&line);
-}
-
-/* The strings of an array field (NULL-terminated; none when absent). */
-static char **exec_strings(const struct json *ticket, const char *key, size_t *count)
-{
-	const struct json *field = json_get(ticket, key);
-	char **out;
-	size_t i;
-
-	*count = 0;
-	out = xcalloc((field && field->type == JSON_ARRAY ? field->count : 0) + 1, sizeof(char *));
-	for (i = 0; field && field->type == JSON_ARRAY && i < field->count; i++)
-		if (field->items[i].type == JSON_STRING)
-			out[(*count)++] = field->items[i].string;
-	return out;
 }
 
 static int exec_extract(const char *home, const char *folder, const char *name,
@@ -215,8 +191,8 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 	 * those over the node's environment. */
 	struct job_env own = { 0 }, env = { 0 };
 	const char *node_name = "localhost";
-	char **vars = NULL, **artifacts = NULL, **read_only = NULL, **var;
-	size_t var_count = 0, artifact_count = 0, read_only_count = 0, i;
+	char **vars = NULL, **artifacts = NULL, **deps = NULL, **read_only = NULL, **var;
+	size_t var_count = 0, artifact_count = 0, dep_count = 0, read_only_count = 0, i;
 	char node[256];
 	bool stopped = false;
 	int logs = -1, ret;
@@ -274,7 +250,10 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		    field && field->type == JSON_STRING ? field->string : "");
 	if (ret == 0 && (ret = fs_mkdir_p(dir.buf, 0755)) < 0)
 		error_errno(err, ret, "%s", dir.buf);
-	artifacts = exec_strings(ticket, "artifacts", &artifact_count);
+	if (ret == 0 && (json_get_strings(ticket, "artifacts", &artifacts, &artifact_count, err) < 0 ||
+			 json_get_strings(ticket, "env", &vars, &var_count, err) < 0 ||
+			 json_get_strings(ticket, "read_only", &deps, &dep_count, err) < 0))
+		ret = error_set(err, -EINVAL, "%s/job.json: %s", folder, err->message);
 	for (i = 0; i < artifact_count && ret == 0; i++) {
 		strbuf_reset(&path);
 		strbuf_addf(&path, "%s/%s", dir.buf, artifacts[i]);
@@ -285,7 +264,6 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		ret = exec_extract(home, folder, "deps.manifest", dir.buf, err);
 	if (ret < 0)
 		goto out;
-	vars = exec_strings(ticket, "env", &var_count);
 	for (i = 0; i < var_count; i++)
 		job_env_put(&own, vars[i]);
 	/* The name the other jobs of the run were given for this node. */
@@ -294,11 +272,12 @@ int runner_job_exec(const char *folder, int *code, struct error *err)
 		job_env_put(&env, *var);
 	for (i = 0; i < own.count; i++)
 		job_env_put(&env, own.vars[i]);
-	read_only = exec_strings(ticket, "read_only", &read_only_count);
-	for (i = 0; i < read_only_count; i++) {
+	/* The deps' folders, where they are now. */
+	read_only = xcalloc(dep_count + 1, sizeof(char *));
+	for (read_only_count = 0; read_only_count < dep_count; read_only_count++) {
 		strbuf_reset(&path);
-		strbuf_addf(&path, "%s/%s", dir.buf, read_only[i]);
-		read_only[i] = xstrdup(path.buf);
+		strbuf_addf(&path, "%s/%s", dir.buf, deps[read_only_count]);
+		read_only[read_only_count] = xstrdup(path.buf);
 	}
 	job.script = json_get(ticket, "script")->string;
 	job.read_only = read_only;
@@ -375,6 +354,7 @@ out:
 	for (i = 0; i < read_only_count; i++)
 		free(read_only[i]);
 	free(read_only);
+	free(deps);
 	free(artifacts);
 	free(vars);
 	job_env_release(&env);

@@ -46,23 +46,9 @@ static int field_count(const struct json *doc, const char *path, const char *key
 static int field_strings(const struct json *doc, const char *path, const char *key,
 			 char ***out, size_t *count, struct error *err)
 {
-	const struct json *list = json_get(doc, key);
-	size_t i;
+	int ret = json_get_strings(doc, key, out, count, err);
 
-	*out = NULL;
-	*count = 0;
-	if (!list || list->type == JSON_NULL)
-		return 0;
-	if (list->type != JSON_ARRAY)
-		return error_set(err, -EINVAL, "%s: %s: expected a list of strings", path, key);
-	*out = xcalloc(list->count + 1, sizeof(char *));
-	for (i = 0; i < list->count; i++) {
-		if (list->items[i].type != JSON_STRING)
-			return error_set(err, -EINVAL, "%s: %s[%zu]: expected a string", path, key, i);
-		(*out)[i] = list->items[i].string;
-	}
-	*count = list->count;
-	return 0;
+	return ret < 0 ? error_set(err, ret, "%s: %s", path, err->message) : 0;
 }
 
 static int read_json(const char *path, struct json **doc, struct error *err)

@@ -118,17 +118,6 @@ static void manifest_release(struct manifest *m)
 	memset(m, 0, sizeof(*m));
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes a %XX-escaped name; NULL when it is empty or malformed (a NUL, a raw control byte). */
 static char *manifest_name(const char *field)
 {
@@ -144,8 +133,8 @@ static char *manifest_name(const char *field)
 			strbuf_add(&out, p, 1);
 			continue;
 		}
-		hi = hex_digit((char)p[1]);
-		lo = hi < 0 ? -1 : hex_digit((char)p[2]);
+		hi = hex_value((char)p[1]);
+		lo = hi < 0 ? -1 : hex_value((char)p[2]);
 		if (lo < 0 || (hi == 0 && lo == 0))
 			goto bad;
 		strbuf_addf(&out, "%c", hi << 4 | lo);
@@ -255,7 +244,7 @@ static int manifest_parse_chunk(struct manifest *m, char **f, size_t n, struct e
 	}
 	chunk = &m->chunks[m->chunk_count];
 	for (i = 0; i < STORE_HASH_SIZE; i++) {
-		int hi = hex_digit(f[1][2 * i]), lo = hex_digit(f[1][2 * i + 1]);
+		int hi = hex_value(f[1][2 * i]), lo = hex_value(f[1][2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return error_set(err, -EINVAL, "manifest line %zu: malformed hash", line);
