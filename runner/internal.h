@@ -174,6 +174,7 @@ struct job_output {
 	struct strbuf frames;	/* the start of a frame of job_output_frames */
 	struct strbuf line;	/* an unfinished line of line_fd, for the caller */
 	int line_fd;
+	int64_t line_since;	/* time_now_ns() when line began */
 	struct error err;
 };
 /* Output of the job's stream fd (1 or 2). */

@@ -3,9 +3,10 @@
  * it comes and kept in the run's logs, flushed when 64 KiB pile up or the
  * output pauses (host_job_run ticks every HOST_TICK_MS), so a crash loses
  * under a second of it.  Each log piece is of one stream: a change of
- * stream flushes.  The caller hears whole lines where it can, so that the
- * lines of jobs running side by side do not cut into each other; a line
- * still unfinished goes out at the next flush.
+ * stream flushes.  The caller hears whole lines, so that the lines of jobs
+ * running side by side do not cut into each other (an unbuffered print
+ * writes a line in pieces); a line left unfinished for LINE_WAIT_MS, a
+ * prompt or a progress bar, goes out as it is at the next tick.
  */
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 
 /* Log bytes wait here until this many pile up or a tick passes. */
 #define LOG_FLUSH_BYTES (64u * 1024)
+/* An unfinished line goes to the caller once it has waited this long. */
+#define LINE_WAIT_MS 1000
 
 /* Hands the caller what waits for the end of its line. */
 static void job_output_pass_line(struct job_output *out)
@@ -24,11 +27,10 @@ static void job_output_pass_line(struct job_output *out)
 	strbuf_reset(&out->line);
 }
 
-int job_output_flush(struct job_output *out)
+static int job_output_log(struct job_output *out)
 {
 	int ret;
 
-	job_output_pass_line(out);
 	if (!out->pending.len)
 		return 0;
 	ret = store_log_append(out->store, out->run, out->job, out->pending_fd ? out->pending_fd : 1,
@@ -37,9 +39,19 @@ int job_output_flush(struct job_output *out)
 	return ret;
 }
 
+int job_output_flush(struct job_output *out)
+{
+	job_output_pass_line(out);
+	return job_output_log(out);
+}
+
 int job_output_tick(void *ctx)
 {
-	return job_output_flush(ctx);
+	struct job_output *out = ctx;
+
+	if (out->line.len && time_now_ns() - out->line_since >= LINE_WAIT_MS * 1000000ll)
+		job_output_pass_line(out);
+	return job_output_log(out);
 }
 
 int job_output_write(void *ctx, int fd, const void *data, size_t len)
@@ -50,6 +62,8 @@ int job_output_write(void *ctx, int fd, const void *data, size_t len)
 	if (out->request->output) {
 		if (fd != out->line_fd)
 			job_output_pass_line(out);
+		if (!out->line.len)
+			out->line_since = time_now_ns();
 		out->line_fd = fd;
 		strbuf_add(&out->line, data, len);
 		end = memrchr(out->line.buf, '\n', out->line.len);
@@ -60,13 +74,16 @@ int job_output_write(void *ctx, int fd, const void *data, size_t len)
 			memmove(out->line.buf, out->line.buf + whole, out->line.len - whole);
 			out->line.len -= whole;
 			out->line.buf[out->line.len] = '\0';
+			out->line_since = time_now_ns();
 		}
+		if (out->line.len >= LOG_FLUSH_BYTES)
+			job_output_pass_line(out);
 	}
-	if (fd != out->pending_fd && job_output_flush(out) < 0)
+	if (fd != out->pending_fd && job_output_log(out) < 0)
 		return out->err.code;
 	out->pending_fd = fd;
 	strbuf_add(&out->pending, data, len);
-	return out->pending.len >= LOG_FLUSH_BYTES ? job_output_flush(out) : 0;
+	return out->pending.len >= LOG_FLUSH_BYTES ? job_output_log(out) : 0;
 }
 
 int job_output_frames(void *ctx, int fd, const void *data, size_t len)

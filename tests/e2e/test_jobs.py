@@ -91,6 +91,43 @@ def test_workers_reach_their_master_by_its_address_and_ports(ds, tmp_path):
     assert "2 hello from the master" in cp.stdout
 
 
+def test_lines_written_in_pieces_reach_the_caller_whole(ds, tmp_path):
+    # Job 0 writes its line in two pieces with job 1's whole line between
+    # them, more than a tick apart: the caller must not see job 1's line cut
+    # into job 0's.
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    jobs = [{"commands": [f"printf 'first half, '; touch {meet}/half",
+                          f"for i in $(seq 200); do [ -e {meet}/other ] && break; sleep 0.05; done",
+                          "echo second half"]},
+            {"commands": [f"for i in $(seq 200); do [ -e {meet}/half ] && break; sleep 0.05; done",
+                          f"sleep 0.3; echo a whole line; touch {meet}/other"]}]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("pieces", jobs)),
+                     JSON_PROVIDER)
+    cp = assert_ok(ds("run", "pieces", cwd=repo))
+    assert "first half, second half" in cp.stdout.splitlines()
+    assert "a whole line" in cp.stdout.splitlines()
+
+
+def test_a_line_left_unfinished_still_reaches_the_caller(ds, tmp_path):
+    # A prompt with no newline shows while the job waits for an answer.
+    answer = tmp_path / "answer"
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("ask", [
+        {"commands": ["printf 'ready? '",
+                      f"for i in $(seq 600); do [ -e {answer} ] && break; sleep 0.05; done",
+                      f"cat {answer}"]}])), JSON_PROVIDER)
+    proc = ds.popen("run", "ask", cwd=repo)
+    seen = b""
+    while not seen.endswith(b"ready? "):
+        piece = proc.stdout.buffer.read1(100)
+        assert piece, seen
+        seen += piece
+    answer.write_text("yes\n")
+    out = proc.stdout.buffer.read()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert (seen + out).decode().splitlines()[-1] == "ready? yes"
+
+
 def test_a_worker_whose_master_never_starts_fails(ds, tmp_path):
     jobs = [{"commands": ["exit 4"]}, {"commands": ["echo master ran"], "depends_on": [0]},
             {"commands": ["echo worker ran"], "master": 1}]
