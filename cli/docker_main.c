@@ -15,7 +15,9 @@
  * the runner keeps the streams apart without losing their order.
  * `dstack-docker remove LABEL=VALUE` removes the containers and networks
  * so labelled (what a run left) and prints how many containers went;
- * `dstack-docker network NAME LABEL=VALUE` makes a run's network.  Errors are one
+ * `dstack-docker network NAME LABEL=VALUE` makes a run's network;
+ * `dstack-docker image IMAGE` prints the image's id, pulling it when
+ * dockerd does not have it (the job cache's key).  Errors are one
  * "dstack: ..." line, as dstack's.
  */
 #include <errno.h>
@@ -182,9 +184,11 @@ int main(int argc, char **argv)
 	size_t i;
 
 	if (argc != 2 && !(argc == 3 && !strcmp(argv[1], "remove") && strchr(argv[2], '=')) &&
+	    !(argc == 3 && !strcmp(argv[1], "image")) &&
 	    !(argc == 4 && !strcmp(argv[1], "network") && strchr(argv[3], '='))) {
 		fprintf(stderr, "dstack: usage: dstack-docker SPEC.json | dstack-docker remove"
-			" LABEL=VALUE | dstack-docker network NAME LABEL=VALUE\n");
+			" LABEL=VALUE | dstack-docker network NAME LABEL=VALUE |"
+			" dstack-docker image IMAGE\n");
 		return 2;
 	}
 	if (host && strncmp(host, "unix://", 7)) {
@@ -196,6 +200,18 @@ int main(int argc, char **argv)
 			fprintf(stderr, "dstack: %s\n", err.message);
 			return 1;
 		}
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "image")) {
+		struct strbuf id = STRBUF_INIT;
+
+		if (docker_image_id(host ? host + 7 : DOCKER_SOCKET, argv[2], stderr, &id,
+				    &err) < 0) {
+			fprintf(stderr, "dstack: %s\n", err.message);
+			return 1;
+		}
+		printf("%s\n", id.buf);
+		strbuf_release(&id);
 		return 0;
 	}
 	if (argc == 3) {

@@ -56,6 +56,13 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 		   struct strbuf *reason, struct error *err);
 
 /*
+ * The id of image (the digest of its configuration: what a container of
+ * it runs), pulled first when dockerd does not have it (progress on log).
+ */
+int docker_image_id(const char *socket, const char *image, FILE *log, struct strbuf *id,
+		    struct error *err);
+
+/*
  * Removes every container, running or not, and every network that has
  * label ("K=V"): what a run's jobs leave, or a runner that died left.
  * *count gets how many containers went.

@@ -296,9 +296,28 @@ static void image_pin(const char *image, const struct strbuf *body, struct strbu
 	json_free(doc);
 }
 
-/* The image, pulled first when dockerd does not have it. */
+/* The "Id" of an image's inspection: the digest of its configuration. */
+static int image_id(const char *image, const struct strbuf *body, struct strbuf *id,
+		    struct error *err)
+{
+	struct json *doc = NULL;
+	const struct json *value;
+	int ret = json_parse(body->buf, body->len, &doc, err);
+
+	if (ret == 0 && (value = json_get(doc, "Id")) && value->type == JSON_STRING)
+		strbuf_addstr(id, value->string);
+	else if (ret == 0)
+		ret = error_set(err, -EPROTO, "image %s: dockerd did not say its id", image);
+	json_free(doc);
+	return ret;
+}
+
+/*
+ * The image, pulled first when dockerd does not have it; pinned (when not
+ * NULL) gets IMAGE@DIGEST, id (when not NULL) the image's own id.
+ */
 static int image_ensure(struct engine *engine, const char *image, FILE *log,
-			struct strbuf *pinned, struct error *err)
+			struct strbuf *pinned, struct strbuf *id, struct error *err)
 {
 	struct strbuf path = STRBUF_INIT, body = STRBUF_INIT, reason = STRBUF_INIT;
 	long http;
@@ -318,6 +337,8 @@ static int image_ensure(struct engine *engine, const char *image, FILE *log,
 	}
 	if (ret == 0 && pinned)
 		image_pin(image, &body, pinned);
+	if (ret == 0 && id)
+		ret = image_id(image, &body, id, err);
 	strbuf_release(&path);
 	strbuf_release(&body);
 	strbuf_release(&reason);
@@ -582,7 +603,7 @@ int docker_job_run(const char *socket, const struct docker_job *job, FILE *out, 
 	if (ret < 0)
 		return ret;
 	engine.grace_s = grace_s;
-	ret = image_ensure(&engine, job->image, log, job->pinned, err);
+	ret = image_ensure(&engine, job->image, log, job->pinned, NULL, err);
 	if (ret == 0 && job->network)
 		ret = network_ensure(&engine, job->network, job->labels, err);
 	if (ret == 0)
@@ -683,6 +704,19 @@ int docker_remove_labelled(const char *socket, const char *label, int *count,
 		ret = engine_delete_listed(&engine, "/networks?", filter.buf, "networks", "",
 					   &networks, err);
 	strbuf_release(&filter);
+	engine_close(&engine);
+	return ret;
+}
+
+int docker_image_id(const char *socket, const char *image, FILE *log, struct strbuf *id,
+		    struct error *err)
+{
+	struct engine engine;
+	int ret = engine_open(&engine, socket, NULL, err);
+
+	if (ret < 0)
+		return ret;
+	ret = image_ensure(&engine, image, log, NULL, id, err);
 	engine_close(&engine);
 	return ret;
 }

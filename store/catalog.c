@@ -149,6 +149,11 @@ static const char *const catalog_migrations[] = {
 	/* 11: how many members of a pack no object row names (a staged
 	 * pack's duplicates), so gc rewrites the pack without them. */
 	"ALTER TABLE packs ADD COLUMN unnamed INTEGER NOT NULL DEFAULT 0;",
+	/* 12: the job result cache: a job's input key, and the job ("RUN/N")
+	 * whose artifacts it was given instead of running. */
+	"ALTER TABLE jobs ADD COLUMN input_key TEXT;"
+	"ALTER TABLE jobs ADD COLUMN cached_from TEXT;"
+	"CREATE INDEX jobs_by_input_key ON jobs(input_key) WHERE input_key IS NOT NULL;",
 };
 
 #define CATALOG_VERSION ((int)(sizeof(catalog_migrations) / sizeof(catalog_migrations[0])))
@@ -485,6 +490,8 @@ void run_from_row(sqlite3_stmt *stmt, struct store_run *run)
 	snprintf(run->provider_repo, sizeof(run->provider_repo), "%s", sqlite3_column_text(stmt, 19));
 	snprintf(run->provider_commit, sizeof(run->provider_commit), "%s",
 		 sqlite3_column_text(stmt, 20));
+	run->job_count = sqlite3_column_int(stmt, 21);
+	run->jobs_cached = sqlite3_column_int(stmt, 22);
 }
 
 int catalog_each(struct store *store, sqlite3_stmt *stmt,
@@ -580,7 +587,7 @@ int run_insert(struct store *store, const struct store_run_spec *spec,
  * column reads the name back from that row itself (an index gives back
  * the columns it holds), so a damaged entry cannot hand out another run.
  */
-#define RUN_KEY_COLUMN 21	/* the first after those run_from_row reads */
+#define RUN_KEY_COLUMN 23	/* the first after those run_from_row reads */
 
 static const char run_by_name_sql[] = RUN_COLUMNS ","
 	" (SELECT x.name FROM runs x WHERE x.id = r.id) FROM runs r WHERE r.name = ?";

@@ -224,7 +224,9 @@ void run_name_make(int64_t number, char out[64]);
 	" coalesce(r.commit_hash, ''), coalesce(r.repo, ''), r.args, coalesce(r.exit_code, -1)," \
 	" coalesce(r.provider, ''), coalesce(r.runner_pid, 0), coalesce(r.runner_started, 0)," \
 	" coalesce(r.started, 0), coalesce(r.reason, ''), coalesce(r.snapshot, 0)," \
-	" coalesce(r.branch, ''), coalesce(r.provider_repo, ''), coalesce(r.provider_commit, '')"
+	" coalesce(r.branch, ''), coalesce(r.provider_repo, ''), coalesce(r.provider_commit, '')," \
+	" (SELECT count(*) FROM jobs j WHERE j.run = r.id)," \
+	" (SELECT count(*) FROM jobs j WHERE j.run = r.id AND j.cached_from IS NOT NULL)"
 void run_from_row(sqlite3_stmt *stmt, struct store_run *run);
 /* Calls fn for each entry of tree (its artifact "", its job -1), in order. */
 int tree_entries(struct store *store, int64_t tree, store_entry_fn *fn, void *ctx,

@@ -513,6 +513,8 @@ static int job_row(void *ctx, sqlite3_stmt *stmt)
 	job.pid = (pid_t)sqlite3_column_int(stmt, 4);
 	job.pid_started = sqlite3_column_int64(stmt, 5);
 	snprintf(job.reason, sizeof(job.reason), "%s", sqlite3_column_text(stmt, 6));
+	snprintf(job.input_key, sizeof(job.input_key), "%s", sqlite3_column_text(stmt, 7));
+	snprintf(job.cached_from, sizeof(job.cached_from), "%s", sqlite3_column_text(stmt, 8));
 	return visit->fn.job(visit->ctx, &job);
 }
 
@@ -521,7 +523,8 @@ int store_run_jobs(struct store *store, int64_t run, store_job_fn *fn, void *ctx
 {
 	sqlite3_stmt *stmt = catalog_stmt(store, "SELECT n, status, coalesce(exit_code, -1),"
 					  " coalesce(image, ''), coalesce(pid, 0), coalesce(pid_started, 0),"
-					  " coalesce(reason, '') FROM jobs WHERE run = ? ORDER BY n", err);
+					  " coalesce(reason, ''), coalesce(input_key, ''),"
+					  " coalesce(cached_from, '') FROM jobs WHERE run = ? ORDER BY n", err);
 	struct catalog_visit visit = { .fn.job = fn, .ctx = ctx };
 
 	if (!stmt)

@@ -17,6 +17,9 @@
 
 #define STORE_HASH_SIZE 32
 
+/* The SHA-256 of len bytes, as lowercase hex. */
+void store_hash_hex(const void *data, size_t len, char out[2 * STORE_HASH_SIZE + 1]);
+
 struct store;
 struct store_ingest;
 
@@ -123,6 +126,8 @@ struct store_run {
 	char branch[256];	/* empty: none */
 	char provider_repo[512];	/* a provider from another repository; empty: none */
 	char provider_commit[41];
+	int job_count;
+	int jobs_cached;	/* jobs served by the job result cache */
 };
 
 /* One job of a run. */
@@ -134,6 +139,8 @@ struct store_job {
 	pid_t pid;		/* its process group while live, else 0 */
 	int64_t pid_started;	/* that process's start time */
 	char reason[256];	/* why it failed, one line; empty: it did not */
+	char input_key[65];	/* its input key (hex), empty: none was made */
+	char cached_from[96];	/* "RUN/N" that served it; empty: it ran */
 };
 typedef int store_job_fn(void *ctx, const struct store_job *job);
 /* Calls fn for each job of run, by number. */
@@ -217,6 +224,43 @@ int store_job_set_image(struct store *store, int64_t run, int job,
  */
 int store_job_set_running(struct store *store, int64_t run, int job, pid_t pid,
 			  int64_t started, struct error *err);
+
+/*
+ * The job result cache.  The runner makes a job's input key (hex); the
+ * store finds what it names.
+ */
+enum store_cache_answer {
+	STORE_CACHE_MISS,	/* the job runs: its key is now recorded */
+	STORE_CACHE_HIT,	/* a done job served it: its artifacts are the job's */
+	STORE_CACHE_BUSY,	/* a job of a live run has the key: wait for it */
+};
+struct store_cache_source {
+	char run[64];		/* the job's run */
+	int job;
+	pid_t runner_pid;	/* BUSY: the live run's runner and its start */
+	int64_t runner_started;
+};
+/*
+ * Looks key up for job of run, in one write transaction, so that of two
+ * identical jobs asking at once one runs and the other waits: a done job
+ * with key serves (HIT, *source names it; the job's artifact rows name
+ * the same trees and its row says where they came from); else a job of a
+ * live run with key (BUSY, nothing changes); else the job takes the key
+ * (MISS).  lookup false: takes the key at once (`run --no-cache`).
+ * Returns the answer, or a negative errno.
+ */
+int store_job_cache(struct store *store, int64_t run, int job, const char *key, bool lookup,
+		    struct store_cache_source *source, struct error *err);
+/*
+ * The content hash of tree (a snapshot), or with paths of only its
+ * entries at or under one of them: equal trees hash equal in any store.
+ */
+int store_tree_digest(struct store *store, int64_t tree, char *const *paths, size_t count,
+		      uint8_t out[STORE_HASH_SIZE], struct error *err);
+/* Appends "JOB LEN:PATH HASH\n" for each artifact of run (of job only; -1:
+ * every job's), by job and path: what its artifacts hold. */
+int store_run_artifact_digests(struct store *store, int64_t run, int job, struct strbuf *out,
+			       struct error *err);
 
 /* What a job holds of a backend's capacity while it runs. */
 struct store_claim {
