@@ -344,6 +344,8 @@ static int run_handoff(struct store *store, const struct store_daemon *daemon,
 		strbuf_add_shell_line_word(&line, request->backend);
 		strbuf_addstr(&line, " ");
 	}
+	if (request->cache != RUNNER_CACHE_WORKFLOW)
+		strbuf_addstr(&line, request->cache == RUNNER_CACHE_ON ? "--cache " : "--no-cache ");
 	if (request->rerun) {
 		strbuf_addstr(&line, "--rerun ");
 		strbuf_add_shell_line_word(&line, request->rerun);
@@ -423,6 +425,10 @@ int cmd_run(int argc, char **argv)
 			request.backend = argv[++i];
 		else if (!strcmp(argv[i], "--rerun") && i + 1 < argc)
 			request.rerun = argv[++i];
+		else if (!strcmp(argv[i], "--cache"))
+			request.cache = RUNNER_CACHE_ON;
+		else if (!strcmp(argv[i], "--no-cache"))
+			request.cache = RUNNER_CACHE_OFF;
 		else
 			return cli_usage_error("run", "unknown option '%s'", argv[i]);
 	}
@@ -672,10 +678,22 @@ struct ps_ctx {
 	bool shown_finished;
 };
 
+/* A run's status word, with how many of its jobs the cache served. */
+static void ps_status(const struct store_run *run, char out[64])
+{
+	if (!run->jobs_cached)
+		snprintf(out, 64, "%s", run->status);
+	else if (run->jobs_cached == run->job_count)
+		snprintf(out, 64, "%s (cached)", run->status);
+	else
+		snprintf(out, 64, "%s (%d/%d cached)", run->status, run->jobs_cached,
+			 run->job_count);
+}
+
 static int ps_row(void *arg, const struct store_run *run)
 {
 	struct ps_ctx *ctx = arg;
-	char when[32];
+	char when[32], status[64];
 
 	/* Without -a: the live runs, or the newest finished one if none is live. */
 	if (!ctx->all && run->finished) {
@@ -684,19 +702,23 @@ static int ps_row(void *arg, const struct store_run *run)
 		ctx->shown_finished = true;
 	}
 	time_format_iso(run->submitted, when);
+	ps_status(run, status);
 	cli_table_add(&ctx->table, run->name, run->workflow[0] ? run->workflow : "-",
-		      run->status, when, run->tag[0] ? run->tag : "-",
+		      status, when, run->tag[0] ? run->tag : "-",
 		      run->artifacts[0] ? run->artifacts : "-");
 	return 0;
 }
 
 static int ps_job_row(void *ctx, const struct store_job *job)
 {
-	char n[16], code[16];
+	char n[16], code[16], status[128];
 
 	snprintf(n, sizeof(n), "%d", job->n);
 	snprintf(code, sizeof(code), "%d", job->exit_code);
-	cli_table_add(ctx, n, job->status, job->exit_code < 0 ? "-" : code,
+	snprintf(status, sizeof(status), "%s%s%s%s", job->status,
+		 *job->cached_from ? " (cached from " : "", job->cached_from,
+		 *job->cached_from ? ")" : "");
+	cli_table_add(ctx, n, status, job->exit_code < 0 ? "-" : code,
 		      *job->reason ? job->reason : "-");
 	return 0;
 }

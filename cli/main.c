@@ -12,7 +12,8 @@ static int cmd_help(int argc, char **argv);
 const struct cli_command cli_commands[] = {
 	{ "help", cmd_help, "dstack help [COMMAND]",
 	  "show the commands, or one command's usage", NULL },
-	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker|slurm] (WORKFLOW [ARGS...] | --rerun RUN)",
+	{ "run", cmd_run, "dstack run [-d] [-t TAG] [--backend host|docker|slurm] [--cache|--no-cache]\n"
+	  "           (WORKFLOW [ARGS...] | --rerun RUN)",
 	  "run a workflow of the current repository and follow its output",
 	  "The workflow comes from .dstack/workflows.yaml (or .dstack/workflows/*.yaml)\n"
 	  "of the git repository around the current directory.  Its jobs run on\n"
@@ -28,7 +29,10 @@ const struct cli_command cli_commands[] = {
 	  "$DSTACK_HOME/config.yaml, else host); --backend slurm submits each job\n"
 	  "to Slurm, with the settings of config.yaml's slurm: keys.  --rerun RUN (or :TAG) runs\n"
 	  "that run's workflow with its args again on its snapshot, wherever the\n"
-	  "checkout has gone since." },
+	  "checkout has gone since.  --cache gives each job whose inputs a done job\n"
+	  "had the same (docs/guide.md lists them) that job's artifacts instead of\n"
+	  "running it, as the workflow's cache: true does; --no-cache runs every\n"
+	  "job, recording its inputs for later runs." },
 	{ "ps", cmd_ps, "dstack ps [-a] [RUN]",
 	  "list the current repository's runs, newest first",
 	  "Without -a: the unfinished runs, or the newest finished one if none is\n"

@@ -19,6 +19,7 @@ struct fs_run {
 	size_t word_count;
 	char *tag;
 	char *backend;		/* --backend NAME, or NULL */
+	enum runner_cache cache;	/* --cache, --no-cache */
 	char *rerun;		/* --rerun RUN, or NULL (then words are empty) */
 	pthread_t thread;
 	bool created, done;
@@ -46,6 +47,7 @@ static void *run_thread(void *arg)
 	struct fs *fs = fs_run->fs;
 	struct runner_request request = {
 		.cwd = fs->options.cwd, .backend = fs_run->backend, .rerun = fs_run->rerun,
+		.cache = fs_run->cache,
 		.created = run_created, .created_ctx = fs_run,
 	};
 	struct store_run run;
@@ -102,17 +104,24 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 	struct fs_run *fs_run;
 	struct error err = { 0 };
 	const char *tag = NULL, *backend = NULL, *rerun = NULL;
+	enum runner_cache cache = RUNNER_CACHE_WORKFLOW;
 	size_t first = 0, i;
 	int ret;
 
 	/* Options as `dstack run` takes them, before WORKFLOW. */
-	for (; first + 1 < count && words[first][0] == '-'; first += 2) {
-		if (!strcmp(words[first], "-t") || !strcmp(words[first], "--tag"))
-			tag = words[first + 1];
+	for (; first < count && words[first][0] == '-'; first++) {
+		if (!strcmp(words[first], "--cache"))
+			cache = RUNNER_CACHE_ON;
+		else if (!strcmp(words[first], "--no-cache"))
+			cache = RUNNER_CACHE_OFF;
+		else if (first + 1 >= count)
+			break;
+		else if (!strcmp(words[first], "-t") || !strcmp(words[first], "--tag"))
+			tag = words[++first];
 		else if (!strcmp(words[first], "--backend"))
-			backend = words[first + 1];
+			backend = words[++first];
 		else if (!strcmp(words[first], "--rerun"))
-			rerun = words[first + 1];
+			rerun = words[++first];
 		else
 			break;
 	}
@@ -122,7 +131,7 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 	}
 	if (rerun ? first < count : first >= count || words[first][0] == '-') {
 		strbuf_addstr(&answer->text, "error: expected [-t TAG] [--backend NAME]"
-			      " (WORKFLOW [ARGS...] | --rerun RUN)\n");
+			      " [--cache | --no-cache] (WORKFLOW [ARGS...] | --rerun RUN)\n");
 		return -EINVAL;
 	}
 	fs_run = xcalloc(1, sizeof(*fs_run));
@@ -130,6 +139,7 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 	fs_run->tag = tag ? xstrdup(tag) : NULL;
 	fs_run->backend = backend ? xstrdup(backend) : NULL;
 	fs_run->rerun = rerun ? xstrdup(rerun) : NULL;
+	fs_run->cache = cache;
 	fs_run->word_count = count - first;
 	fs_run->words = xcalloc(fs_run->word_count + 1, sizeof(char *));
 	for (i = 0; i < fs_run->word_count; i++)

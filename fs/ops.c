@@ -411,7 +411,8 @@ static int file_text(struct fs *fs, struct store *store, const struct node *node
 			    job.found.status, job.found.image);
 		if (job.found.exit_code >= 0)
 			strbuf_addf(out, "%d", job.found.exit_code);
-		strbuf_addf(out, "\nreason: %s\n", job.found.reason);
+		strbuf_addf(out, "\nreason: %s\ncache_key: %s\ncached_from: %s\n",
+			    job.found.reason, job.found.input_key, job.found.cached_from);
 		return 0;
 	}
 	strbuf_addf(out, "workflow: %s\nprovider: %s\nargs: %s\ntag: %s\n", run.workflow,
@@ -424,7 +425,8 @@ static int file_text(struct fs *fs, struct store *store, const struct node *node
 	if (!strcmp(run.status, "done") || !strcmp(run.status, "failed"))
 		strbuf_addf(out, "%d", run.exit_code < 0 ? 0 : run.exit_code);
 	/* Why it failed, in one line; empty when it did not. */
-	strbuf_addf(out, "\nreason: %s\n", run.reason);
+	strbuf_addf(out, "\nreason: %s\ncached: %d of %d jobs\n", run.reason, run.jobs_cached,
+		    run.job_count);
 	return 0;
 }
 

@@ -149,6 +149,8 @@ struct job_env {
 	size_t count;
 };
 void job_env_set(struct job_env *env, const char *name, const char *value);
+/* Sets "K=V" entries; a bare "K" takes K from this process's environment. */
+void job_env_set_all(struct job_env *env, char *const *vars, size_t count);
 void job_env_put(struct job_env *env, const char *var);	/* "K=V" */
 void job_env_release(struct job_env *env);
 /* Whether a variable's name (len bytes) says its value is a secret: KEY,
@@ -297,9 +299,17 @@ void run_docker_cleanup(const struct store_run *run, struct strbuf *said);
 int run_backend_resolve(struct store *store, const char *asked, enum run_backend *out,
 			struct strbuf *slurm, struct error *err);
 
+/* What the job result cache does for a run's jobs (cache.c). */
+enum run_cache {
+	RUN_CACHE_OFF,		/* nothing: no key is made */
+	RUN_CACHE_ON,		/* a done job with the same key serves */
+	RUN_CACHE_REFRESH,	/* every job runs, its key recorded for later runs */
+};
+
 struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
 	enum run_backend backend;
+	enum run_cache cache;
 	const char *slurm_settings;	/* the slurm backend's, as JSON */
 	struct slurm_poll *slurm_poll;	/* what Slurm said of the run's jobs */
 	bool docker_network;	/* its containers share the network dstack-RUN */
@@ -399,6 +409,14 @@ void schedule_job_submitted(struct job_slot *slot, long long slurm_id);
  * each ask can ever be met: -E2BIG naming the job and what otherwise.
  */
 int schedule_check(struct run_context *ctx, struct error *err);
+
+/*
+ * The job result cache, before a job runs: its input key made and looked
+ * up.  1 when the job has ended without running (served by a done job
+ * with its key, or stopped while it waited for a live one); 0 when it
+ * must run (its key recorded, so that an identical job waits for it).
+ */
+int job_cache_serve(struct store *store, struct job_slot *slot, struct error *err);
 
 /*
  * Runs one job to its end with a store handle of its thread's own:

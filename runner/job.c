@@ -21,8 +21,7 @@
 
 extern char **environ;
 
-/* Sets "K=V" entries; a bare "K" takes K from this process's environment. */
-static void job_env_set_all(struct job_env *env, char *const *vars, size_t count)
+void job_env_set_all(struct job_env *env, char *const *vars, size_t count)
 {
 	size_t i;
 
@@ -450,6 +449,9 @@ int job_run(struct store *store, struct job_slot *slot, struct error *err)
 	size_t i;
 	int ret;
 
+	ret = job_cache_serve(store, slot, err);
+	if (ret != 0)
+		return ret < 0 ? ret : 0;
 	if (ctx->backend == BACKEND_SLURM)
 		return slurm_job_run(store, slot, err);
 	strbuf_addf(&root, "%s/work/%s-%d", store_home(store), ctx->run->name, n);

@@ -473,6 +473,10 @@ int runner_run(struct store *store, const struct runner_request *request,
 		goto out;
 	}
 	ctx.workflow = workflow;
+	if (request->cache == RUNNER_CACHE_OFF)
+		ctx.cache = RUN_CACHE_REFRESH;
+	else if (request->cache == RUNNER_CACHE_ON || workflow->cache)
+		ctx.cache = RUN_CACHE_ON;
 	/* A provider of the repository wins over a built-in of the same name. */
 	def = workflow->provider_repo ? NULL : provider_def_set_find(&defs, workflow->provider);
 	if (workflow->provider_repo) {

@@ -11,6 +11,13 @@
 
 #include "store/store.h"
 
+/* Whether jobs may be served by the job result cache. */
+enum runner_cache {
+	RUNNER_CACHE_WORKFLOW,	/* as the workflow says (cache: true) */
+	RUNNER_CACHE_ON,	/* run --cache */
+	RUNNER_CACHE_OFF,	/* run --no-cache: every job runs; keys are recorded */
+};
+
 struct runner_request {
 	const char *cwd;		/* inside the user's git repository */
 	const char *workflow;
@@ -22,6 +29,7 @@ struct runner_request {
 	const char *rerun;
 	/* "host" or "docker"; NULL: $DSTACK_HOME/config.yaml's, else host. */
 	const char *backend;
+	enum runner_cache cache;
 	char *const *args;
 	size_t arg_count;
 	/*

@@ -961,19 +961,85 @@ static int parse_resources(struct loader *ld, struct workflow *wf,
 }
 
 /*
- * cache: true or false; later dstack releases wrote a list of folders to
- * keep between runs, which counts as true and stays in data_json.
+ * A path of the repository's snapshot, in place: relative to the
+ * repository root and inside it, as the runner reads it from the
+ * snapshot.  A leading "./" and a trailing "/" go; an absolute path or a
+ * ".." component is refused.
+ */
+static int repo_path_check(struct loader *ld, const yaml_node_t *node, const char *field,
+			   char *path)
+{
+	const char *text = path, *p;
+	size_t len;
+
+	while (text[0] == '.' && text[1] == '/') {
+		text += 2;
+		while (*text == '/')
+			text++;
+	}
+	if (!*text)
+		return loader_fail(ld, node, "%s: empty path", field);
+	if (text[0] == '/')
+		return loader_fail(ld, node, "%s: '%s' is not relative to the repository root",
+				   field, path);
+	for (p = text; p; p = strchr(p, '/')) {
+		if (*p == '/')
+			p++;
+		if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || !p[2]))
+			return loader_fail(ld, node, "%s: '%s' leaves the repository", field, path);
+	}
+	if (!strcmp(text, "."))
+		return loader_fail(ld, node, "%s: \".\" is the whole repository; name a part of it",
+				   field);
+	memmove(path, text, strlen(text) + 1);
+	len = strlen(path);
+	while (len > 1 && path[len - 1] == '/')
+		path[--len] = '\0';
+	return 0;
+}
+
+/*
+ * inputs: the parts of the repository a job's results depend on; the job
+ * cache's key then holds those instead of the whole snapshot.
+ */
+static int parse_inputs(struct loader *ld, struct workflow *wf, const yaml_node_t *value)
+{
+	const yaml_node_item_t *item;
+	char field[64];
+	int ret;
+
+	if (node_is_null(value))
+		return 0;
+	if (value->type != YAML_SEQUENCE_NODE)
+		return loader_fail(ld, value, "inputs: expected a list of paths");
+	wf->inputs = xcalloc((size_t)(value->data.sequence.items.top -
+				      value->data.sequence.items.start), sizeof(*wf->inputs));
+	for (item = value->data.sequence.items.start; item < value->data.sequence.items.top;
+	     item++) {
+		const yaml_node_t *path = loader_node(ld, *item);
+
+		snprintf(field, sizeof(field), "inputs[%zu]", wf->input_count);
+		ret = string_value(ld, path, field, true, &wf->inputs[wf->input_count]);
+		if (ret)
+			return ret;
+		wf->input_count++;
+		ret = repo_path_check(ld, path, field, wf->inputs[wf->input_count - 1]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * cache: true or false (the job result cache).  Later dstack releases
+ * wrote a list of folders to keep between runs: that is another thing,
+ * kept in data_json for a provider, and leaves the result cache off.
  */
 static int parse_cache(struct loader *ld, struct workflow *wf,
 		       const yaml_node_t *value)
 {
-	if (node_is_null(value))
+	if (node_is_null(value) || value->type == YAML_SEQUENCE_NODE)
 		return 0;
-	if (value->type == YAML_SEQUENCE_NODE) {
-		wf->cache = value->data.sequence.items.top >
-			    value->data.sequence.items.start;
-		return 0;
-	}
 	if (value->type == YAML_SCALAR_NODE)
 		return bool_value(ld, value, "cache", &wf->cache);
 	return loader_fail(ld, value, "cache: expected true, false or a list of paths");
@@ -1009,7 +1075,7 @@ static const struct workflow_key {
 	{ "url", NULL, true },
 	{ "output", NULL, true },
 	{ "schema", NULL, true },
-	{ "inputs", NULL, true },
+	{ "inputs", parse_inputs, true },
 };
 
 #define WORKFLOW_KEY_COUNT (sizeof(workflow_keys) / sizeof(workflow_keys[0]))
@@ -1057,6 +1123,9 @@ static void workflow_release(struct workflow *wf)
 	for (i = 0; i < wf->env_count; i++)
 		free(wf->env[i]);
 	free(wf->env);
+	for (i = 0; i < wf->input_count; i++)
+		free(wf->inputs[i]);
+	free(wf->inputs);
 	free(wf->working_dir);
 	free(wf->image);
 	free(wf->python);
@@ -1492,40 +1561,14 @@ static void provider_def_release(struct provider_def *def)
 	memset(def, 0, sizeof(*def));
 }
 
-/*
- * A schema's path: relative to the repository root and inside it.  A
- * leading "./" goes; an absolute path or a ".." component is refused, as
- * the runner reads the file from the snapshot of the repository.
- */
+/* A schema's path: relative to the repository root and inside it. */
 static int schema_path(struct loader *ld, const yaml_node_t *node, char **out)
 {
-	const char *text, *p;
-	int ret;
+	int ret = string_value(ld, node, "schema", false, out);
 
-	ret = string_value(ld, node, "schema", false, out);
 	if (ret || !*out)
 		return ret;
-	text = *out;
-	while (text[0] == '.' && text[1] == '/') {
-		text += 2;
-		while (*text == '/')
-			text++;
-	}
-	if (!*text)
-		return loader_fail(ld, node, "schema: empty path");
-	if (text[0] == '/')
-		return loader_fail(ld, node,
-				   "schema: '%s' is not relative to the repository root",
-				   *out);
-	for (p = text; p; p = strchr(p, '/')) {
-		if (*p == '/')
-			p++;
-		if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || !p[2]))
-			return loader_fail(ld, node,
-					   "schema: '%s' leaves the repository", *out);
-	}
-	memmove(*out, text, strlen(text) + 1);
-	return 0;
+	return repo_path_check(ld, node, "schema", *out);
 }
 
 /* Fills def from one item of the providers list. */

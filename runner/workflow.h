@@ -66,7 +66,11 @@ struct workflow {
 	struct workflow_dep *deps;
 	size_t dep_count;
 	struct workflow_resources resources;
-	bool cache;
+	bool cache;		/* the job result cache: cache: true */
+	/* The parts of the repository the jobs' results depend on (paths
+	 * from its root); none: the whole snapshot. */
+	char **inputs;
+	size_t input_count;
 	/* The keys the user wrote except name, provider, help and deps, as a
 	 * JSON object: what a custom provider reads as workflow.data. */
 	char *data_json;

@@ -759,3 +759,39 @@ def test_custom_provider_runs_in_its_image(python_image, ds, tmp_path):
     name = list(run_rows(ds, repo))[0]
     _, reason = job_reasons(ds, name)
     assert reason.startswith("provider 'where': image no-such-image:1: "), reason
+
+
+def test_the_job_cache_knows_the_image_by_its_id(registry, ds, tmp_path):
+    """The cache's key holds the id dockerd gives the image: the same tag
+    made another image runs the job again."""
+    repo = make_repo(tmp_path / "repo", f"""\
+        workflows:
+          - name: cached
+            provider: bash
+            image: {registry}
+            cache: true
+            commands:
+              - cat /version 2>/dev/null || echo no version
+              - mkdir -p out && echo made > out/x
+            artifacts: [out]
+        """)
+    try:
+        cp = assert_ok(ds("run", "--backend", "docker", "cached", cwd=repo, timeout=180))
+        assert "runs (input key" in cp.stdout and "no version" in cp.stdout
+        cp = assert_ok(ds("run", "--backend", "docker", "cached", cwd=repo))
+        assert "is cached from" in cp.stdout
+        # The same name, another image: the job runs in it.
+        name = f"dstack-cache-{random.randrange(10**9)}"
+        docker("run", "--name", name, registry, "sh", "-c", "echo v2 > /version")
+        docker("commit", name, registry)
+        docker("rm", name)
+        cp = assert_ok(ds("run", "--backend", "docker", "cached", cwd=repo))
+        assert "runs (input key" in cp.stdout and "v2" in cp.stdout
+        # On the host backend the image is not what runs: "host" is in the key.
+        cp = assert_ok(ds("run", "--backend", "host", "cached", cwd=repo))
+        assert "runs (input key" in cp.stdout
+        assert "is cached from" in assert_ok(ds("run", "--backend", "host", "cached",
+                                                 cwd=repo)).stdout
+    finally:
+        # Later tests pull the registry's image afresh.
+        docker("rmi", "-f", registry, check=False)

@@ -33,7 +33,7 @@ from conftest import (BIN, ISO_UTC, REPO, MiB, RUN_NAME, assert_error, assert_ok
 
 FINAL = {"done", "failed", "stopped", "aborted"}
 INFO_KEYS = ["workflow", "provider", "args", "tag", "submitted", "started", "finished",
-             "repo", "commit", "exit", "reason"]
+             "repo", "commit", "exit", "reason", "cached"]
 BIG_SIZE = 5 * MiB + 12345          # not a multiple of any chunk size
 SLOW_LINES = 15                     # slow: a line every 0.2 s, then "last line"
 
@@ -568,7 +568,8 @@ def test_cat_status_info_logs_and_spec(tree):
     assert info(t, again)[0]["commit"] == values["commit"]
     code, answer = ctl(t.path("ctl"), f"--rerun {tagged} print-args\n")
     assert code == errno.EINVAL and answer == [
-        "error: expected [-t TAG] [--backend NAME] (WORKFLOW [ARGS...] | --rerun RUN)"], answer
+        "error: expected [-t TAG] [--backend NAME] [--cache | --no-cache]"
+        " (WORKFLOW [ARGS...] | --rerun RUN)"], answer
 
     # A live run: started, not finished, no exit yet; stopped: still no exit.
     live = start(t, "forever")

@@ -466,3 +466,30 @@ def test_a_time_limit_is_reported_as_such(ds, tmp_path, slurm_node):
     assert re.search(r"job 0: it reached its time limit in Slurm \(Slurm job \d+, TIMEOUT\)",
                      info), info
     assert "up" in assert_ok(ds("logs", name)).stdout
+
+
+def test_a_cached_job_is_not_submitted_and_an_unpinned_image_is_not_cached(
+        registry, ds, tmp_path, slurm_node):
+    slurm_config(ds, tmp_path, "commands")
+    repo = make_repo(tmp_path / "repo", f"""\
+        workflows:
+          - name: plain
+            provider: bash
+            cache: true
+            commands: [mkdir -p out, echo made > out/x]
+            artifacts: [out]
+          - name: imaged
+            provider: bash
+            cache: true
+            image: {registry}
+            commands: [echo in the image]
+        """)
+    assert "runs (input key" in assert_ok(ds("run", "plain", cwd=repo, timeout=180)).stdout
+    cp = assert_ok(ds("run", "plain", cwd=repo))
+    assert "is cached from" in cp.stdout
+    served = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)[0]["RUN"]
+    assert slurm_jobs(ds, served) == {}, "a served job went to Slurm"
+    assert (ds.download(served, tmp_path / "dl") / "out" / "x").read_text() == "made\n"
+    cp = assert_ok(ds("run", "imaged", cwd=repo, timeout=180))
+    assert (f"job 0 is not cached: on Slurm only an image pinned by digest"
+            f" (IMAGE@sha256:...) is known exactly, not '{registry}'") in cp.stdout
