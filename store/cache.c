@@ -75,13 +75,11 @@ static int cache_take(struct store *store, int64_t run, int job, const char *key
 	return rc == SQLITE_DONE ? 0 : catalog_error(store, rc, "record cache source", err);
 }
 
-/* Looks for a done job, then a live one, with key; 1 when one was found. */
-static int cache_find(struct store *store, int64_t run, int job, const char *key,
-		      const char *sql, int64_t *from_run, struct store_cache_source *source,
-		      struct error *err)
+/* Looks for a done job (done), or a live one, with key; 1 when one was found. */
+static int cache_find(struct store *store, int64_t run, int job, const char *key, bool done,
+		      int64_t *from_run, struct store_cache_source *source, struct error *err)
 {
-	sqlite3_stmt *stmt = catalog_stmt(store, sql, err);
-	bool done = sql == cache_done_sql;
+	sqlite3_stmt *stmt = catalog_stmt(store, done ? cache_done_sql : cache_busy_sql, err);
 	int rc;
 
 	if (!stmt)
@@ -117,12 +115,12 @@ int store_job_cache(struct store *store, int64_t run, int job, const char *key, 
 	if (ret < 0)
 		return ret;
 	if (lookup) {
-		ret = cache_find(store, run, job, key, cache_done_sql, &from_run, source, err);
+		ret = cache_find(store, run, job, key, true, &from_run, source, err);
 		if (ret == 1) {
 			answer = STORE_CACHE_HIT;
 			ret = cache_take(store, run, job, key, from_run, source, err);
 		} else if (ret == 0) {
-			ret = cache_find(store, run, job, key, cache_busy_sql, &from_run, source, err);
+			ret = cache_find(store, run, job, key, false, &from_run, source, err);
 			if (ret == 1) {
 				answer = STORE_CACHE_BUSY;
 				ret = 0;

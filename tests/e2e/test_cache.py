@@ -95,6 +95,9 @@ def test_an_unchanged_job_is_served_by_the_done_one(ds, repo, tmp_path):
 
 def test_any_change_the_job_can_see_runs_it(ds, repo, tmp_path):
     run(ds, repo, "prep")
+    # Content, not timestamps: a touched file serves.
+    (repo / "f.txt").touch()
+    assert "is cached from" in run(ds, repo, "prep").stdout
     # One byte of a tracked file, uncommitted.
     (repo / "f.txt").write_text("onf\n")
     assert "prepared" in run(ds, repo, "prep").stdout
@@ -116,6 +119,26 @@ def test_any_change_the_job_can_see_runs_it(ds, repo, tmp_path):
     assert "is cached from" in run(ds, repo, "prep", env={"VAL": "1"}).stdout
     assert ran(tmp_path).count("prep") == 5
     ds.fsck_clean()
+
+
+def test_a_secret_is_in_the_key_but_never_shown(ds, tmp_path):
+    repo = make_repo(tmp_path / "repo", """workflows:
+  - name: secret
+    provider: bash
+    cache: true
+    env: [API_TOKEN]
+    commands: [test -n "$API_TOKEN" && echo has a token]
+""")
+    for value, outcome in (("first-secret-value", "runs (input key"),
+                           ("first-secret-value", "is cached from"),
+                           ("second-secret-value", "runs (input key")):
+        cp = assert_ok(ds("run", "secret", cwd=repo, env={"API_TOKEN": value}))
+        assert outcome in cp.stdout and value not in cp.stdout
+    for name in [r["RUN"] for r in runs(ds, repo)]:
+        shown = assert_ok(ds("ps", name)).stdout + assert_ok(ds("logs", name)).stdout
+        assert "secret-value" not in shown
+    stored = b"".join(p.read_bytes() for p in ds.home.glob("catalog.db*"))
+    assert b"secret-value" not in stored, "a secret was written to the catalog"
 
 
 def test_a_dep_with_other_artifacts_runs_the_job(ds, repo, tmp_path):
