@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/json.h"
 #include "runner/internal.h"
@@ -20,14 +21,16 @@
 
 /*
  * What runs the job's commands: "host", or the image's id from dockerd
- * (pulled first when missing), or on Slurm an image pinned by digest.
- * 1 with why when the image cannot be told exactly: such a job runs.
+ * (pulled first when missing, the pull's lines going to out), or on Slurm
+ * an image pinned by digest.  1 with why when the image cannot be told
+ * exactly: such a job runs.
  */
-static int cache_image(const struct job_slot *slot, struct strbuf *image, struct strbuf *why,
-		       struct error *err)
+static int cache_image(const struct job_slot *slot, struct job_output *out, struct strbuf *image,
+		       struct strbuf *why, struct error *err)
 {
 	const struct job_spec *spec = &slot->ctx->jobs[slot->n];
 	struct strbuf helper = STRBUF_INIT, said = STRBUF_INIT;
+	const char *last;
 	int status = -1, ret;
 
 	if (!spec->image || slot->ctx->backend == BACKEND_HOST) {
@@ -51,16 +54,17 @@ static int cache_image(const struct job_slot *slot, struct strbuf *image, struct
 		ret = host_exec(helper.buf, argv, &said, true, &status, err);
 	}
 	strbuf_trim_end(&said);
+	/* Its last line: the id, or why there is none; before it, the pull. */
+	last = said.len ? strrchr(said.buf, '\n') : NULL;
+	if (ret == 0 && last)
+		job_output_write(out, STDOUT_FILENO, said.buf, (size_t)(last - said.buf) + 1);
+	last = last ? last + 1 : said.buf;
 	if (ret == 0 && (status || !said.len)) {
-		const char *line = said.len ? strrchr(said.buf, '\n') : NULL;
-
 		strbuf_addf(why, "the id of image '%s' is unknown: %s", spec->image,
-			    line ? line + 1 : said.len ? said.buf : "dstack-docker said nothing");
+			    said.len ? last : "dstack-docker said nothing");
 		ret = 1;
 	} else if (ret == 0) {
-		const char *line = strrchr(said.buf, '\n');
-
-		strbuf_addstr(image, line ? line + 1 : said.buf);
+		strbuf_addstr(image, last);
 	}
 	strbuf_release(&helper);
 	strbuf_release(&said);
@@ -108,7 +112,8 @@ static bool cache_job_is_distributed(const struct run_context *ctx, size_t n)
  * cached.  Secret env values are in it: it is hashed, never kept.
  */
 static int cache_key_document(struct store *store, const struct job_slot *slot,
-			      struct strbuf *doc, struct strbuf *why, struct error *err)
+			      struct job_output *out, struct strbuf *doc, struct strbuf *why,
+			      struct error *err)
 {
 	const struct run_context *ctx = slot->ctx;
 	const struct job_spec *spec = &ctx->jobs[slot->n];
@@ -124,7 +129,7 @@ static int cache_key_document(struct store *store, const struct job_slot *slot,
 		strbuf_addstr(why, "it runs together with other jobs (master and workers)");
 		return 1;
 	}
-	ret = cache_image(slot, &part, why, err);
+	ret = cache_image(slot, out, &part, why, err);
 	if (ret != 0)
 		goto out;
 	strbuf_addstr(doc, "{\"dstack_input_key\":1,\"backend\":");
@@ -202,6 +207,7 @@ int job_cache_serve(struct store *store, struct job_slot *slot, struct error *er
 	int64_t run = ctx->run->id;
 	int n = slot->n;
 	struct job_output out = { .store = store, .request = ctx->request, .run = run, .job = n };
+	struct run_ticker ticker = { .out = &out, .stop = &ctx->stop };
 	struct strbuf doc = STRBUF_INIT, why = STRBUF_INIT, none = STRBUF_INIT;
 	struct store_cache_source source;
 	char key[2 * STORE_HASH_SIZE + 1];
@@ -210,7 +216,7 @@ int job_cache_serve(struct store *store, struct job_slot *slot, struct error *er
 
 	if (ctx->cache == RUN_CACHE_OFF)
 		return 0;
-	ret = cache_key_document(store, slot, &doc, &why, err);
+	ret = cache_key_document(store, slot, &out, &doc, &why, err);
 	if (ret == 1) {
 		job_output_say(&out, "job %d is not cached: %s", n, why.buf);
 		ret = 0;
@@ -242,7 +248,13 @@ int job_cache_serve(struct store *store, struct job_slot *slot, struct error *er
 				       n, source.run, source.job);
 			waited = true;
 		}
-		if (*ctx->stop.stopping || *ctx->stop.aborting) {
+		/* Its output so far logged, and `dstack stop` heard (through the catalog). */
+		ret = run_tick(&ticker);
+		if (ret < 0) {
+			*err = out.err;
+			break;
+		}
+		if (*ctx->stop.stopping) {
 			slot->stopped = true;
 			ret = job_record_end(store, slot, &out, &none, err);
 			ret = ret < 0 ? ret : 1;
@@ -253,11 +265,7 @@ int job_cache_serve(struct store *store, struct job_slot *slot, struct error *er
 			ret = runner_reap_orphans(store, err);
 			if (ret < 0)
 				break;
-		}
-		ret = job_output_tick(&out);
-		if (ret < 0) {
-			*err = out.err;
-			break;
+			ret = 0;
 		}
 		cache_sleep();
 	}

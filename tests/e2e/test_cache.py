@@ -359,3 +359,18 @@ def test_the_tree_shows_the_key_and_the_source(ds, repo, tmp_path):
     finally:
         unmount_all(ds, mnt)
     assert not is_mounted(mnt)
+
+
+def test_a_waiting_job_stops_when_asked(ds, tmp_path):
+    gate, ran_file = tmp_path / "gate", tmp_path / "ran"
+    repo = gated_repo(tmp_path, "echo made")
+    first = ds.popen("run", "once", cwd=repo)
+    assert wait_for(lambda: ran_file.exists(), timeout=60)
+    waiting = assert_ok(ds("run", "-d", "once", cwd=repo)).stdout.strip()
+    assert wait_for(lambda: "waits for" in assert_ok(ds("logs", waiting)).stdout, timeout=60)
+    assert_ok(ds("stop", waiting))
+    assert [j["STATUS"] for j in jobs(ds, waiting)] == ["stopped"]
+    gate.touch()
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert ran_file.read_text().split() == ["ran"]

@@ -775,9 +775,13 @@ def test_the_job_cache_knows_the_image_by_its_id(registry, ds, tmp_path):
               - mkdir -p out && echo made > out/x
             artifacts: [out]
         """)
+    docker("rmi", "-f", registry, check=False)
     try:
+        # The key needs the image's id: it is pulled first, in the job's log.
         cp = assert_ok(ds("run", "--backend", "docker", "cached", cwd=repo, timeout=180))
-        assert "runs (input key" in cp.stdout and "no version" in cp.stdout
+        assert cp.stdout.index(f"dstack: docker: pulling {registry}") < \
+            cp.stdout.index("runs (input key"), cp.stdout
+        assert "no version" in cp.stdout
         cp = assert_ok(ds("run", "--backend", "docker", "cached", cwd=repo))
         assert "is cached from" in cp.stdout
         # The same name, another image: the job runs in it.
