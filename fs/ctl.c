@@ -131,7 +131,7 @@ static int ctl_run(struct fs *fs, char **words, size_t count, struct ctl_answer 
 	}
 	if (rerun ? first < count : first >= count || words[first][0] == '-') {
 		strbuf_addstr(&answer->text, "error: expected [-t TAG] [--backend NAME]"
-			      " [--cache | --no-cache] (WORKFLOW [ARGS...] | --rerun RUN)\n");
+			      " [--cache|--no-cache] (WORKFLOW [ARGS...] | --rerun RUN)\n");
 		return -EINVAL;
 	}
 	fs_run = xcalloc(1, sizeof(*fs_run));

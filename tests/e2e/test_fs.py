@@ -568,7 +568,7 @@ def test_cat_status_info_logs_and_spec(tree):
     assert info(t, again)[0]["commit"] == values["commit"]
     code, answer = ctl(t.path("ctl"), f"--rerun {tagged} print-args\n")
     assert code == errno.EINVAL and answer == [
-        "error: expected [-t TAG] [--backend NAME] [--cache | --no-cache]"
+        "error: expected [-t TAG] [--backend NAME] [--cache|--no-cache]"
         " (WORKFLOW [ARGS...] | --rerun RUN)"], answer
 
     # A live run: started, not finished, no exit yet; stopped: still no exit.

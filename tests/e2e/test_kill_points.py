@@ -177,10 +177,13 @@ def test_kill_points_in_runs(ds, tmp_path):
             assert logs == f"using 20000 {source}\n", f"{where}\n{logs}"
 
     checked = set()
-    killed = 0
+    killed, missed = 0, []
     for wf, point in points:
         where = f"run {wf} killed at change {point} of {totals[wf]}"
-        killed += cut(ds, point, "run", wf, cwd=repo)
+        if cut(ds, point, "run", wf, cwd=repo):
+            killed += 1
+        else:
+            missed.append((wf, point))
         # ps looks at the runs, so the cut one is marked failed by now.
         listed = runs()
         assert all(r["STATUS"] in ("done", "failed") for r in listed), f"{where}: {listed}"
@@ -196,7 +199,10 @@ def test_kill_points_in_runs(ds, tmp_path):
         check_run(run, "after the cuts")
     assert_ok(ds("run", "use", cwd=repo))
     print(f"runs: {killed} kills of {len(points)} points over {totals} changes")
-    assert killed >= len(points) - 4
+    # A run flushes its log once or twice as ticks fall (the job's two lines
+    # are apart by its work), so its last changes may be fewer than counted:
+    # only points near the end may go unreached.
+    assert all(point > totals[wf] * 0.9 for wf, point in missed), missed
 
 
 def test_kill_points_in_gc(ds, tmp_path):

@@ -127,8 +127,9 @@ def test_a_job_runs_to_completed_with_its_environment_and_output(helper, slurm):
                        env=["PATH=/usr/bin:/bin", "QUOTED=it's \"$HOME\" `x`",
                             "MULTI=line one\nline two", "EMPTY="],
                        cpus=1, memory_mb=64)
+    # A job this short may be over by the first ask (the helper is slow under ASan).
     first = helper.state(id)
-    assert first["state"] in ("PENDING", "RUNNING"), first
+    assert first["state"] in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED"), first
     seen = helper.wait(id, lambda s: s["state"] in ENDED)
     assert {s["state"] for s in seen} <= {"PENDING", "RUNNING", "COMPLETING", "COMPLETED"}, seen
     assert seen[-1] == {"id": id, "state": "COMPLETED", "reason": "", "node": slurm["node"],
