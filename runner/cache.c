@@ -211,16 +211,22 @@ int job_cache_serve(struct store *store, struct job_slot *slot, struct error *er
 	struct strbuf doc = STRBUF_INIT, why = STRBUF_INIT, none = STRBUF_INIT;
 	struct store_cache_source source;
 	char key[2 * STORE_HASH_SIZE + 1];
-	bool waited = false;
+	bool waited = false, quiet = ctx->cache == RUN_CACHE_OFF;
 	int answer, ret;
 
-	if (ctx->cache == RUN_CACHE_OFF)
+	/*
+	 * Without the cache every job's key is still recorded, so that it
+	 * can serve later runs, and says nothing; but an image's id would
+	 * cost a call to dockerd (and the pull) before the job: those jobs
+	 * get a key only when the cache is on.
+	 */
+	if (quiet && ctx->backend == BACKEND_DOCKER && ctx->jobs[n].image)
 		return 0;
 	ret = cache_key_document(store, slot, &out, &doc, &why, err);
-	if (ret == 1) {
+	if (ret == 1 && !quiet)
 		job_output_say(&out, "job %d is not cached: %s", n, why.buf);
+	if (ret == 1)
 		ret = 0;
-	}
 	if (ret < 0 || why.len)
 		goto out;
 	store_hash_hex(doc.buf, doc.len, key);
@@ -240,7 +246,8 @@ int job_cache_serve(struct store *store, struct job_slot *slot, struct error *er
 			break;
 		}
 		if (answer == STORE_CACHE_MISS) {
-			job_output_say(&out, "job %d runs (input key %s)", n, key);
+			if (!quiet)
+				job_output_say(&out, "job %d runs (input key %s)", n, key);
 			break;
 		}
 		if (!waited) {

@@ -301,9 +301,9 @@ int run_backend_resolve(struct store *store, const char *asked, enum run_backend
 
 /* What the job result cache does for a run's jobs (cache.c). */
 enum run_cache {
-	RUN_CACHE_OFF,		/* nothing: no key is made */
+	RUN_CACHE_OFF,		/* every job runs, its key recorded quietly */
 	RUN_CACHE_ON,		/* a done job with the same key serves */
-	RUN_CACHE_REFRESH,	/* every job runs, its key recorded for later runs */
+	RUN_CACHE_REFRESH,	/* --no-cache: every job runs, saying its key */
 };
 
 struct run_context {

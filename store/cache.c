@@ -105,15 +105,19 @@ static int cache_find(struct store *store, int64_t run, int job, const char *key
 int store_job_cache(struct store *store, int64_t run, int job, const char *key, bool lookup,
 		    struct store_cache_source *source, struct error *err)
 {
+	struct error ignored = { 0 };
 	sqlite3_stmt *stmt;
 	int64_t from_run = 0;
 	int answer = STORE_CACHE_MISS, rc, ret;
 
 	memset(source, 0, sizeof(*source));
+	/* A key taken without a lookup decides nothing: durable with the run's end. */
+	if (!lookup && (ret = catalog_set_durable(store, false, err)) < 0)
+		return ret;
 	/* One write transaction: of two identical jobs asking at once, one runs. */
 	ret = catalog_begin(store, err);
 	if (ret < 0)
-		return ret;
+		goto out;
 	if (lookup) {
 		ret = cache_find(store, run, job, key, true, &from_run, source, err);
 		if (ret == 1) {
@@ -140,11 +144,13 @@ int store_job_cache(struct store *store, int64_t run, int job, const char *key, 
 				ret = catalog_error(store, rc, "record the input key", err);
 		}
 	}
-	if (ret < 0) {
+	if (ret < 0)
 		catalog_rollback(store);
-		return ret;
-	}
-	ret = catalog_commit(store, err);
+	else
+		ret = catalog_commit(store, err);
+out:
+	if (!lookup && catalog_set_durable(store, true, ret < 0 ? &ignored : err) < 0 && ret == 0)
+		ret = err->code;
 	return ret < 0 ? ret : answer;
 }
 

@@ -246,7 +246,8 @@ struct store_cache_source {
  * with key serves (HIT, *source names it; the job's artifact rows name
  * the same trees and its row says where they came from); else a job of a
  * live run with key (BUSY, nothing changes); else the job takes the key
- * (MISS).  lookup false: takes the key at once (`run --no-cache`).
+ * (MISS).  lookup false: takes the key at once (a run without the cache,
+ * or --no-cache), made durable by the run's end as a status step is.
  * Returns the answer, or a negative errno.
  */
 int store_job_cache(struct store *store, int64_t run, int job, const char *key, bool lookup,

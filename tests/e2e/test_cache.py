@@ -5,6 +5,7 @@ runs it; failed and stopped jobs never serve; two identical jobs at once
 run once; gc keeps a served job's trees while some run or tag reaches
 them."""
 import re
+import sqlite3
 
 import pytest
 
@@ -158,7 +159,7 @@ def test_a_dep_with_other_artifacts_runs_the_job(ds, repo, tmp_path):
     assert train["RUN"] in served
 
 
-def test_no_cache_runs_and_cache_serves_a_workflow_without_it(ds, tmp_path):
+def test_every_job_gets_a_key_and_the_flags_override_the_workflow(ds, tmp_path):
     marker = tmp_path / "ran"
     repo = make_repo(tmp_path / "repo", f"""workflows:
   - name: plain
@@ -166,13 +167,19 @@ def test_no_cache_runs_and_cache_serves_a_workflow_without_it(ds, tmp_path):
     commands: [echo plain >> {marker}, mkdir -p out, echo 1 > out/a]
     artifacts: [out]
 """)
+    # Without the cache a job runs, says nothing of it, and records its key.
     out = assert_ok(ds("run", "plain", cwd=repo)).stdout
-    assert "input key" not in out, "a run without the cache made a key"
-    # Without a key, nothing serves; --no-cache runs and records one.
-    assert "runs (input key" in assert_ok(ds("run", "--cache", "plain", cwd=repo)).stdout
-    assert "runs (input key" in assert_ok(ds("run", "--no-cache", "plain", cwd=repo)).stdout
-    assert "is cached from" in assert_ok(ds("run", "--cache", "plain", cwd=repo)).stdout
-    assert marker.read_text().split() == ["plain"] * 3
+    assert "input key" not in out and "cached" not in out
+    [first] = runs(ds, repo)
+    with sqlite3.connect(ds.home / "catalog.db") as db:
+        [(key,)] = db.execute("SELECT input_key FROM jobs").fetchall()
+    assert re.fullmatch("[0-9a-f]{64}", key)
+    # So it serves a run with --cache; --no-cache runs whatever is there.
+    out = assert_ok(ds("run", "--cache", "plain", cwd=repo)).stdout
+    assert out == f"dstack: job 0 is cached from {first['RUN']}/0 (input key {key})\n"
+    assert f"runs (input key {key})" in assert_ok(ds("run", "--no-cache", "plain",
+                                                     cwd=repo)).stdout
+    assert marker.read_text().split() == ["plain"] * 2
 
 
 def test_failed_and_stopped_jobs_never_serve(ds, tmp_path):
