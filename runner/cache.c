@@ -107,9 +107,44 @@ static bool cache_job_is_distributed(const struct run_context *ctx, size_t n)
 	return false;
 }
 
+int run_cache_prepare(struct store *store, struct run_context *ctx, struct error *err)
+{
+	const struct workflow *workflow = ctx->workflow;
+	struct strbuf *part = &ctx->cache_run_part, artifacts = STRBUF_INIT;
+	uint8_t hash[STORE_HASH_SIZE];
+	char hex[2 * STORE_HASH_SIZE + 1];
+	size_t i;
+	int ret;
+
+	ret = store_tree_digest(store, ctx->run->snapshot, workflow->inputs, workflow->input_count,
+				hash, err);
+	if (ret < 0)
+		return ret;
+	strbuf_addstr(part, ",\"provider\":");
+	json_add_string(part, ctx->run->provider);
+	strbuf_addstr(part, ",\"provider_repo\":");
+	json_add_string(part, ctx->run->provider_repo);
+	strbuf_addstr(part, ",\"provider_commit\":");
+	json_add_string(part, ctx->run->provider_commit);
+	json_add_strings_field(part, "inputs", workflow->inputs, workflow->input_count);
+	hex_encode(hash, sizeof(hash), hex);
+	strbuf_addf(part, ",\"snapshot\":\"%s\",\"deps\":[", hex);
+	/* What the deps' runs stored, not which runs: equal artifacts serve alike. */
+	for (i = 0; i < ctx->deps->count && ret == 0; i++) {
+		strbuf_reset(&artifacts);
+		ret = store_run_artifact_digests(store, ctx->deps->ids[i], -1, &artifacts, err);
+		strbuf_addstr(part, i ? "," : "");
+		json_add_string(part, artifacts.buf ? artifacts.buf : "");
+	}
+	strbuf_addstr(part, "]");
+	strbuf_release(&artifacts);
+	return ret;
+}
+
 /*
- * The document the key hashes, in doc; 1 with why when the job cannot be
- * cached.  Secret env values are in it: it is hashed, never kept.
+ * The document the key hashes, in doc: the run's part and the job's; 1
+ * with why when the job cannot be cached.  Secret env values are in it:
+ * it is hashed, never kept.
  */
 static int cache_key_document(struct store *store, const struct job_slot *slot,
 			      struct job_output *out, struct strbuf *doc, struct strbuf *why,
@@ -117,11 +152,8 @@ static int cache_key_document(struct store *store, const struct job_slot *slot,
 {
 	const struct run_context *ctx = slot->ctx;
 	const struct job_spec *spec = &ctx->jobs[slot->n];
-	const struct workflow *workflow = ctx->workflow;
 	static const char *const backends[] = { "host", "docker", "slurm" };
 	struct strbuf part = STRBUF_INIT;
-	uint8_t hash[STORE_HASH_SIZE];
-	char hex[2 * STORE_HASH_SIZE + 1];
 	size_t i;
 	int ret;
 
@@ -136,18 +168,13 @@ static int cache_key_document(struct store *store, const struct job_slot *slot,
 	json_add_string(doc, backends[ctx->backend]);
 	strbuf_addstr(doc, ",\"image\":");
 	json_add_string(doc, part.buf);
-	strbuf_addstr(doc, ",\"provider\":");
-	json_add_string(doc, ctx->run->provider);
-	strbuf_addstr(doc, ",\"provider_repo\":");
-	json_add_string(doc, ctx->run->provider_repo);
-	strbuf_addstr(doc, ",\"provider_commit\":");
-	json_add_string(doc, ctx->run->provider_commit);
+	strbuf_add(doc, ctx->cache_run_part.buf, ctx->cache_run_part.len);
 	strbuf_addstr(doc, ",\"commands\":");
 	json_add_string(doc, spec->script);
 	strbuf_addstr(doc, ",\"working_dir\":");
 	json_add_string(doc, spec->working_dir ? spec->working_dir : "");
 	strbuf_addf(doc, ",\"python_env\":%s", spec->python_env ? "true" : "false");
-	cache_add_env(doc, spec, workflow);
+	cache_add_env(doc, spec, ctx->workflow);
 	/* Results change with the kind and number of GPUs, not with CPUs or memory. */
 	strbuf_addf(doc, ",\"gpu\":{\"count\":%d,\"name\":", spec->resources.gpu_count);
 	json_add_string(doc, spec->resources.gpu_name ? spec->resources.gpu_name : "");
@@ -155,21 +182,6 @@ static int cache_key_document(struct store *store, const struct job_slot *slot,
 	for (i = 0; i < spec->artifact_count; i++) {
 		strbuf_addstr(doc, i ? "," : "");
 		json_add_string(doc, spec->artifacts[i].path);
-	}
-	strbuf_addstr(doc, "]");
-	json_add_strings_field(doc, "inputs", workflow->inputs, workflow->input_count);
-	ret = store_tree_digest(store, ctx->run->snapshot, workflow->inputs,
-				workflow->input_count, hash, err);
-	if (ret < 0)
-		goto out;
-	hex_encode(hash, sizeof(hash), hex);
-	strbuf_addf(doc, ",\"snapshot\":\"%s\",\"deps\":[", hex);
-	/* What the deps' runs stored, not which runs: equal artifacts serve alike. */
-	for (i = 0; i < ctx->deps->count && ret == 0; i++) {
-		strbuf_reset(&part);
-		ret = store_run_artifact_digests(store, ctx->deps->ids[i], -1, &part, err);
-		strbuf_addstr(doc, i ? "," : "");
-		json_add_string(doc, part.buf ? part.buf : "");
 	}
 	strbuf_addstr(doc, "],\"after\":[");
 	/* The jobs it comes after may have left it more than their artifacts;

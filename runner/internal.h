@@ -310,6 +310,8 @@ struct run_context {
 	struct store *store;	/* the runner's handle: the scheduler's thread only */
 	enum run_backend backend;
 	enum run_cache cache;
+	/* What every job's input key holds of the run (cache.c). */
+	struct strbuf cache_run_part;
 	const char *slurm_settings;	/* the slurm backend's, as JSON */
 	struct slurm_poll *slurm_poll;	/* what Slurm said of the run's jobs */
 	bool docker_network;	/* its containers share the network dstack-RUN */
@@ -410,6 +412,12 @@ void schedule_job_submitted(struct job_slot *slot, long long slurm_id);
  */
 int schedule_check(struct run_context *ctx, struct error *err);
 
+/*
+ * The part of the job keys that is the run's (provider, the snapshot or
+ * its inputs:, the deps' artifacts) into ctx->cache_run_part, made once:
+ * with inputs: it walks the whole snapshot.
+ */
+int run_cache_prepare(struct store *store, struct run_context *ctx, struct error *err);
 /*
  * The job result cache, before a job runs: its input key made and looked
  * up.  1 when the job has ended without running (served by a done job

@@ -541,6 +541,8 @@ int runner_run(struct store *store, const struct runner_request *request,
 	}
 	if (ret == 0)
 		ret = job_specs_record(store, run->id, jobs, count, err);
+	if (ret == 0)
+		ret = run_cache_prepare(store, &ctx, err);
 	/*
 	 * Containers reach each other by name on a network of the run's own.
 	 * A lone one needs none: making, joining and removing one costs
@@ -592,6 +594,7 @@ out:
 	if (request->stop_on_signals)
 		runner_release_signals(old_signals);
 	host_capacity_release(&ctx.capacity);
+	strbuf_release(&ctx.cache_run_part);
 	job_specs_free(jobs, count);
 	free(deps.ids);
 	free(deps.names);

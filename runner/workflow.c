@@ -961,40 +961,38 @@ static int parse_resources(struct loader *ld, struct workflow *wf,
 }
 
 /*
- * A path of the repository's snapshot, in place: relative to the
- * repository root and inside it, as the runner reads it from the
- * snapshot.  A leading "./" and a trailing "/" go; an absolute path or a
- * ".." component is refused.
+ * A path of the repository's snapshot, *path replaced by its plain form
+ * (path_plain): relative to the repository root and inside it, as the
+ * runner reads it from the snapshot; an absolute path or a ".."
+ * component is refused.
  */
 static int repo_path_check(struct loader *ld, const yaml_node_t *node, const char *field,
-			   char *path)
+			   char **path)
 {
-	const char *text = path, *p;
-	size_t len;
+	char *plain = NULL;
+	const char *p;
+	int ret = path_plain(*path, &plain);
 
-	while (text[0] == '.' && text[1] == '/') {
-		text += 2;
-		while (*text == '/')
-			text++;
-	}
-	if (!*text)
+	if (ret == -EINVAL)
 		return loader_fail(ld, node, "%s: empty path", field);
-	if (text[0] == '/')
-		return loader_fail(ld, node, "%s: '%s' is not relative to the repository root",
-				   field, path);
-	for (p = text; p; p = strchr(p, '/')) {
+	if (ret == -EISDIR)
+		return loader_fail(ld, node, "%s: \".\" is the whole repository; name a part of it",
+				   field);
+	if (plain[0] == '/')
+		ret = loader_fail(ld, node, "%s: '%s' is not relative to the repository root",
+				  field, *path);
+	for (p = plain; ret == 0 && p; p = strchr(p, '/')) {
 		if (*p == '/')
 			p++;
 		if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || !p[2]))
-			return loader_fail(ld, node, "%s: '%s' leaves the repository", field, path);
+			ret = loader_fail(ld, node, "%s: '%s' leaves the repository", field, *path);
 	}
-	if (!strcmp(text, "."))
-		return loader_fail(ld, node, "%s: \".\" is the whole repository; name a part of it",
-				   field);
-	memmove(path, text, strlen(text) + 1);
-	len = strlen(path);
-	while (len > 1 && path[len - 1] == '/')
-		path[--len] = '\0';
+	if (ret) {
+		free(plain);
+		return ret;
+	}
+	free(*path);
+	*path = plain;
 	return 0;
 }
 
@@ -1023,7 +1021,7 @@ static int parse_inputs(struct loader *ld, struct workflow *wf, const yaml_node_
 		if (ret)
 			return ret;
 		wf->input_count++;
-		ret = repo_path_check(ld, path, field, wf->inputs[wf->input_count - 1]);
+		ret = repo_path_check(ld, path, field, &wf->inputs[wf->input_count - 1]);
 		if (ret)
 			return ret;
 	}
@@ -1568,7 +1566,7 @@ static int schema_path(struct loader *ld, const yaml_node_t *node, char **out)
 
 	if (ret || !*out)
 		return ret;
-	return repo_path_check(ld, node, "schema", *out);
+	return repo_path_check(ld, node, "schema", out);
 }
 
 /* Fills def from one item of the providers list. */
