@@ -1420,16 +1420,19 @@ static int ingest_tree(struct store_ingest *ingest, const char *dir, char *const
 	pthread_mutex_lock(&ingest->lock);
 	job->next = ingest->free_jobs;
 	ingest->free_jobs = job;
-	/* The workers are idle: their bundles are ours to finish. */
-	for (w = 0; w < ingest->worker_count && !ingest->error.code && ret == 0; w++)
-		ret = ingest_flush_bundle(&ingest->workers[w], err);
-	for (w = 0; w < ingest->worker_count; w++)
-		ingest->workers[w].pack_open = false;
 	if (ingest->error.code && ret == 0) {
 		*err = ingest->error;
 		ret = err->code;
 	}
 	pthread_mutex_unlock(&ingest->lock);
+	/*
+	 * The workers are idle: their bundles are ours to finish, without the
+	 * lock, which a bundle that fills its pack takes to queue the fsync.
+	 */
+	for (w = 0; w < ingest->worker_count && ret == 0; w++)
+		ret = ingest_flush_bundle(&ingest->workers[w], err);
+	for (w = 0; w < ingest->worker_count; w++)
+		ingest->workers[w].pack_open = false;
 	if (ret < 0)
 		goto out;
 	if (progress)

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from conftest import (ISO_UTC, MiB, RUN_NAME, assert_error, assert_same_tree,
-                      parse_table, snapshot, table_header, write_compressible,
-                      write_random)
+                      fault_env, parse_table, snapshot, table_header,
+                      write_compressible, write_random)
 
 
 def make_rich_tree(root):
@@ -220,6 +220,25 @@ def test_sizes_around_every_boundary(ds, tmp_path):
     ds.add("sizes", src)
     ds.download(":sizes", tmp_path / "out")
     assert_same_tree(src, tmp_path / "out" / "sizes")
+    ds.fsck_clean()
+
+
+def test_last_bundle_fills_a_pack(ds, tmp_path):
+    """The bundle of small files flushed at the end of a folder takes the
+    pack past its target size, so the pack is queued for its fsync then.
+    One ingest thread (the fault library says one CPU) makes the pack fall
+    there on every run: 32 MiB less 128 KiB of random data, then 240 KiB
+    of small files that wait in the bundle until the end."""
+    src = tmp_path / "fill"
+    src.mkdir()
+    write_random(src / "big", 32 * MiB - 128 * 1024, seed=11)
+    for i in range(4):
+        write_random(src / f"small{i}", 60 * 1024, seed=20 + i)
+    ds.ok("tags", "add", "fill", "-a", src, env=fault_env(cpus=1), timeout=60)
+    packs = [p.stat().st_size for p in (ds.home / "packs").rglob("*") if p.is_file()]
+    assert len(packs) == 1 and 32 * MiB <= packs[0] < 32 * MiB + 256 * 1024, packs
+    ds.download(":fill", tmp_path / "out")
+    assert_same_tree(src, tmp_path / "out" / "fill")
     ds.fsck_clean()
 
 

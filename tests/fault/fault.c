@@ -8,6 +8,9 @@
  *   DSTACK_FAULT_COUNT=FILE  at exit, write how many changes were made
  *   DSTACK_FAULT_EIO=TEXT    reads from files whose path holds TEXT fail
  *                            with EIO
+ *   DSTACK_FAULT_CPUS=N      the machine seems to have N processors online,
+ *                            so that work split among threads falls the
+ *                            same way on every run
  *
  * Only a process whose executable is named dstack is touched, and the
  * kill and the count only in the process that loaded the library (not in
@@ -40,6 +43,7 @@ static unsigned long fault_kill_at;
 static unsigned long fault_changes;
 static const char *fault_count_file;
 static const char *fault_eio_text;
+static long fault_cpus;
 
 /* The next definition of name (libc's, or a sanitizer's in front of it), looked up once. */
 #define REAL(name) ({ \
@@ -76,6 +80,7 @@ static void fault_init(void)
 	fault_kill_at = kill_at ? strtoul(kill_at, NULL, 10) : 0;
 	fault_count_file = getenv("DSTACK_FAULT_COUNT");
 	fault_eio_text = getenv("DSTACK_FAULT_EIO");
+	fault_cpus = getenv("DSTACK_FAULT_CPUS") ? atol(getenv("DSTACK_FAULT_CPUS")) : 0;
 	if (fault_eio_text && !*fault_eio_text)
 		fault_eio_text = NULL;
 }
@@ -248,4 +253,11 @@ ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 	if (fault_eio(fd))
 		return -1;
 	return REAL(readv)(fd, iov, iovcnt);
+}
+
+long sysconf(int name)
+{
+	if (fault_active && fault_cpus > 0 && name == _SC_NPROCESSORS_ONLN)
+		return fault_cpus;
+	return REAL(sysconf)(name);
 }
