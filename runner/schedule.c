@@ -303,34 +303,42 @@ static int job_end_unstarted(struct schedule *sched, struct job_slot *slot,
 /*
  * One look at every job: *busy when some have not ended, *poll when one
  * waits for resources, *moved when a job started or ended (look again
- * at once: that may free another).
+ * at once: that may free another).  After an error the look goes on, to
+ * settle ended jobs and to see the ones still running (the caller must
+ * wait for those), but starts or ends nothing more.
  */
 static int schedule_pass(struct schedule *sched, bool *busy, bool *poll, bool *moved,
 			 bool *stopped, struct error *err)
 {
 	struct run_context *ctx = sched->ctx;
+	struct error later = { 0 };
 	char reason[96];
 	size_t k, blocker;
 	int ret = 0;
 
 	*busy = *poll = *moved = false;
-	for (k = 0; k < ctx->count && ret == 0; k++) {
+	for (k = 0; k < ctx->count; k++) {
 		struct job_slot *slot = &sched->slots[sched->order[k]];
 
 		if (slot->state == JOB_ENDED) {
 			if (!sched->settled[slot->n]) {
-				ret = job_settle(sched, slot, err);
+				int settled = job_settle(sched, slot, ret < 0 ? &later : err);
+
+				if (ret == 0)
+					ret = settled;
 				*moved = true;
 			}
 			if (slot->ret < 0 && !sched->failing) {
 				sched->failing = true;
-				*err = slot->err;
-				ret = slot->ret;
+				if (ret == 0) {
+					*err = slot->err;
+					ret = slot->ret;
+				}
 			}
 			continue;
 		}
 		*busy = true;
-		if (slot->state != JOB_PENDING)
+		if (ret < 0 || slot->state != JOB_PENDING)
 			continue;
 		if (*ctx->stop.stopping || sched->failing) {
 			*moved = true;

@@ -17,6 +17,7 @@ import pytest
 from conftest import (MiB, assert_error, assert_ok, assert_same_tree, describe,
                       fault_env, make_repo, parse_table, wait_for, write_random)
 from test_fs import is_mounted
+from test_jobs import JSON_PROVIDER, jobs_workflow, workflows_yaml
 
 
 @pytest.fixture
@@ -89,6 +90,29 @@ def test_eio_from_a_snapshot_fails_the_run_with_the_reason(ds, tmp_path):
     assert os.listdir(ds.home / "work") == []
     ds.fsck_clean()
     assert_ok(ds("run", "hello", cwd=repo))
+
+
+def test_a_job_failing_to_store_leaves_the_others_to_end(ds, tmp_path):
+    """Job 0 cannot read its artifact and fails at once while job 1 still
+    runs: the runner waits for job 1, which ends done with its artifact,
+    rather than leaving it behind with the run."""
+    jobs = [{"commands": ["echo x > out/failing.bin"], "artifacts": ["out"]},
+            {"commands": ["sleep 2", "echo late > late/late.txt"],
+             "artifacts": ["late"]}]
+    repo = make_repo(tmp_path / "repo", workflows_yaml(jobs_workflow("pair", jobs)),
+                     JSON_PROVIDER)
+    cp = ds("run", "pair", cwd=repo, env=fault_env(eio="failing.bin"))
+    assert cp.returncode == 1, describe(cp)
+    [run] = parse_table(assert_ok(ds("ps", "-a", cwd=repo)).stdout)
+    assert run["STATUS"] == "failed", run
+    details = assert_ok(ds("ps", run["RUN"], cwd=repo)).stdout
+    job0, job1 = parse_table(details.split("\n\n")[1])
+    assert job0["STATUS"] == "failed" and "Input/output error" in job0["REASON"], details
+    assert job1["STATUS"] == "done", details
+    out = ds.download(run["RUN"], tmp_path / "got")
+    assert (out / "late" / "late.txt").read_text() == "late\n"
+    assert os.listdir(ds.home / "work") == []
+    ds.fsck_clean()
 
 
 def test_eio_from_the_packs_is_eio_through_the_tree(ds, tmp_path, stored):
