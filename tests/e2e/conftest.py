@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import stat
 import struct
@@ -565,6 +566,28 @@ def make_repo(root, workflows, providers=None, files=None):
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init")
     return root
+
+
+def process_alive(pid):
+    """pid is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def kill_runner(command):
+    """SIGKILL to the processes running `dstack COMMAND`: a runner dies.
+    Returns once they have exited, as a crash leaves them: a process that
+    was sent SIGKILL may still be alive for the next command to see."""
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", command], stdout=subprocess.PIPE,
+                                           text=True).stdout.split()]
+    assert pids, "no runner process"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not any(process_alive(p) for p in pids), timeout=10), pids
 
 
 def no_process(marker):

@@ -13,6 +13,7 @@ import os
 import threading
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -32,8 +33,8 @@ with warnings.catch_warnings():
     import crypt
 
 import hostimage
-from conftest import (BIN, SEED_MAIN, SEED_SCHEMA, assert_error, assert_ok, make_repo,
-                      parse_table, wait_for)
+from conftest import (BIN, SEED_MAIN, SEED_SCHEMA, assert_error, assert_ok, kill_runner,
+                      make_repo, parse_table, wait_for)
 from test_custom_provider import SEED_PROVIDERS
 
 HELPER = BIN.parent / "dstack-docker"
@@ -180,12 +181,14 @@ def test_sigterm_stops_the_container_and_keeps_its_last_words(registry, tmp_path
     path.write_text(json.dumps(spec))
     proc = subprocess.Popen([str(HELPER), str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: containers(label), timeout=60), "no container started"
-    time.sleep(1)
+    # "started" comes after the trap is set: a TERM before it would kill sh.
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    assert ready and proc.stdout.readline() == "started\n", "the container did not start"
+    assert containers(label)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert out == "started\ngot TERM\n", out + err
+    assert out == "got TERM\n", out + err
     assert containers(label) == []
 
 
@@ -520,15 +523,6 @@ def test_backend_through_the_tree(registry, ds, tmp_path):
                  timeout=30)
 
 
-def kill_runner(command):
-    """SIGKILL to the processes running `dstack COMMAND`: a runner dies."""
-    runner = subprocess.run(["pgrep", "-f", command], stdout=subprocess.PIPE,
-                            text=True).stdout.split()
-    assert runner, "no runner process"
-    for pid in runner:
-        os.kill(int(pid), signal.SIGKILL)
-
-
 def test_a_dead_runner_leaves_no_container(registry, ds, tmp_path):
     repo, name, label = start_forever(registry, ds, tmp_path)
     kill_runner("run -d --backend docker forever")
@@ -643,6 +637,9 @@ def test_pull_with_the_credentials_of_docker_login(registry, tmp_path):
         reg.wait(timeout=30)
 
 
+# The master serves until the worker's fetch is logged (the log line comes
+# with the response's headers; a second more lets its body go), not for a
+# fixed time the worker's container may not start within.
 PAIR_PROVIDER = """\
 providers:
   - name: pair
@@ -651,7 +648,9 @@ providers:
         cat > "$DSTACK_JOBS" <<'JSON'
         [{"image": "%(image)s", "ports": 1,
           "commands": ["mkdir -p /tmp/www && echo from-master > /tmp/www/x",
-                       "httpd -p $PORT_0 -h /tmp/www", "sleep 8"]},
+                       "httpd -f -v -p $PORT_0 -h /tmp/www 2> /tmp/served &",
+                       "for i in $(seq 1 600); do grep -q response:200 /tmp/served && break; sleep 0.1; done",
+                       "sleep 1"]},
          {"image": "%(image)s", "master": 0,
           "commands": ["for i in $(seq 1 100); do wget -qO- http://$MASTER_JOB_HOSTNAME:$MASTER_JOB_PORT_0/x && break; sleep 0.1; done",
                        "echo I am $JOB_HOSTNAME, master $MASTER_JOB_HOSTNAME"]}]

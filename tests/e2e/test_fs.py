@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from conftest import (BIN, ISO_UTC, REPO, MiB, RUN_NAME, assert_error, assert_ok, describe,
-                      git, make_repo, no_process, parse_table, snapshot, wait_for,
-                      write_random)
+                      git, make_repo, no_process, parse_table, process_alive, snapshot,
+                      wait_for, write_random)
 
 FINAL = {"done", "failed", "stopped", "aborted"}
 INFO_KEYS = ["workflow", "provider", "args", "tag", "submitted", "started", "finished",
@@ -57,6 +57,12 @@ WORKFLOWS = """\
         provider: bash
         commands:
           - for i in $(seq 1 %(lines)d); do echo "line $i"; sleep 0.2; done
+          - echo "last line"
+
+      - name: gated
+        provider: bash
+        commands:
+          - until [ -e /tmp/dstack-gate.%(token)d ]; do sleep 0.05; done
           - echo "last line"
 
       - name: forever
@@ -127,15 +133,6 @@ def is_mounted(path):
     return str(path) in mounted_paths()
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def daemon_pids(mnt):
     """Live `dstack mount ... MNT` processes (what `pgrep -f "mount ... MNT"`
     finds, without the `umount MNT` commands)."""
@@ -150,7 +147,7 @@ def daemon_pids(mnt):
         except OSError:
             continue
         if (len(argv) >= 3 and argv[0].endswith(b"dstack") and argv[1] == b"mount"
-                and argv[-1] == want and _alive(int(entry))):
+                and argv[-1] == want and process_alive(int(entry))):
             pids.append(int(entry))
     return pids
 
@@ -368,7 +365,8 @@ def test_listing_every_level(tree):
     t = tree
     assert sorted(os.listdir(t.mnt)) == ["ctl", "runs", "tags", "workflows"]
     assert sorted(os.listdir(t.path("workflows"))) == sorted(
-        ["make", "slow", "forever", "fails", "after", "live", "badprov", "print-args"])
+        ["make", "slow", "gated", "forever", "fails", "after", "live", "badprov",
+         "print-args"])
     # No done run yet: no latest.
     assert os.listdir(t.path("workflows", "make")) == ["spec.yaml"]
     assert runs_listed(t) == []
@@ -1356,7 +1354,7 @@ def test_umount_with_open_files(tree):
                 pass
         cwd_holder.kill()
         cwd_holder.wait()
-    assert wait_for(lambda: not any(_alive(p) for p in pids), timeout=20), \
+    assert wait_for(lambda: not any(process_alive(p) for p in pids), timeout=20), \
         "the daemon did not exit once the open files were closed"
     # A new mount may start at once and shows the same runs.
     assert_ok(t.ds("mount", t.mnt, cwd=t.repo, env=mount_env(t.tmp)))
@@ -1369,14 +1367,19 @@ def test_umount_finishes_the_runs_the_daemon_started(tree):
     # killed by it: the daemon takes no new runs, finishes them, then exits.
     t = tree
     pids = daemon_pids(t.mnt)
-    live = start(t, "slow")
-    wait_status(t, live, {"running"})
-    cp = t.ds("umount", t.mnt, timeout=30)
-    assert_ok(cp)
-    assert not is_mounted(t.mnt)
-    assert any(_alive(p) for p in pids), "the daemon left before its run ended"
-    assert wait_for(lambda: not any(_alive(p) for p in pids), timeout=30), \
-        "the daemon did not exit once its run ended"
+    gate = Path(f"/tmp/dstack-gate.{t.token}")
+    try:
+        live = start(t, "gated")
+        wait_status(t, live, {"running"})
+        cp = t.ds("umount", t.mnt, timeout=30)
+        assert_ok(cp)
+        assert not is_mounted(t.mnt)
+        assert any(process_alive(p) for p in pids), "the daemon left before its run ended"
+        gate.touch()
+        assert wait_for(lambda: not any(process_alive(p) for p in pids), timeout=30), \
+            "the daemon did not exit once its run ended"
+    finally:
+        gate.unlink(missing_ok=True)
     rows = {r["RUN"]: r for r in ps_all(t)}
     assert rows[live]["STATUS"] == "done", rows[live]
     assert "last line" in assert_ok(t.ds("logs", live)).stdout
@@ -1386,12 +1389,18 @@ def test_sigterm_unmounts_and_finishes_live_runs(tree):
     # As `dstack umount`: the tree goes at once, the live run is finished.
     t = tree
     [pid] = daemon_pids(t.mnt)
-    live = start(t, "slow")
-    wait_status(t, live, {"running"})
-    os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: not is_mounted(t.mnt), timeout=10), "SIGTERM left the tree mounted"
-    assert _alive(pid), "the daemon left before its run ended"
-    assert wait_for(lambda: not _alive(pid), timeout=30), "the daemon did not exit"
+    gate = Path(f"/tmp/dstack-gate.{t.token}")
+    try:
+        live = start(t, "gated")
+        wait_status(t, live, {"running"})
+        os.kill(pid, signal.SIGTERM)
+        assert wait_for(lambda: not is_mounted(t.mnt), timeout=10), \
+            "SIGTERM left the tree mounted"
+        assert process_alive(pid), "the daemon left before its run ended"
+        gate.touch()
+        assert wait_for(lambda: not process_alive(pid), timeout=30), "the daemon did not exit"
+    finally:
+        gate.unlink(missing_ok=True)
     rows = {r["RUN"]: r for r in ps_all(t)}
     assert rows[live]["STATUS"] == "done", rows[live]
     assert "last line" in assert_ok(t.ds("logs", live)).stdout

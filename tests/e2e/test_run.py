@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (BIN, Dstack, assert_error, assert_ok, assert_usage_error, git, git_init,
-                      make_repo, no_process, parse_table, wait_for)
+                      kill_runner, make_repo, no_process, parse_table, wait_for)
 
 
 @pytest.fixture
@@ -691,10 +691,7 @@ def test_a_run_whose_runner_died_is_marked_failed(ds, slow_repo):
     cp = assert_ok(ds("run", "-d", "slow", cwd=slow_repo, env={"SLOW_MARK": "33"}))
     name = cp.stdout.strip()
     assert wait_for(lambda: not no_process("sleep 6033"))
-    runner = subprocess.run(["pgrep", "-f", "run -d slow"], stdout=subprocess.PIPE,
-                            text=True).stdout.split()
-    for pid in runner:
-        os.kill(int(pid), signal.SIGKILL)
+    kill_runner("run -d slow")
     [run] = runs(ds, slow_repo)
     assert run["STATUS"] == "failed"
     assert "is gone; marked failed" in ds("logs", name).stdout

@@ -7,13 +7,13 @@ pending and while running, and the logs and artifacts in the tree after.
 """
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 
 import pytest
 
-from conftest import BIN, REPO, assert_error, assert_ok, make_repo, parse_table, wait_for
+from conftest import (BIN, REPO, assert_error, assert_ok, kill_runner, make_repo, parse_table,
+                      wait_for)
 from test_fs import mount_env, unmount_all
 from test_docker import containers, registry  # noqa: F401  (registry: a fixture)
 from test_jobs import JSON_PROVIDER, jobs_workflow, workflows_yaml
@@ -353,11 +353,7 @@ def test_a_dead_runners_slurm_jobs_are_cancelled(ds, tmp_path, slurm_node):
     assert wait_for(lambda: "up" in assert_ok(ds("logs", name)).stdout, timeout=60)
     [(job_id, state)] = slurm_jobs(ds, name).values()
     assert state == "RUNNING"
-    runner = subprocess.run(["pgrep", "-f", "run -d forever"], capture_output=True,
-                            text=True).stdout.split()
-    assert runner, "no runner process"
-    for pid in runner:
-        os.kill(int(pid), signal.SIGKILL)
+    kill_runner("run -d forever")
     # The next command that looks finds the run orphaned and cancels its job.
     assert run_status(ds, repo) == "failed"
     assert wait_for(lambda: slurm_jobs(ds, name)[0][1] == "CANCELLED", timeout=30), \

@@ -154,11 +154,20 @@ def test_a_failing_job_is_failed_with_its_exit_code(helper, slurm):
                     "node": slurm["node"], "exit_code": 3, "signal": 0}
 
 
+def gated(helper, then):
+    """A job script that waits for the test to open its gate, then does
+    then: what the test asks of Slurm meanwhile does not race its end."""
+    gate = helper.folder / "gate"
+    return gate, f"while [ ! -e {gate} ]; do sleep 0.1; done; {then}"
+
+
 def test_after_ok_on_a_failing_job_cancels_the_dependent(helper):
-    first = helper.submit("sleep 1; exit 1")
+    gate, script = gated(helper, "exit 1")
+    first = helper.submit(script)
     second = helper.submit("echo never", after_ok=[first])
     state = helper.state(second)
     assert (state["state"], state["reason"]) == ("PENDING", "Dependency"), state
+    gate.touch()
     last = helper.wait(second, lambda s: s["state"] in ENDED)[-1]
     assert (last["state"], last["reason"]) == ("CANCELLED", "DependencyNeverSatisfied"), last
     assert helper.state(first)["state"] == "FAILED"
@@ -166,11 +175,13 @@ def test_after_ok_on_a_failing_job_cancels_the_dependent(helper):
 
 
 def test_after_ok_on_a_running_job_waits_then_runs(helper):
-    first = helper.submit("sleep 2")
+    gate, script = gated(helper, "true")
+    first = helper.submit(script)
     second = helper.submit("true", after_ok=[first])
     helper.wait(first, lambda s: s["state"] == "RUNNING")
     state = helper.state(second)
     assert (state["state"], state["reason"]) == ("PENDING", "Dependency"), state
+    gate.touch()
     assert helper.wait(second, lambda s: s["state"] in ENDED)[-1]["state"] == "COMPLETED"
 
 
@@ -178,7 +189,7 @@ def test_a_job_asking_for_cpus_held_by_another_pends_on_resources(helper, slurm)
     holder = helper.submit("sleep 30", cpus=1)
     helper.wait(holder, lambda s: s["state"] == "RUNNING")
     waiting = helper.submit("true", cpus=slurm["cpus"])
-    state = helper.wait(waiting, lambda s: s["reason"] in ("Resources", "Priority"), timeout=10)[-1]
+    state = helper.wait(waiting, lambda s: s["reason"] in ("Resources", "Priority"), timeout=30)[-1]
     assert state["state"] == "PENDING" and state["node"] == "", state
     assert_ok(helper("cancel", helper.settings, holder))
     assert helper.wait(waiting, lambda s: s["state"] in ENDED)[-1]["state"] == "COMPLETED"
