@@ -963,14 +963,13 @@ static int parse_resources(struct loader *ld, struct workflow *wf,
 /*
  * A path of the repository's snapshot, *path replaced by its plain form
  * (path_plain): relative to the repository root and inside it, as the
- * runner reads it from the snapshot; an absolute path or a ".."
- * component is refused.
+ * runner reads it from the snapshot; an absolute path, or one with a
+ * "..", "." or empty component, is refused.
  */
 static int repo_path_check(struct loader *ld, const yaml_node_t *node, const char *field,
 			   char **path)
 {
 	char *plain = NULL;
-	const char *p;
 	int ret = path_plain(*path, &plain);
 
 	if (ret == -EINVAL)
@@ -981,12 +980,8 @@ static int repo_path_check(struct loader *ld, const yaml_node_t *node, const cha
 	if (plain[0] == '/')
 		ret = loader_fail(ld, node, "%s: '%s' is not relative to the repository root",
 				  field, *path);
-	for (p = plain; ret == 0 && p; p = strchr(p, '/')) {
-		if (*p == '/')
-			p++;
-		if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || !p[2]))
-			ret = loader_fail(ld, node, "%s: '%s' leaves the repository", field, *path);
-	}
+	else if (!path_is_contained(plain))
+		ret = loader_fail(ld, node, "%s: '%s' leaves the repository", field, *path);
 	if (ret) {
 		free(plain);
 		return ret;

@@ -68,6 +68,7 @@ static void fault_init(void)
 	char exe[PATH_MAX];
 	ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	const char *base, *kill_at = getenv("DSTACK_FAULT_KILL_AT");
+	const char *cpus = getenv("DSTACK_FAULT_CPUS");
 
 	if (len <= 0)
 		return;
@@ -80,7 +81,7 @@ static void fault_init(void)
 	fault_kill_at = kill_at ? strtoul(kill_at, NULL, 10) : 0;
 	fault_count_file = getenv("DSTACK_FAULT_COUNT");
 	fault_eio_text = getenv("DSTACK_FAULT_EIO");
-	fault_cpus = getenv("DSTACK_FAULT_CPUS") ? atol(getenv("DSTACK_FAULT_CPUS")) : 0;
+	fault_cpus = cpus ? atol(cpus) : 0;
 	if (fault_eio_text && !*fault_eio_text)
 		fault_eio_text = NULL;
 }
